@@ -1,0 +1,16 @@
+//! Caisse domain: aggregates, commands, events, errors and value types, with no I/O.
+//!
+//! Architecture invariant: this crate depends only on cqrs-es, serde, rust_decimal,
+//! uuid, chrono and thiserror. It never touches a database, the network or a clock;
+//! time and outside answers (the acquirer's outcome, the vault's token) come in
+//! through commands.
+
+pub mod card;
+pub mod ids;
+pub mod merchant;
+pub mod money;
+pub mod payment;
+pub mod remittance;
+
+pub use ids::{Mode, PaymentId, RemittanceId, ShopId};
+pub use money::{Currency, Money, MoneyError};

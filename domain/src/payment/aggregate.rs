@@ -1,0 +1,297 @@
+//! Payment state and the rules of its lifecycle (DESIGN.md "Statuses").
+
+use chrono::NaiveDate;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{PaymentId, RemittanceId};
+use crate::money::Money;
+
+use super::commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
+use super::errors::PaymentError;
+use super::events::{CaptureMode, PaymentDetails, PaymentEvent, Refusal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// No event yet: the aggregate does not exist.
+    #[default]
+    New,
+    /// Authorised, to be captured at the first remittance on or after its capture date.
+    Authorised,
+    /// Authorised with manual capture: waits for `validatePayment`.
+    AuthorisedToValidate,
+    Captured,
+    PartiallyRefunded,
+    Refunded,
+    Cancelled,
+    Expired,
+    Refused,
+}
+
+impl PaymentStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PaymentStatus::New => "NEW",
+            PaymentStatus::Authorised => "AUTHORISED",
+            PaymentStatus::AuthorisedToValidate => "AUTHORISED_TO_VALIDATE",
+            PaymentStatus::Captured => "CAPTURED",
+            PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::Expired => "EXPIRED",
+            PaymentStatus::Refused => "REFUSED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            PaymentStatus::Authorised,
+            PaymentStatus::AuthorisedToValidate,
+            PaymentStatus::Captured,
+            PaymentStatus::PartiallyRefunded,
+            PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
+            PaymentStatus::Expired,
+            PaymentStatus::Refused,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
+    fn is_captured(&self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub details: Option<PaymentDetails>,
+    pub status: PaymentStatus,
+    /// Amount to capture: the authorised amount, possibly lowered by `modifyPayment`.
+    pub amount: Option<Money>,
+    pub capture_date: Option<NaiveDate>,
+    pub captured: Option<Money>,
+    pub refunded: Option<Money>,
+    pub remittance_id: Option<RemittanceId>,
+    pub refusal: Option<Refusal>,
+    pub validated: bool,
+    pub duplicates: Vec<PaymentId>,
+}
+
+impl Payment {
+    /// The payment's details if the caller may see it; `NotFound` otherwise, so a
+    /// payment of another shop or mode is indistinguishable from a missing one.
+    pub fn visible_details(&self, scope: &AccessScope) -> Result<&PaymentDetails, PaymentError> {
+        match &self.details {
+            Some(details) if scope.allows(details.shop_id, details.mode) => Ok(details),
+            _ => Err(PaymentError::NotFound),
+        }
+    }
+
+    pub fn ensure_duplicable(&self, scope: &AccessScope) -> Result<&PaymentDetails, PaymentError> {
+        let details = self.visible_details(scope)?;
+        match self.status {
+            PaymentStatus::Captured
+            | PaymentStatus::PartiallyRefunded
+            | PaymentStatus::Refunded
+            | PaymentStatus::Expired
+            | PaymentStatus::Cancelled
+            | PaymentStatus::Refused => Ok(details),
+            status => Err(PaymentError::NotDuplicable { status: status.as_str().to_string() }),
+        }
+    }
+
+    /// Whether the remittance of `today` should capture this payment.
+    pub fn is_due(&self, today: NaiveDate) -> bool {
+        self.status == PaymentStatus::Authorised
+            && self.capture_date.is_some_and(|date| date <= today)
+    }
+
+    /// Rejects actions on payments that are no longer before remittance.
+    fn ensure_before_remittance(&self) -> Result<(), PaymentError> {
+        match self.status {
+            PaymentStatus::Authorised | PaymentStatus::AuthorisedToValidate => Ok(()),
+            status if status.is_captured() => Err(PaymentError::AlreadyRemitted),
+            PaymentStatus::Cancelled => Err(PaymentError::AlreadyCancelled),
+            PaymentStatus::Refused => Err(PaymentError::Refused),
+            PaymentStatus::Expired => Err(PaymentError::Expired),
+            _ => Err(PaymentError::NotFound),
+        }
+    }
+
+    fn current_amount(&self) -> Money {
+        self.amount.expect("an existing payment has an amount")
+    }
+
+    fn refundable(&self) -> Result<Money, PaymentError> {
+        let captured = self.captured.expect("captured payments have a captured amount");
+        let refunded = self.refunded.unwrap_or_else(|| Money::zero(captured.currency()));
+        Ok(captured.checked_sub(&refunded)?)
+    }
+}
+
+impl Aggregate for Payment {
+    const TYPE: &'static str = "Payment";
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Error = PaymentError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            PaymentCommand::Authorise { details, outcome } => {
+                if self.details.is_some() {
+                    return Err(PaymentError::AlreadyExists);
+                }
+                let event = match outcome {
+                    AuthorisationOutcome::Approved(authorisation) => {
+                        PaymentEvent::PaymentAuthorised { details, authorisation }
+                    }
+                    AuthorisationOutcome::Declined(refusal) => {
+                        PaymentEvent::PaymentRefused { details, refusal }
+                    }
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::Validate { scope, occurred_at } => {
+                self.visible_details(&scope)?;
+                if self.status != PaymentStatus::AuthorisedToValidate {
+                    self.ensure_before_remittance()?;
+                    return Err(PaymentError::NotAwaitingValidation {
+                        status: self.status.as_str().to_string(),
+                    });
+                }
+                sink.write(PaymentEvent::PaymentValidated { occurred_at }, self).await;
+            }
+            PaymentCommand::Modify { scope, amount, capture_date, today, occurred_at } => {
+                self.visible_details(&scope)?;
+                self.ensure_before_remittance()?;
+                if amount.is_none() && capture_date.is_none() {
+                    return Err(PaymentError::NothingToModify);
+                }
+                let previous_amount = self.current_amount();
+                let new_amount = amount.unwrap_or(previous_amount);
+                if new_amount.cmp_amount(&previous_amount)? == std::cmp::Ordering::Greater {
+                    return Err(PaymentError::ModifyAmountExceedsAuthorised {
+                        authorised: previous_amount.to_string(),
+                    });
+                }
+                let previous_capture_date = self.capture_date.expect("existing payment");
+                let new_capture_date = capture_date.unwrap_or(previous_capture_date);
+                if capture_date.is_some_and(|date| date < today) {
+                    return Err(PaymentError::CaptureDateInPast);
+                }
+                let event = PaymentEvent::PaymentModified {
+                    previous_amount,
+                    amount: new_amount,
+                    previous_capture_date,
+                    capture_date: new_capture_date,
+                    occurred_at,
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::Cancel { scope, occurred_at } => {
+                self.visible_details(&scope)?;
+                self.ensure_before_remittance()?;
+                let amount = self.current_amount();
+                sink.write(PaymentEvent::PaymentCancelled { amount, occurred_at }, self).await;
+            }
+            PaymentCommand::Capture { remittance_id, today, occurred_at } => {
+                if self.details.is_none() {
+                    return Err(PaymentError::NotFound);
+                }
+                self.ensure_before_remittance()?;
+                if !self.is_due(today) {
+                    return Err(PaymentError::NotDue);
+                }
+                let amount = self.current_amount();
+                let event = PaymentEvent::PaymentCaptured { remittance_id, amount, occurred_at };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::Refund { scope, refund_id, amount, occurred_at } => {
+                self.visible_details(&scope)?;
+                if !self.status.is_captured() {
+                    self.ensure_before_remittance()?;
+                    return Err(PaymentError::NotCaptured);
+                }
+                let refundable = self.refundable()?;
+                if amount.cmp_amount(&refundable)? == std::cmp::Ordering::Greater {
+                    return Err(PaymentError::RefundExceedsCaptured {
+                        requested: amount.to_string(),
+                        refundable: refundable.to_string(),
+                    });
+                }
+                let already = self.refunded.unwrap_or_else(|| Money::zero(amount.currency()));
+                let refunded_total = already.checked_add(&amount)?;
+                let event =
+                    PaymentEvent::PaymentRefunded { refund_id, amount, refunded_total, occurred_at };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::RecordDuplicate { scope, new_payment_id, amount, occurred_at } => {
+                self.ensure_duplicable(&scope)?;
+                let event = PaymentEvent::PaymentDuplicated { new_payment_id, amount, occurred_at };
+                sink.write(event, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            PaymentEvent::PaymentAuthorised { details, .. } => {
+                self.status = match details.capture_mode {
+                    CaptureMode::Automatic => PaymentStatus::Authorised,
+                    CaptureMode::Manual => PaymentStatus::AuthorisedToValidate,
+                };
+                self.amount = Some(details.amount);
+                self.capture_date = Some(details.capture_date);
+                self.details = Some(details);
+            }
+            PaymentEvent::PaymentRefused { details, refusal } => {
+                self.status = PaymentStatus::Refused;
+                self.amount = Some(details.amount);
+                self.capture_date = Some(details.capture_date);
+                self.details = Some(details);
+                self.refusal = Some(refusal);
+            }
+            PaymentEvent::PaymentValidated { .. } => {
+                self.validated = true;
+                self.status = PaymentStatus::Authorised;
+            }
+            PaymentEvent::PaymentModified { amount, capture_date, .. } => {
+                self.amount = Some(amount);
+                self.capture_date = Some(capture_date);
+            }
+            PaymentEvent::PaymentCancelled { .. } => {
+                self.status = PaymentStatus::Cancelled;
+            }
+            PaymentEvent::PaymentCaptured { remittance_id, amount, .. } => {
+                self.status = PaymentStatus::Captured;
+                self.captured = Some(amount);
+                self.remittance_id = Some(remittance_id);
+            }
+            PaymentEvent::PaymentRefunded { refunded_total, .. } => {
+                let fully = self.captured == Some(refunded_total);
+                self.refunded = Some(refunded_total);
+                self.status = if fully {
+                    PaymentStatus::Refunded
+                } else {
+                    PaymentStatus::PartiallyRefunded
+                };
+            }
+            PaymentEvent::PaymentDuplicated { new_payment_id, .. } => {
+                self.duplicates.push(new_payment_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Payment commands. Outside answers (acquirer outcome, time) arrive inside them, so
+//! handling a command is deterministic and safe to retry after a conflict.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::ids::{Mode, PaymentId, RefundId, RemittanceId, ShopId};
+use crate::money::Money;
+
+use super::events::{Authorisation, PaymentDetails, Refusal};
+
+/// Who may act on a payment: the shops and the mode of the caller's credentials.
+/// A payment outside the scope answers "not found", never with data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessScope {
+    pub shop_ids: Vec<ShopId>,
+    pub mode: Mode,
+}
+
+impl AccessScope {
+    pub fn single(shop_id: ShopId, mode: Mode) -> Self {
+        AccessScope { shop_ids: vec![shop_id], mode }
+    }
+
+    pub fn allows(&self, shop_id: ShopId, mode: Mode) -> bool {
+        self.mode == mode && self.shop_ids.contains(&shop_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorisationOutcome {
+    Approved(Authorisation),
+    Declined(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentCommand {
+    /// Records the acquirer's answer to a new payment's authorisation request.
+    Authorise {
+        details: PaymentDetails,
+        outcome: AuthorisationOutcome,
+    },
+    Validate {
+        scope: AccessScope,
+        occurred_at: DateTime<Utc>,
+    },
+    Modify {
+        scope: AccessScope,
+        amount: Option<Money>,
+        capture_date: Option<NaiveDate>,
+        today: NaiveDate,
+        occurred_at: DateTime<Utc>,
+    },
+    Cancel {
+        scope: AccessScope,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Issued by the remittance for a payment it found due.
+    Capture {
+        remittance_id: RemittanceId,
+        today: NaiveDate,
+        occurred_at: DateTime<Utc>,
+    },
+    Refund {
+        scope: AccessScope,
+        refund_id: RefundId,
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Links the source payment to the new payment a duplication created.
+    RecordDuplicate {
+        scope: AccessScope,
+        new_payment_id: PaymentId,
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+}

@@ -1,0 +1,60 @@
+//! Why a payment command was rejected, each with a stable machine code.
+
+use crate::money::MoneyError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("payment not found")]
+    NotFound,
+    #[error("a payment with this id already exists")]
+    AlreadyExists,
+    #[error("payment is not waiting for validation (status {status})")]
+    NotAwaitingValidation { status: String },
+    #[error("payment was already sent to the bank in a remittance")]
+    AlreadyRemitted,
+    #[error("payment is cancelled")]
+    AlreadyCancelled,
+    #[error("payment was refused; nothing can be done to it but duplicate it")]
+    Refused,
+    #[error("payment has expired")]
+    Expired,
+    #[error("payment is not captured yet; cancel or modify it instead of refunding")]
+    NotCaptured,
+    #[error("refund of {requested} exceeds the refundable {refundable}")]
+    RefundExceedsCaptured { requested: String, refundable: String },
+    #[error("a modified amount can only be lower than the authorised {authorised}")]
+    ModifyAmountExceedsAuthorised { authorised: String },
+    #[error("the capture date cannot be before today")]
+    CaptureDateInPast,
+    #[error("nothing to modify: give a new amount or a new capture date")]
+    NothingToModify,
+    #[error("payment can be duplicated only when captured, expired, cancelled or refused (status {status})")]
+    NotDuplicable { status: String },
+    #[error("payment is not due for capture")]
+    NotDue,
+    #[error("{0}")]
+    Money(#[from] MoneyError),
+}
+
+impl PaymentError {
+    /// Stable code exposed as the GraphQL `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PaymentError::NotFound => "PAYMENT_NOT_FOUND",
+            PaymentError::AlreadyExists => "PAYMENT_ALREADY_EXISTS",
+            PaymentError::NotAwaitingValidation { .. } => "PAYMENT_NOT_AWAITING_VALIDATION",
+            PaymentError::AlreadyRemitted => "PAYMENT_ALREADY_REMITTED",
+            PaymentError::AlreadyCancelled => "PAYMENT_ALREADY_CANCELLED",
+            PaymentError::Refused => "PAYMENT_REFUSED",
+            PaymentError::Expired => "PAYMENT_EXPIRED",
+            PaymentError::NotCaptured => "PAYMENT_NOT_CAPTURED",
+            PaymentError::RefundExceedsCaptured { .. } => "REFUND_EXCEEDS_CAPTURED",
+            PaymentError::ModifyAmountExceedsAuthorised { .. } => "MODIFY_AMOUNT_EXCEEDS_AUTHORISED",
+            PaymentError::CaptureDateInPast => "CAPTURE_DATE_IN_PAST",
+            PaymentError::NothingToModify => "NOTHING_TO_MODIFY",
+            PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
+            PaymentError::NotDue => "PAYMENT_NOT_DUE",
+            PaymentError::Money(error) => error.code(),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Payment events. Their type strings are part of the log's contract and never change.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::card::CardSnapshot;
+use crate::ids::{Mode, PaymentId, RefundId, RemittanceId, ShopId};
+use crate::money::Money;
+
+/// Sales channel the payment came through (FEATURES CH-1..6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Channel {
+    Ecommerce,
+    Mcommerce,
+    /// Mail order / telephone order through the virtual POS (CH-1).
+    Moto,
+    CallCenter,
+    Erp,
+    Ivr,
+}
+
+impl Channel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Ecommerce => "ECOMMERCE",
+            Channel::Mcommerce => "MCOMMERCE",
+            Channel::Moto => "MOTO",
+            Channel::CallCenter => "CALL_CENTER",
+            Channel::Erp => "ERP",
+            Channel::Ivr => "IVR",
+        }
+    }
+
+    /// Whether the buyer types the card themselves, so a CVV is expected.
+    pub fn is_buyer_present_online(&self) -> bool {
+        matches!(self, Channel::Ecommerce | Channel::Mcommerce)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureMode {
+    /// Captured at the first remittance on or after the capture date.
+    Automatic,
+    /// Waits for the merchant's validation before it can be captured.
+    Manual,
+}
+
+/// Everything fixed when the payment is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentDetails {
+    pub payment_id: PaymentId,
+    pub shop_id: ShopId,
+    pub mode: Mode,
+    pub order_reference: String,
+    pub amount: Money,
+    pub channel: Channel,
+    pub capture_mode: CaptureMode,
+    pub capture_date: NaiveDate,
+    pub card: CardSnapshot,
+    pub buyer_email: Option<String>,
+    pub buyer_ip: Option<String>,
+    /// Set on a payment created by `duplicatePayment` (CM-3).
+    pub duplicated_from: Option<PaymentId>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorisation {
+    pub authorisation_code: String,
+    pub acquirer_reference: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefusalCategory {
+    /// The issuer declined (network reason code such as 05, 51, 54, 59).
+    IssuerDeclined,
+    /// The acquirer or issuer could not answer (timeout, system error).
+    Technical,
+    /// No acquirer contract is configured for this mode.
+    AcquirerNotConfigured,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Network reason code (e.g. "51") or our own code (`ACQUIRER_NOT_CONFIGURED`).
+    pub code: String,
+    pub message: String,
+    pub category: RefusalCategory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentEvent {
+    PaymentAuthorised {
+        details: PaymentDetails,
+        authorisation: Authorisation,
+    },
+    PaymentRefused {
+        details: PaymentDetails,
+        refusal: Refusal,
+    },
+    PaymentValidated {
+        occurred_at: DateTime<Utc>,
+    },
+    PaymentModified {
+        previous_amount: Money,
+        amount: Money,
+        previous_capture_date: NaiveDate,
+        capture_date: NaiveDate,
+        occurred_at: DateTime<Utc>,
+    },
+    PaymentCancelled {
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    PaymentCaptured {
+        remittance_id: RemittanceId,
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    PaymentRefunded {
+        refund_id: RefundId,
+        amount: Money,
+        refunded_total: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    PaymentDuplicated {
+        new_payment_id: PaymentId,
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+}
+
+impl PaymentEvent {
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            PaymentEvent::PaymentAuthorised { details, .. }
+            | PaymentEvent::PaymentRefused { details, .. } => details.occurred_at,
+            PaymentEvent::PaymentValidated { occurred_at }
+            | PaymentEvent::PaymentModified { occurred_at, .. }
+            | PaymentEvent::PaymentCancelled { occurred_at, .. }
+            | PaymentEvent::PaymentCaptured { occurred_at, .. }
+            | PaymentEvent::PaymentRefunded { occurred_at, .. }
+            | PaymentEvent::PaymentDuplicated { occurred_at, .. } => *occurred_at,
+        }
+    }
+}
+
+impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> String {
+        match self {
+            PaymentEvent::PaymentAuthorised { .. } => "PaymentAuthorised",
+            PaymentEvent::PaymentRefused { .. } => "PaymentRefused",
+            PaymentEvent::PaymentValidated { .. } => "PaymentValidated",
+            PaymentEvent::PaymentModified { .. } => "PaymentModified",
+            PaymentEvent::PaymentCancelled { .. } => "PaymentCancelled",
+            PaymentEvent::PaymentCaptured { .. } => "PaymentCaptured",
+            PaymentEvent::PaymentRefunded { .. } => "PaymentRefunded",
+            PaymentEvent::PaymentDuplicated { .. } => "PaymentDuplicated",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

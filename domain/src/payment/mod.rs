@@ -1,0 +1,16 @@
+//! The `Payment` aggregate: one card transaction from authorisation to refunds.
+
+mod aggregate;
+mod commands;
+mod errors;
+mod events;
+
+pub use aggregate::{Payment, PaymentStatus};
+pub use commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
+pub use errors::PaymentError;
+pub use events::{
+    Authorisation, CaptureMode, Channel, PaymentDetails, PaymentEvent, Refusal, RefusalCategory,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Given/when/then tests of the Payment aggregate and property tests of its money invariants.
