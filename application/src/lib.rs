@@ -1,1 +1,17 @@
-//! placeholder
+//! Caisse use cases: command services over the event store, retries on conflicts,
+//! idempotency, and the ports (acquirer, vault, clock, event log) they need.
+//!
+//! Architecture invariant: no SQL, no HTTP. Adapters live in `caisse-infrastructure`
+//! and `caisse-projections`; this crate only names what it needs from them.
+
+pub mod command_runner;
+pub mod context;
+pub mod error;
+pub mod merchants;
+pub mod payments;
+pub mod ports;
+pub mod remittances;
+
+pub use command_runner::CommandRunner;
+pub use context::{IdempotencyRequest, RequestContext};
+pub use error::AppError;

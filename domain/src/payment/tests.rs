@@ -1,1 +1,1297 @@
 //! Given/when/then tests of the Payment aggregate and property tests of its money invariants.
+//!
+//! The given/when/then tests go through cqrs-es's `TestFramework`. In cqrs-es 0.5.0
+//! `AggregateTestExecutor::when` is synchronous (it spins up its own current-thread
+//! tokio runtime), so these are plain `#[test]`s; `when_async` is the async variant.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::*;
+use crate::card::{CardBrand, CardExpiry, CardSnapshot};
+use crate::ids::{Mode, PaymentId, RefundId, RemittanceId, ShopId};
+use crate::money::{Currency, Money, MoneyError};
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------
+
+fn shop_id() -> ShopId {
+    ShopId::from_uuid(Uuid::from_u128(0x5409))
+}
+
+fn other_shop_id() -> ShopId {
+    ShopId::from_uuid(Uuid::from_u128(0x5410))
+}
+
+fn payment_id() -> PaymentId {
+    PaymentId::from_uuid(Uuid::from_u128(0xA001))
+}
+
+fn duplicate_id() -> PaymentId {
+    PaymentId::from_uuid(Uuid::from_u128(0xA002))
+}
+
+fn remittance_id() -> RemittanceId {
+    RemittanceId::from_uuid(Uuid::from_u128(0xB001))
+}
+
+fn refund_id(n: u128) -> RefundId {
+    RefundId::from_uuid(Uuid::from_u128(0xC000 + n))
+}
+
+/// A day of March 2026.
+fn day(day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, day).expect("valid date")
+}
+
+/// An instant on a day of March 2026, on the hour.
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0)
+        .single()
+        .expect("valid instant")
+}
+
+/// The capture date of the payment in every given/when/then test.
+const CAPTURE_DAY: u32 = 10;
+
+fn eur(amount: &str) -> Money {
+    Money::parse_positive(amount, "EUR").expect("valid EUR amount")
+}
+
+fn usd(amount: &str) -> Money {
+    Money::parse_positive(amount, "USD").expect("valid USD amount")
+}
+
+fn eur_cents(cents: u64) -> Money {
+    Money::positive(Decimal::new(cents as i64, 2), Currency::EUR).expect("positive EUR cents")
+}
+
+fn scope() -> AccessScope {
+    AccessScope::single(shop_id(), Mode::Test)
+}
+
+fn card() -> CardSnapshot {
+    CardSnapshot {
+        token: "tok_test".to_string(),
+        bin: "497010".to_string(),
+        last_four: "0006".to_string(),
+        brand: CardBrand::Cb,
+        networks: vec![CardBrand::Cb, CardBrand::Visa],
+        expiry: CardExpiry {
+            month: 12,
+            year: 2030,
+        },
+        fingerprint: "fp_test".to_string(),
+        holder_name: Some("Jeanne Martin".to_string()),
+        issuing_country: Some("FR".to_string()),
+    }
+}
+
+fn details_with(
+    capture_mode: CaptureMode,
+    amount: Money,
+    capture_date: NaiveDate,
+) -> PaymentDetails {
+    PaymentDetails {
+        payment_id: payment_id(),
+        shop_id: shop_id(),
+        mode: Mode::Test,
+        order_reference: "order-42".to_string(),
+        amount,
+        channel: Channel::Ecommerce,
+        capture_mode,
+        capture_date,
+        card: card(),
+        buyer_email: Some("buyer@example.com".to_string()),
+        buyer_ip: Some("203.0.113.7".to_string()),
+        duplicated_from: None,
+        occurred_at: at(2, 10),
+    }
+}
+
+/// EUR 100.00, ecommerce, capture date 2026-03-10.
+fn details(capture_mode: CaptureMode) -> PaymentDetails {
+    details_with(capture_mode, eur("100.00"), day(CAPTURE_DAY))
+}
+
+fn authorisation() -> Authorisation {
+    Authorisation {
+        authorisation_code: "A1B2C3".to_string(),
+        acquirer_reference: "acq-0001".to_string(),
+    }
+}
+
+fn refusal() -> Refusal {
+    Refusal {
+        code: "51".to_string(),
+        message: "insufficient funds".to_string(),
+        category: RefusalCategory::IssuerDeclined,
+    }
+}
+
+// Events ---------------------------------------------------------------------------------
+
+fn authorised(capture_mode: CaptureMode) -> PaymentEvent {
+    PaymentEvent::PaymentAuthorised {
+        details: details(capture_mode),
+        authorisation: authorisation(),
+    }
+}
+
+fn refused() -> PaymentEvent {
+    PaymentEvent::PaymentRefused {
+        details: details(CaptureMode::Automatic),
+        refusal: refusal(),
+    }
+}
+
+fn validated() -> PaymentEvent {
+    PaymentEvent::PaymentValidated {
+        occurred_at: at(3, 9),
+    }
+}
+
+fn modified_to(amount: &str) -> PaymentEvent {
+    PaymentEvent::PaymentModified {
+        previous_amount: eur("100.00"),
+        amount: eur(amount),
+        previous_capture_date: day(CAPTURE_DAY),
+        capture_date: day(CAPTURE_DAY),
+        occurred_at: at(3, 11),
+    }
+}
+
+fn cancelled() -> PaymentEvent {
+    PaymentEvent::PaymentCancelled {
+        amount: eur("100.00"),
+        occurred_at: at(4, 12),
+    }
+}
+
+fn captured(amount: &str) -> PaymentEvent {
+    PaymentEvent::PaymentCaptured {
+        remittance_id: remittance_id(),
+        amount: eur(amount),
+        occurred_at: at(CAPTURE_DAY, 23),
+    }
+}
+
+fn refunded(n: u128, amount: &str, refunded_total: &str) -> PaymentEvent {
+    PaymentEvent::PaymentRefunded {
+        refund_id: refund_id(n),
+        amount: eur(amount),
+        refunded_total: eur(refunded_total),
+        occurred_at: at(15, 14),
+    }
+}
+
+/// An automatic payment of EUR 100.00 captured in full.
+fn captured_payment() -> Vec<PaymentEvent> {
+    vec![authorised(CaptureMode::Automatic), captured("100.00")]
+}
+
+// Commands -------------------------------------------------------------------------------
+
+fn authorise(capture_mode: CaptureMode) -> PaymentCommand {
+    PaymentCommand::Authorise {
+        details: details(capture_mode),
+        outcome: AuthorisationOutcome::Approved(authorisation()),
+    }
+}
+
+fn decline() -> PaymentCommand {
+    PaymentCommand::Authorise {
+        details: details(CaptureMode::Automatic),
+        outcome: AuthorisationOutcome::Declined(refusal()),
+    }
+}
+
+fn validate_in(scope: AccessScope) -> PaymentCommand {
+    PaymentCommand::Validate {
+        scope,
+        occurred_at: at(3, 9),
+    }
+}
+
+fn validate() -> PaymentCommand {
+    validate_in(scope())
+}
+
+/// A modification requested on 2026-03-05 (`today`).
+fn modify(amount: Option<Money>, capture_date: Option<NaiveDate>) -> PaymentCommand {
+    PaymentCommand::Modify {
+        scope: scope(),
+        amount,
+        capture_date,
+        today: day(5),
+        occurred_at: at(5, 11),
+    }
+}
+
+fn cancel() -> PaymentCommand {
+    PaymentCommand::Cancel {
+        scope: scope(),
+        occurred_at: at(4, 12),
+    }
+}
+
+fn capture_on(today: NaiveDate) -> PaymentCommand {
+    PaymentCommand::Capture {
+        remittance_id: remittance_id(),
+        today,
+        occurred_at: at(CAPTURE_DAY, 23),
+    }
+}
+
+fn refund_in(scope: AccessScope, n: u128, amount: Money) -> PaymentCommand {
+    PaymentCommand::Refund {
+        scope,
+        refund_id: refund_id(n),
+        amount,
+        occurred_at: at(15, 14),
+    }
+}
+
+fn refund(n: u128, amount: &str) -> PaymentCommand {
+    refund_in(scope(), n, eur(amount))
+}
+
+fn record_duplicate() -> PaymentCommand {
+    PaymentCommand::RecordDuplicate {
+        scope: scope(),
+        new_payment_id: duplicate_id(),
+        amount: eur("100.00"),
+        occurred_at: at(20, 8),
+    }
+}
+
+fn duplicated() -> PaymentEvent {
+    PaymentEvent::PaymentDuplicated {
+        new_payment_id: duplicate_id(),
+        amount: eur("100.00"),
+        occurred_at: at(20, 8),
+    }
+}
+
+// Harness --------------------------------------------------------------------------------
+
+fn payment() -> TestFramework<Payment> {
+    TestFramework::with(())
+}
+
+/// The state after `given` and the events `command` emits on top of it, all applied
+/// through `apply` onto a fresh aggregate.
+fn state_after(given: Vec<PaymentEvent>, command: PaymentCommand) -> Payment {
+    let emitted = payment()
+        .given(given.clone())
+        .when(command)
+        .inspect_result()
+        .expect("the command is accepted");
+    replay(given.into_iter().chain(emitted))
+}
+
+fn replay(events: impl IntoIterator<Item = PaymentEvent>) -> Payment {
+    let mut state = Payment::default();
+    for event in events {
+        state.apply(event);
+    }
+    state
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorise
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn approved_authorisation_emits_payment_authorised() {
+    payment()
+        .given_no_previous_events()
+        .when(authorise(CaptureMode::Automatic))
+        .then_expect_events(vec![authorised(CaptureMode::Automatic)]);
+}
+
+#[test]
+fn approved_automatic_payment_is_authorised() {
+    let state = state_after(vec![], authorise(CaptureMode::Automatic));
+    assert_eq!(state.status, PaymentStatus::Authorised);
+    assert_eq!(state.amount, Some(eur("100.00")));
+    assert_eq!(state.capture_date, Some(day(CAPTURE_DAY)));
+}
+
+#[test]
+fn approved_manual_payment_awaits_validation() {
+    let state = state_after(vec![], authorise(CaptureMode::Manual));
+    assert_eq!(state.status, PaymentStatus::AuthorisedToValidate);
+    assert!(!state.validated);
+}
+
+#[test]
+fn declined_authorisation_emits_payment_refused() {
+    payment()
+        .given_no_previous_events()
+        .when(decline())
+        .then_expect_events(vec![refused()]);
+}
+
+#[test]
+fn declined_payment_is_refused_and_keeps_the_refusal() {
+    let state = state_after(vec![], decline());
+    assert_eq!(state.status, PaymentStatus::Refused);
+    assert_eq!(state.refusal, Some(refusal()));
+}
+
+#[test]
+fn authorising_an_existing_payment_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(authorise(CaptureMode::Automatic))
+        .then_expect_error(PaymentError::AlreadyExists);
+}
+
+#[test]
+fn authorising_a_refused_payment_again_is_rejected() {
+    payment()
+        .given(vec![refused()])
+        .when(authorise(CaptureMode::Automatic))
+        .then_expect_error(PaymentError::AlreadyExists);
+}
+
+// ---------------------------------------------------------------------------------------
+// Validate
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn validating_a_payment_awaiting_validation_emits_payment_validated() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(validate())
+        .then_expect_events(vec![validated()]);
+}
+
+#[test]
+fn validated_payment_becomes_authorised() {
+    let state = state_after(vec![authorised(CaptureMode::Manual)], validate());
+    assert_eq!(state.status, PaymentStatus::Authorised);
+    assert!(state.validated);
+}
+
+#[test]
+fn validating_an_automatic_payment_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(validate())
+        .then_expect_error(PaymentError::NotAwaitingValidation {
+            status: "AUTHORISED".to_string(),
+        });
+}
+
+#[test]
+fn validating_twice_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual), validated()])
+        .when(validate())
+        .then_expect_error(PaymentError::NotAwaitingValidation {
+            status: "AUTHORISED".to_string(),
+        });
+}
+
+#[test]
+fn validating_a_captured_payment_is_rejected_as_already_remitted() {
+    payment()
+        .given(vec![
+            authorised(CaptureMode::Manual),
+            validated(),
+            captured("100.00"),
+        ])
+        .when(validate())
+        .then_expect_error(PaymentError::AlreadyRemitted);
+}
+
+#[test]
+fn validating_a_payment_of_another_shop_is_not_found() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(validate_in(AccessScope::single(
+            other_shop_id(),
+            Mode::Test,
+        )))
+        .then_expect_error(PaymentError::NotFound);
+}
+
+#[test]
+fn validating_a_test_payment_with_live_credentials_is_not_found() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(validate_in(AccessScope::single(shop_id(), Mode::Live)))
+        .then_expect_error(PaymentError::NotFound);
+}
+
+#[test]
+fn validating_a_missing_payment_is_not_found() {
+    payment()
+        .given_no_previous_events()
+        .when(validate())
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Modify
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lowering_the_amount_emits_payment_modified() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(Some(eur("80.00")), None))
+        .then_expect_events(vec![PaymentEvent::PaymentModified {
+            previous_amount: eur("100.00"),
+            amount: eur("80.00"),
+            previous_capture_date: day(CAPTURE_DAY),
+            capture_date: day(CAPTURE_DAY),
+            occurred_at: at(5, 11),
+        }]);
+}
+
+#[test]
+fn lowered_amount_becomes_the_amount_to_capture() {
+    let state = state_after(
+        vec![authorised(CaptureMode::Automatic)],
+        modify(Some(eur("80.00")), None),
+    );
+    assert_eq!(state.amount, Some(eur("80.00")));
+    assert_eq!(state.status, PaymentStatus::Authorised);
+}
+
+#[test]
+fn keeping_the_same_amount_is_accepted() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(Some(eur("100.00")), None))
+        .then_expect_events(vec![PaymentEvent::PaymentModified {
+            previous_amount: eur("100.00"),
+            amount: eur("100.00"),
+            previous_capture_date: day(CAPTURE_DAY),
+            capture_date: day(CAPTURE_DAY),
+            occurred_at: at(5, 11),
+        }]);
+}
+
+#[test]
+fn postponing_the_capture_date_emits_payment_modified() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(modify(None, Some(day(20))))
+        .then_expect_events(vec![PaymentEvent::PaymentModified {
+            previous_amount: eur("100.00"),
+            amount: eur("100.00"),
+            previous_capture_date: day(CAPTURE_DAY),
+            capture_date: day(20),
+            occurred_at: at(5, 11),
+        }]);
+}
+
+#[test]
+fn moving_the_capture_date_to_today_is_accepted() {
+    let state = state_after(
+        vec![authorised(CaptureMode::Automatic)],
+        modify(None, Some(day(5))),
+    );
+    assert_eq!(state.capture_date, Some(day(5)));
+}
+
+#[test]
+fn raising_the_amount_above_the_authorised_amount_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(Some(eur("100.01")), None))
+        .then_expect_error(PaymentError::ModifyAmountExceedsAuthorised {
+            authorised: "100.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn raising_a_lowered_amount_back_is_rejected() {
+    payment()
+        .given(vec![
+            authorised(CaptureMode::Automatic),
+            modified_to("80.00"),
+        ])
+        .when(modify(Some(eur("100.00")), None))
+        .then_expect_error(PaymentError::ModifyAmountExceedsAuthorised {
+            authorised: "80.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn moving_the_capture_date_into_the_past_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(None, Some(day(4))))
+        .then_expect_error(PaymentError::CaptureDateInPast);
+}
+
+#[test]
+fn modifying_nothing_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(None, None))
+        .then_expect_error(PaymentError::NothingToModify);
+}
+
+#[test]
+fn modifying_a_captured_payment_is_rejected_as_already_remitted() {
+    payment()
+        .given(captured_payment())
+        .when(modify(Some(eur("80.00")), None))
+        .then_expect_error(PaymentError::AlreadyRemitted);
+}
+
+#[test]
+fn modifying_a_cancelled_payment_is_rejected_as_already_cancelled() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic), cancelled()])
+        .when(modify(Some(eur("80.00")), None))
+        .then_expect_error(PaymentError::AlreadyCancelled);
+}
+
+#[test]
+fn modifying_a_refused_payment_is_rejected_as_refused() {
+    payment()
+        .given(vec![refused()])
+        .when(modify(Some(eur("80.00")), None))
+        .then_expect_error(PaymentError::Refused);
+}
+
+#[test]
+fn modifying_the_amount_in_another_currency_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(Some(usd("80.00")), None))
+        .then_expect_error(PaymentError::Money(MoneyError::CurrencyMismatch(
+            "USD".to_string(),
+            "EUR".to_string(),
+        )));
+}
+
+#[test]
+fn modifying_a_payment_of_another_shop_is_not_found() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(PaymentCommand::Modify {
+            scope: AccessScope::single(other_shop_id(), Mode::Test),
+            amount: Some(eur("80.00")),
+            capture_date: None,
+            today: day(5),
+            occurred_at: at(5, 11),
+        })
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cancel
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn cancelling_an_authorised_payment_emits_payment_cancelled() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(cancel())
+        .then_expect_events(vec![cancelled()]);
+}
+
+#[test]
+fn cancelling_a_payment_awaiting_validation_is_accepted() {
+    let state = state_after(vec![authorised(CaptureMode::Manual)], cancel());
+    assert_eq!(state.status, PaymentStatus::Cancelled);
+}
+
+#[test]
+fn cancelling_a_modified_payment_cancels_the_modified_amount() {
+    payment()
+        .given(vec![
+            authorised(CaptureMode::Automatic),
+            modified_to("80.00"),
+        ])
+        .when(cancel())
+        .then_expect_events(vec![PaymentEvent::PaymentCancelled {
+            amount: eur("80.00"),
+            occurred_at: at(4, 12),
+        }]);
+}
+
+#[test]
+fn cancelling_a_captured_payment_is_rejected_as_already_remitted() {
+    payment()
+        .given(captured_payment())
+        .when(cancel())
+        .then_expect_error(PaymentError::AlreadyRemitted);
+}
+
+#[test]
+fn cancelling_twice_is_rejected_as_already_cancelled() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic), cancelled()])
+        .when(cancel())
+        .then_expect_error(PaymentError::AlreadyCancelled);
+}
+
+#[test]
+fn cancelling_a_refused_payment_is_rejected_as_refused() {
+    payment()
+        .given(vec![refused()])
+        .when(cancel())
+        .then_expect_error(PaymentError::Refused);
+}
+
+#[test]
+fn cancelling_a_missing_payment_is_not_found() {
+    payment()
+        .given_no_previous_events()
+        .when(cancel())
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Capture
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn capturing_a_due_payment_emits_payment_captured_with_its_amount() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(capture_on(day(12)))
+        .then_expect_events(vec![captured("100.00")]);
+}
+
+#[test]
+fn payment_is_due_on_its_capture_date() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_events(vec![captured("100.00")]);
+}
+
+#[test]
+fn captured_payment_records_amount_and_remittance() {
+    let state = state_after(
+        vec![authorised(CaptureMode::Automatic)],
+        capture_on(day(CAPTURE_DAY)),
+    );
+    assert_eq!(state.status, PaymentStatus::Captured);
+    assert_eq!(state.captured, Some(eur("100.00")));
+    assert_eq!(state.remittance_id, Some(remittance_id()));
+}
+
+#[test]
+fn capturing_a_modified_payment_captures_the_modified_amount() {
+    payment()
+        .given(vec![
+            authorised(CaptureMode::Automatic),
+            modified_to("80.00"),
+        ])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_events(vec![captured("80.00")]);
+}
+
+#[test]
+fn capturing_a_validated_manual_payment_is_accepted() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual), validated()])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_events(vec![captured("100.00")]);
+}
+
+#[test]
+fn capturing_before_the_capture_date_is_rejected_as_not_due() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(capture_on(day(CAPTURE_DAY - 1)))
+        .then_expect_error(PaymentError::NotDue);
+}
+
+#[test]
+fn capturing_a_payment_awaiting_validation_is_rejected_as_not_due() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_error(PaymentError::NotDue);
+}
+
+#[test]
+fn capturing_a_cancelled_payment_is_rejected_as_already_cancelled() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic), cancelled()])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_error(PaymentError::AlreadyCancelled);
+}
+
+#[test]
+fn capturing_twice_is_rejected_as_already_remitted() {
+    payment()
+        .given(captured_payment())
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_error(PaymentError::AlreadyRemitted);
+}
+
+#[test]
+fn capturing_a_refused_payment_is_rejected_as_refused() {
+    payment()
+        .given(vec![refused()])
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_error(PaymentError::Refused);
+}
+
+#[test]
+fn capturing_a_missing_payment_is_not_found() {
+    payment()
+        .given_no_previous_events()
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Refund
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn partial_refund_emits_payment_refunded_with_the_running_total() {
+    payment()
+        .given(captured_payment())
+        .when(refund(1, "30.00"))
+        .then_expect_events(vec![refunded(1, "30.00", "30.00")]);
+}
+
+#[test]
+fn partial_refund_leaves_the_payment_partially_refunded() {
+    let state = state_after(captured_payment(), refund(1, "30.00"));
+    assert_eq!(state.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(state.refunded, Some(eur("30.00")));
+}
+
+#[test]
+fn full_refund_emits_payment_refunded_for_the_captured_amount() {
+    payment()
+        .given(captured_payment())
+        .when(refund(1, "100.00"))
+        .then_expect_events(vec![refunded(1, "100.00", "100.00")]);
+}
+
+#[test]
+fn full_refund_leaves_the_payment_refunded() {
+    let state = state_after(captured_payment(), refund(1, "100.00"));
+    assert_eq!(state.status, PaymentStatus::Refunded);
+    assert_eq!(state.refunded, Some(eur("100.00")));
+}
+
+#[test]
+fn second_refund_of_the_remainder_fully_refunds_the_payment() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    let state = state_after(given, refund(2, "70.00"));
+    assert_eq!(state.status, PaymentStatus::Refunded);
+    assert_eq!(state.refunded, Some(eur("100.00")));
+}
+
+#[test]
+fn refund_more_than_refundable_is_rejected() {
+    payment()
+        .given(captured_payment())
+        .when(refund(1, "100.01"))
+        .then_expect_error(PaymentError::RefundExceedsCaptured {
+            requested: "100.01 EUR".to_string(),
+            refundable: "100.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn second_refund_exceeding_the_remainder_is_rejected() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    payment()
+        .given(given)
+        .when(refund(2, "70.01"))
+        .then_expect_error(PaymentError::RefundExceedsCaptured {
+            requested: "70.01 EUR".to_string(),
+            refundable: "70.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn refunding_a_fully_refunded_payment_is_rejected() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "100.00", "100.00"));
+    payment()
+        .given(given)
+        .when(refund(2, "0.01"))
+        .then_expect_error(PaymentError::RefundExceedsCaptured {
+            requested: "0.01 EUR".to_string(),
+            refundable: "0.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn refunds_are_limited_to_the_captured_modified_amount() {
+    payment()
+        .given(vec![
+            authorised(CaptureMode::Automatic),
+            modified_to("80.00"),
+            captured("80.00"),
+        ])
+        .when(refund(1, "80.01"))
+        .then_expect_error(PaymentError::RefundExceedsCaptured {
+            requested: "80.01 EUR".to_string(),
+            refundable: "80.00 EUR".to_string(),
+        });
+}
+
+#[test]
+fn refunding_before_capture_is_rejected_as_not_captured() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(refund(1, "10.00"))
+        .then_expect_error(PaymentError::NotCaptured);
+}
+
+#[test]
+fn refunding_a_refused_payment_is_rejected_as_refused() {
+    payment()
+        .given(vec![refused()])
+        .when(refund(1, "10.00"))
+        .then_expect_error(PaymentError::Refused);
+}
+
+#[test]
+fn refunding_a_cancelled_payment_is_rejected_as_already_cancelled() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic), cancelled()])
+        .when(refund(1, "10.00"))
+        .then_expect_error(PaymentError::AlreadyCancelled);
+}
+
+#[test]
+fn refunding_in_another_currency_is_rejected() {
+    payment()
+        .given(captured_payment())
+        .when(refund_in(scope(), 1, usd("10.00")))
+        .then_expect_error(PaymentError::Money(MoneyError::CurrencyMismatch(
+            "USD".to_string(),
+            "EUR".to_string(),
+        )));
+}
+
+#[test]
+fn refunding_a_payment_of_another_shop_is_not_found() {
+    payment()
+        .given(captured_payment())
+        .when(refund_in(
+            AccessScope::single(other_shop_id(), Mode::Test),
+            1,
+            eur("10.00"),
+        ))
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// RecordDuplicate
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn duplicating_a_captured_payment_emits_payment_duplicated() {
+    payment()
+        .given(captured_payment())
+        .when(record_duplicate())
+        .then_expect_events(vec![duplicated()]);
+}
+
+#[test]
+fn duplicating_a_partially_refunded_payment_is_accepted() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    payment()
+        .given(given)
+        .when(record_duplicate())
+        .then_expect_events(vec![duplicated()]);
+}
+
+#[test]
+fn duplicating_a_refunded_payment_is_accepted() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "100.00", "100.00"));
+    payment()
+        .given(given)
+        .when(record_duplicate())
+        .then_expect_events(vec![duplicated()]);
+}
+
+#[test]
+fn duplicating_a_cancelled_payment_is_accepted() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic), cancelled()])
+        .when(record_duplicate())
+        .then_expect_events(vec![duplicated()]);
+}
+
+#[test]
+fn duplicating_a_refused_payment_is_accepted() {
+    payment()
+        .given(vec![refused()])
+        .when(record_duplicate())
+        .then_expect_events(vec![duplicated()]);
+}
+
+#[test]
+fn recorded_duplicate_is_listed_on_the_source_payment_without_changing_its_status() {
+    let state = state_after(vec![refused()], record_duplicate());
+    assert_eq!(state.duplicates, vec![duplicate_id()]);
+    assert_eq!(state.status, PaymentStatus::Refused);
+}
+
+#[test]
+fn duplicating_an_authorised_payment_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(record_duplicate())
+        .then_expect_error(PaymentError::NotDuplicable {
+            status: "AUTHORISED".to_string(),
+        });
+}
+
+#[test]
+fn duplicating_a_payment_awaiting_validation_is_rejected() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(record_duplicate())
+        .then_expect_error(PaymentError::NotDuplicable {
+            status: "AUTHORISED_TO_VALIDATE".to_string(),
+        });
+}
+
+#[test]
+fn duplicating_a_missing_payment_is_not_found() {
+    payment()
+        .given_no_previous_events()
+        .when(record_duplicate())
+        .then_expect_error(PaymentError::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Card data in events
+// ---------------------------------------------------------------------------------------
+
+/// Guards the shape of the card in the event log: if a field is added to
+/// `CardSnapshot` (say a PAN or CVV), this test forces a conscious decision.
+#[test]
+fn card_snapshot_in_events_holds_token_bin_and_last_four_but_no_pan() {
+    let events = payment()
+        .given_no_previous_events()
+        .when(authorise(CaptureMode::Automatic))
+        .inspect_result()
+        .expect("authorisation is accepted");
+    let json = serde_json::to_value(&events).expect("events serialise");
+    let card = &json[0]["PaymentAuthorised"]["details"]["card"];
+    let mut fields: Vec<&str> = card
+        .as_object()
+        .expect("card is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "bin",
+            "brand",
+            "expiry",
+            "fingerprint",
+            "holder_name",
+            "issuing_country",
+            "last_four",
+            "networks",
+            "token"
+        ]
+    );
+    assert_eq!(card["token"], "tok_test");
+    assert_eq!(card["bin"], "497010");
+    assert_eq!(card["last_four"], "0006");
+    // No run of 13 or more digits (a PAN's length) anywhere in the serialised event.
+    let text = json.to_string();
+    let longest_digit_run = text
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_digit_run < 13,
+        "event text holds a PAN-like number: {text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Property tests: random command sequences against an authorised payment
+// ---------------------------------------------------------------------------------------
+
+/// One command of a random sequence. Amounts are in basis points of the originally
+/// authorised amount so that both sides of every limit are exercised whatever that
+/// amount is; days are offsets from the original capture date.
+#[derive(Debug, Clone)]
+enum Step {
+    Validate,
+    Modify {
+        amount_bp: Option<u64>,
+        capture_date_offset: Option<i64>,
+        today_offset: i64,
+    },
+    Cancel,
+    Capture {
+        today_offset: i64,
+    },
+    Refund {
+        amount_bp: u64,
+    },
+    RecordDuplicate,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => Just(Step::Validate),
+        3 => (
+            proptest::option::of(1u64..=20_000),
+            proptest::option::of(-5i64..=10),
+            -5i64..=5,
+        )
+            .prop_map(|(amount_bp, capture_date_offset, today_offset)| Step::Modify {
+                amount_bp,
+                capture_date_offset,
+                today_offset,
+            }),
+        1 => Just(Step::Cancel),
+        3 => (-5i64..=5).prop_map(|today_offset| Step::Capture { today_offset }),
+        4 => (1u64..=12_000).prop_map(|amount_bp| Step::Refund { amount_bp }),
+        1 => Just(Step::RecordDuplicate),
+    ]
+}
+
+/// `basis_points` of `cents`, at least one cent.
+fn share_of(cents: u64, basis_points: u64) -> Money {
+    eur_cents((cents * basis_points / 10_000).max(1))
+}
+
+fn offset(date: NaiveDate, days: i64) -> NaiveDate {
+    date + chrono::Duration::days(days)
+}
+
+fn to_command(
+    step: &Step,
+    index: usize,
+    original_cents: u64,
+    base_date: NaiveDate,
+) -> PaymentCommand {
+    let n = index as u128;
+    let occurred_at = at(1, 0) + chrono::Duration::minutes(index as i64 + 1);
+    match step {
+        Step::Validate => PaymentCommand::Validate {
+            scope: scope(),
+            occurred_at,
+        },
+        Step::Modify {
+            amount_bp,
+            capture_date_offset,
+            today_offset,
+        } => PaymentCommand::Modify {
+            scope: scope(),
+            amount: amount_bp.map(|bp| share_of(original_cents, bp)),
+            capture_date: capture_date_offset.map(|days| offset(base_date, days)),
+            today: offset(base_date, *today_offset),
+            occurred_at,
+        },
+        Step::Cancel => PaymentCommand::Cancel {
+            scope: scope(),
+            occurred_at,
+        },
+        Step::Capture { today_offset } => PaymentCommand::Capture {
+            remittance_id: RemittanceId::from_uuid(Uuid::from_u128(0xB000 + n)),
+            today: offset(base_date, *today_offset),
+            occurred_at,
+        },
+        Step::Refund { amount_bp } => PaymentCommand::Refund {
+            scope: scope(),
+            refund_id: refund_id(n),
+            amount: share_of(original_cents, *amount_bp),
+            occurred_at,
+        },
+        Step::RecordDuplicate => PaymentCommand::RecordDuplicate {
+            scope: scope(),
+            new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xD000 + n)),
+            amount: eur_cents(original_cents),
+            occurred_at,
+        },
+    }
+}
+
+/// Whether `command` should be accepted in state `before`, from the rules of the
+/// lifecycle written independently of the aggregate.
+fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
+    let awaiting_remittance = matches!(
+        before.status,
+        PaymentStatus::Authorised | PaymentStatus::AuthorisedToValidate
+    );
+    let amount = before.amount.expect("the payment exists").amount();
+    match command {
+        PaymentCommand::Validate { .. } => before.status == PaymentStatus::AuthorisedToValidate,
+        PaymentCommand::Modify {
+            amount: new_amount,
+            capture_date,
+            today,
+            ..
+        } => {
+            awaiting_remittance
+                && (new_amount.is_some() || capture_date.is_some())
+                && new_amount.is_none_or(|new| new.amount() <= amount)
+                && capture_date.is_none_or(|date| date >= *today)
+        }
+        PaymentCommand::Cancel { .. } => awaiting_remittance,
+        PaymentCommand::Capture { today, .. } => {
+            before.status == PaymentStatus::Authorised
+                && before.capture_date.expect("the payment exists") <= *today
+        }
+        PaymentCommand::Refund {
+            amount: requested, ..
+        } => match before.captured {
+            Some(captured) => {
+                let refunded = before.refunded.map_or(Decimal::ZERO, |r| r.amount());
+                requested.amount() <= captured.amount() - refunded
+            }
+            None => false,
+        },
+        PaymentCommand::RecordDuplicate { .. } => !awaiting_remittance,
+        PaymentCommand::Authorise { .. } => false,
+    }
+}
+
+/// The money invariants that must hold after every step.
+fn check_invariants(
+    live: &Payment,
+    original: Money,
+    log: &[PaymentEvent],
+) -> Result<(), TestCaseError> {
+    let original = original.amount();
+    let amount = live.amount.expect("the payment exists").amount();
+    prop_assert!(
+        amount > Decimal::ZERO && amount <= original,
+        "amount {amount} vs authorised {original}"
+    );
+
+    let captured = live.captured.map_or(Decimal::ZERO, |m| m.amount());
+    let refunded = live.refunded.map_or(Decimal::ZERO, |m| m.amount());
+    prop_assert!(
+        captured <= original,
+        "captured {captured} exceeds authorised {original}"
+    );
+    prop_assert!(
+        refunded <= captured,
+        "refunded {refunded} exceeds captured {captured}"
+    );
+    if live.captured.is_some() {
+        // Nothing can change the amount once captured, so the two agree.
+        prop_assert_eq!(live.captured, live.amount);
+    }
+
+    let is_captured = matches!(
+        live.status,
+        PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
+    );
+    prop_assert_eq!(is_captured, live.captured.is_some());
+    prop_assert_eq!(
+        live.status == PaymentStatus::Captured,
+        is_captured && refunded.is_zero()
+    );
+    prop_assert_eq!(
+        live.status == PaymentStatus::PartiallyRefunded,
+        refunded > Decimal::ZERO && refunded < captured
+    );
+    prop_assert_eq!(
+        live.status == PaymentStatus::Refunded,
+        captured > Decimal::ZERO && refunded == captured
+    );
+    prop_assert!(!matches!(
+        live.status,
+        PaymentStatus::New | PaymentStatus::Refused | PaymentStatus::Expired
+    ));
+
+    let refunds_in_log: Decimal = log
+        .iter()
+        .filter_map(|event| match event {
+            PaymentEvent::PaymentRefunded { amount, .. } => Some(amount.amount()),
+            _ => None,
+        })
+        .sum();
+    prop_assert_eq!(refunds_in_log, refunded);
+    Ok(())
+}
+
+/// Handles `command` directly on `aggregate`. In cqrs-es 0.5.0 `EventSink::write`
+/// applies each event to the aggregate as it is written, so after `handle` the
+/// aggregate is the live state; the emitted events are returned for the replay check.
+fn handle(
+    runtime: &tokio::runtime::Runtime,
+    aggregate: &mut Payment,
+    command: PaymentCommand,
+) -> (Result<(), PaymentError>, Vec<PaymentEvent>) {
+    let sink = EventSink::default();
+    let result = runtime.block_on(aggregate.handle(command, &(), &sink));
+    (result, runtime.block_on(sink.collect()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn money_invariants_hold_along_any_command_sequence(
+        capture_mode in prop_oneof![Just(CaptureMode::Automatic), Just(CaptureMode::Manual)],
+        original_cents in 1u64..=10_000_000,
+        steps in proptest::collection::vec(step(), 0..=20),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime");
+        let base_date = day(CAPTURE_DAY);
+        let original = eur_cents(original_cents);
+
+        let mut live = Payment::default();
+        let (result, mut log) = handle(
+            &runtime,
+            &mut live,
+            PaymentCommand::Authorise {
+                details: details_with(capture_mode, original, base_date),
+                outcome: AuthorisationOutcome::Approved(authorisation()),
+            },
+        );
+        prop_assert_eq!(result, Ok(()));
+        check_invariants(&live, original, &log)?;
+
+        for (index, step) in steps.iter().enumerate() {
+            let command = to_command(step, index, original_cents, base_date);
+            let before = live.clone();
+            let expected = expected_to_be_accepted(&before, &command);
+            let (result, events) = handle(&runtime, &mut live, command.clone());
+
+            prop_assert_eq!(result.is_ok(), expected, "step {} {:?} on {:?}: {:?}", index, command, before.status, result);
+            if result.is_ok() {
+                prop_assert_eq!(events.len(), 1);
+            } else {
+                prop_assert!(events.is_empty());
+                prop_assert_eq!(&live, &before, "a rejected command changed the state");
+            }
+            log.extend(events);
+
+            check_invariants(&live, original, &log)?;
+            prop_assert_eq!(&replay(log.iter().cloned()), &live, "replaying the log differs from the live state");
+        }
+    }
+}

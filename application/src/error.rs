@@ -1,0 +1,64 @@
+//! The application error: every way a use case can fail, each with a stable code.
+
+use caisse_domain::card::CardError;
+use caisse_domain::merchant::MerchantError;
+use caisse_domain::money::MoneyError;
+use caisse_domain::payment::PaymentError;
+use caisse_domain::remittance::RemittanceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Payment(#[from] PaymentError),
+    #[error("{0}")]
+    Merchant(#[from] MerchantError),
+    #[error("{0}")]
+    Remittance(#[from] RemittanceError),
+    #[error("{field}: {source}")]
+    Card { field: &'static str, source: CardError },
+    #[error("{field}: {source}")]
+    Money { field: &'static str, source: MoneyError },
+    /// Input that is well-formed JSON but not acceptable.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, code: &'static str, message: String },
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the payment kept changing under concurrent requests; retry")]
+    ConcurrencyExhausted,
+    #[error("not found")]
+    NotFound,
+    /// A database or other infrastructure failure: logged in full, shown generically.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Payment(error) => error.code(),
+            AppError::Merchant(error) => error.code(),
+            AppError::Remittance(RemittanceError::Money(error)) => error.code(),
+            AppError::Remittance(RemittanceError::AlreadySubmitted) => "REMITTANCE_ALREADY_SUBMITTED",
+            AppError::Remittance(RemittanceError::Empty) => "REMITTANCE_EMPTY",
+            AppError::Card { source, .. } => source.code(),
+            AppError::Money { source, .. } => source.code(),
+            AppError::Invalid { code, .. } => code,
+            AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            AppError::ConcurrencyExhausted => "CONCURRENT_MODIFICATION",
+            AppError::NotFound => "NOT_FOUND",
+            AppError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        AppError::Internal(error.to_string())
+    }
+
+    pub fn money(field: &'static str) -> impl Fn(MoneyError) -> AppError {
+        move |source| AppError::Money { field, source }
+    }
+
+    pub fn card(source: CardError) -> AppError {
+        AppError::Card { field: source.field(), source }
+    }
+}

@@ -1,0 +1,465 @@
+//! Payment use cases: create, validate, modify, cancel, refund and duplicate (CM-2..7).
+
+use std::sync::Arc;
+
+use caisse_domain::card::{detect_networks, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv, Pan};
+use caisse_domain::ids::RefundId;
+use caisse_domain::payment::{
+    AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand, PaymentDetails,
+};
+use caisse_domain::{Money, PaymentId};
+use chrono::{Datelike, Days, NaiveDate};
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::Aggregate;
+
+use crate::command_runner::{CommandRunner, Executed};
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::ports::{
+    Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, ProjectionWaiter,
+};
+
+/// Longest merchant order reference accepted.
+pub const ORDER_REFERENCE_LENGTH_MAX: usize = 64;
+/// Longest deferral of a capture (TY-4).
+pub const CAPTURE_DELAY_DAYS_MAX: u32 = 365;
+const EMAIL_LENGTH_MAX: usize = 254;
+const HOLDER_NAME_LENGTH_MAX: usize = 64;
+
+/// A card as typed by the buyer. Dropped as soon as the vault and acquirer have it.
+pub struct CardInput {
+    pub number: String,
+    pub expiry_month: u32,
+    pub expiry_year: i32,
+    pub cvv: Option<String>,
+    pub holder_name: Option<String>,
+    /// For co-badged cards: the network the buyer chose; CB by default.
+    pub brand: Option<CardBrand>,
+}
+
+pub struct CreatePaymentInput {
+    pub amount: String,
+    pub currency: String,
+    pub order_reference: String,
+    pub channel: Channel,
+    pub card: CardInput,
+    pub capture_mode: CaptureMode,
+    pub capture_delay_days: Option<u32>,
+    pub buyer_email: Option<String>,
+    pub buyer_ip: Option<String>,
+}
+
+/// The acquirer for each mode: the simulator for test, the real connector for live.
+pub struct Acquirers {
+    pub test: Arc<dyn Acquirer>,
+    pub live: Arc<dyn Acquirer>,
+}
+
+impl Acquirers {
+    fn for_mode(&self, mode: caisse_domain::Mode) -> &dyn Acquirer {
+        match mode {
+            caisse_domain::Mode::Test => self.test.as_ref(),
+            caisse_domain::Mode::Live => self.live.as_ref(),
+        }
+    }
+}
+
+pub struct PaymentService<R>
+where
+    R: PersistedEventRepository,
+{
+    runner: CommandRunner<R, Payment>,
+    acquirers: Acquirers,
+    vault: Arc<dyn CardVault>,
+    clock: Arc<dyn Clock>,
+    log: Arc<dyn EventLog>,
+    waiter: Arc<dyn ProjectionWaiter>,
+    card_ranges: CardRanges,
+}
+
+/// A payment as a mutation returns it.
+pub struct PaymentResult {
+    pub payment_id: PaymentId,
+    pub payment: Payment,
+}
+
+impl<R> PaymentService<R>
+where
+    R: PersistedEventRepository,
+{
+    pub fn new(
+        repository: R,
+        acquirers: Acquirers,
+        vault: Arc<dyn CardVault>,
+        clock: Arc<dyn Clock>,
+        log: Arc<dyn EventLog>,
+        waiter: Arc<dyn ProjectionWaiter>,
+        card_ranges: CardRanges,
+    ) -> Self {
+        PaymentService {
+            runner: CommandRunner::new(repository),
+            acquirers,
+            vault,
+            clock,
+            log,
+            waiter,
+            card_ranges,
+        }
+    }
+
+    /// The payment's current state, if the caller may see it.
+    pub async fn get(&self, context: &RequestContext, payment_id: PaymentId) -> Result<Payment, AppError> {
+        let payment = self.runner.load(&payment_id.to_string()).await?;
+        payment.visible_details(&context.scope)?;
+        Ok(payment)
+    }
+
+    pub async fn create(&self, context: &RequestContext, input: CreatePaymentInput) -> Result<PaymentResult, AppError> {
+        if let Some(replayed) = self.replay(context).await? {
+            return Ok(replayed);
+        }
+        let shop_id = *context.scope.shop_ids.first().ok_or(AppError::NotFound)?;
+        let mode = context.scope.mode;
+        let amount = Money::parse_positive(&input.amount, &input.currency).map_err(|error| {
+            let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) { "currency" } else { "amount" };
+            AppError::Money { field, source: error }
+        })?;
+        let order_reference = validate_order_reference(&input.order_reference)?;
+        let today = self.clock.today();
+        let capture_date = capture_date(today, input.capture_delay_days)?;
+        let buyer_email = validate_email(input.buyer_email)?;
+        let buyer_ip = validate_ip(input.buyer_ip)?;
+        let card = &input.card;
+        let pan = Pan::parse(&card.number).map_err(AppError::card)?;
+        let networks = detect_networks(&pan, &self.card_ranges).map_err(AppError::card)?;
+        let brand = choose_brand(&networks, card.brand)?;
+        let expiry = CardExpiry::parse(card.expiry_month, card.expiry_year, today.year(), today.month())
+            .map_err(AppError::card)?;
+        let cvv = match &card.cvv {
+            Some(text) => Some(Cvv::parse(text, brand).map_err(AppError::card)?),
+            None if input.channel.is_buyer_present_online() => {
+                return Err(AppError::Invalid {
+                    field: "card.cvv",
+                    code: "CVV_REQUIRED",
+                    message: "a CVV is required for e-commerce and m-commerce payments".into(),
+                })
+            }
+            None => None,
+        };
+        let holder_name = validate_holder(card.holder_name.clone())?;
+
+        let vaulted = self.vault.store(&pan).await?;
+        let snapshot = CardSnapshot {
+            token: vaulted.token,
+            bin: pan.bin().to_string(),
+            last_four: pan.last_four().to_string(),
+            brand,
+            networks,
+            expiry,
+            fingerprint: vaulted.fingerprint,
+            holder_name,
+            issuing_country: None,
+        };
+        let outcome = self
+            .acquirers
+            .for_mode(mode)
+            .authorise(AuthorisationRequest {
+                mode,
+                pan: &pan,
+                expiry,
+                cvv: cvv.as_ref(),
+                amount,
+                order_reference: &order_reference,
+            })
+            .await;
+        let payment_id = PaymentId::new();
+        let details = PaymentDetails {
+            payment_id,
+            shop_id,
+            mode,
+            order_reference,
+            amount,
+            channel: input.channel,
+            capture_mode: input.capture_mode,
+            capture_date,
+            card: snapshot,
+            buyer_email,
+            buyer_ip,
+            duplicated_from: None,
+            occurred_at: self.clock.now(),
+        };
+        self.authorise(context, details, outcome).await
+    }
+
+    async fn authorise(
+        &self,
+        context: &RequestContext,
+        details: PaymentDetails,
+        outcome: AuthorisationOutcome,
+    ) -> Result<PaymentResult, AppError> {
+        let payment_id = details.payment_id;
+        let command = PaymentCommand::Authorise { details, outcome };
+        self.run(context, payment_id, command, true).await
+    }
+
+    pub async fn validate(&self, context: &RequestContext, payment_id: PaymentId) -> Result<PaymentResult, AppError> {
+        let command = PaymentCommand::Validate { scope: context.scope.clone(), occurred_at: self.clock.now() };
+        self.run_idempotent(context, payment_id, command).await
+    }
+
+    pub async fn modify(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        amount: Option<String>,
+        capture_date: Option<NaiveDate>,
+    ) -> Result<PaymentResult, AppError> {
+        if let Some(replayed) = self.replay(context).await? {
+            return Ok(replayed);
+        }
+        let current = self.get(context, payment_id).await?;
+        let currency = current.amount.expect("visible payments have an amount").currency();
+        let amount = match amount {
+            Some(text) => Some(Money::parse_positive(&text, currency.code()).map_err(AppError::money("amount"))?),
+            None => None,
+        };
+        let command = PaymentCommand::Modify {
+            scope: context.scope.clone(),
+            amount,
+            capture_date,
+            today: self.clock.today(),
+            occurred_at: self.clock.now(),
+        };
+        self.run(context, payment_id, command, true).await
+    }
+
+    pub async fn cancel(&self, context: &RequestContext, payment_id: PaymentId) -> Result<PaymentResult, AppError> {
+        let command = PaymentCommand::Cancel { scope: context.scope.clone(), occurred_at: self.clock.now() };
+        self.run_idempotent(context, payment_id, command).await
+    }
+
+    pub async fn refund(&self, context: &RequestContext, payment_id: PaymentId, amount: String) -> Result<PaymentResult, AppError> {
+        if let Some(replayed) = self.replay(context).await? {
+            return Ok(replayed);
+        }
+        let current = self.get(context, payment_id).await?;
+        let currency = current.amount.expect("visible payments have an amount").currency();
+        let amount = Money::parse_positive(&amount, currency.code()).map_err(AppError::money("amount"))?;
+        let command = PaymentCommand::Refund {
+            scope: context.scope.clone(),
+            refund_id: RefundId::new(),
+            amount,
+            occurred_at: self.clock.now(),
+        };
+        self.run(context, payment_id, command, true).await
+    }
+
+    /// CM-3: a new authorisation on the card of an earlier payment.
+    pub async fn duplicate(
+        &self,
+        context: &RequestContext,
+        source_id: PaymentId,
+        amount: String,
+        order_reference: String,
+    ) -> Result<PaymentResult, AppError> {
+        if let Some(replayed) = self.replay(context).await? {
+            return Ok(replayed);
+        }
+        let source = self.runner.load(&source_id.to_string()).await?;
+        let source_details = source.ensure_duplicable(&context.scope)?.clone();
+        let amount = Money::parse_positive(&amount, source_details.amount.currency().code())
+            .map_err(AppError::money("amount"))?;
+        let order_reference = validate_order_reference(&order_reference)?;
+        let today = self.clock.today();
+        let card = source_details.card.clone();
+        let expiry = CardExpiry::parse(card.expiry.month, card.expiry.year, today.year(), today.month())
+            .map_err(AppError::card)?;
+        let pan = self.vault.reveal(&card.token).await?;
+        let outcome = self
+            .acquirers
+            .for_mode(source_details.mode)
+            .authorise(AuthorisationRequest {
+                mode: source_details.mode,
+                pan: &pan,
+                expiry,
+                cvv: None,
+                amount,
+                order_reference: &order_reference,
+            })
+            .await;
+        drop(pan);
+        let new_payment_id = PaymentId::new();
+        let details = PaymentDetails {
+            payment_id: new_payment_id,
+            shop_id: source_details.shop_id,
+            mode: source_details.mode,
+            order_reference,
+            amount,
+            channel: source_details.channel,
+            capture_mode: source_details.capture_mode,
+            capture_date: today,
+            card,
+            buyer_email: source_details.buyer_email.clone(),
+            buyer_ip: None,
+            duplicated_from: Some(source_id),
+            occurred_at: self.clock.now(),
+        };
+        let created = self.authorise(context, details, outcome).await?;
+        let link = PaymentCommand::RecordDuplicate {
+            scope: context.scope.clone(),
+            new_payment_id,
+            amount,
+            occurred_at: self.clock.now(),
+        };
+        self.run(context, source_id, link, false).await?;
+        Ok(created)
+    }
+
+    async fn run_idempotent(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        command: PaymentCommand,
+    ) -> Result<PaymentResult, AppError> {
+        if let Some(replayed) = self.replay(context).await? {
+            return Ok(replayed);
+        }
+        self.run(context, payment_id, command, true).await
+    }
+
+    /// Executes, then waits until the views show the new events.
+    async fn run(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        command: PaymentCommand,
+        with_idempotency: bool,
+    ) -> Result<PaymentResult, AppError> {
+        let aggregate_id = payment_id.to_string();
+        let metadata = context.metadata(with_idempotency);
+        let executed = match self.runner.execute(&aggregate_id, command, metadata).await {
+            Ok(executed) => executed,
+            Err(error @ (AppError::Internal(_) | AppError::ConcurrencyExhausted)) if with_idempotency => {
+                // A concurrent request with the same key may have won the unique index.
+                return match self.replay(context).await? {
+                    Some(replayed) => Ok(replayed),
+                    None => Err(error),
+                };
+            }
+            Err(error) => return Err(error),
+        };
+        self.wait_for_views(&aggregate_id, &executed).await?;
+        Ok(PaymentResult { payment_id, payment: executed.aggregate })
+    }
+
+    async fn wait_for_views(&self, aggregate_id: &str, executed: &Executed<Payment>) -> Result<(), AppError> {
+        if executed.events.is_empty() {
+            return Ok(());
+        }
+        let position = self.log.position_of(Payment::TYPE, aggregate_id, executed.last_sequence()).await?;
+        self.waiter.wait_for(position).await;
+        Ok(())
+    }
+
+    /// The first result of an earlier request with the same idempotency key.
+    async fn replay(&self, context: &RequestContext) -> Result<Option<PaymentResult>, AppError> {
+        let Some(idempotency) = &context.idempotency else { return Ok(None) };
+        let Some(record) = self.log.find_idempotent(&idempotency.scoped_key).await? else {
+            return Ok(None);
+        };
+        if record.request_hash != idempotency.request_hash || record.aggregate_type != Payment::TYPE {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        let payment = self.runner.load_at(&record.aggregate_id, record.sequence).await?;
+        let payment_id = PaymentId::parse(&record.aggregate_id).ok_or_else(|| AppError::internal("bad payment id in log"))?;
+        Ok(Some(PaymentResult { payment_id, payment }))
+    }
+
+    pub fn runner(&self) -> &CommandRunner<R, Payment> {
+        &self.runner
+    }
+}
+
+fn choose_brand(networks: &[CardBrand], requested: Option<CardBrand>) -> Result<CardBrand, AppError> {
+    match requested {
+        None => Ok(networks[0]),
+        Some(brand) if networks.contains(&brand) => Ok(brand),
+        Some(brand) => Err(AppError::card(caisse_domain::card::CardError::BrandNotOnCard(brand.as_str().to_string()))),
+    }
+}
+
+fn capture_date(today: NaiveDate, delay_days: Option<u32>) -> Result<NaiveDate, AppError> {
+    let days = delay_days.unwrap_or(0);
+    if days > CAPTURE_DELAY_DAYS_MAX {
+        return Err(AppError::Invalid {
+            field: "captureDelayDays",
+            code: "CAPTURE_DELAY_OUT_OF_RANGE",
+            message: format!("must be between 0 and {CAPTURE_DELAY_DAYS_MAX}"),
+        });
+    }
+    Ok(today + Days::new(u64::from(days)))
+}
+
+fn validate_order_reference(text: &str) -> Result<String, AppError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > ORDER_REFERENCE_LENGTH_MAX {
+        return Err(AppError::Invalid {
+            field: "orderReference",
+            code: "INVALID_ORDER_REFERENCE",
+            message: format!("must be 1 to {ORDER_REFERENCE_LENGTH_MAX} characters"),
+        });
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AppError::Invalid {
+            field: "orderReference",
+            code: "INVALID_ORDER_REFERENCE",
+            message: "must not contain control characters".into(),
+        });
+    }
+    Ok(trimmed.to_string())
+}
+
+fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(email) = email.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    let shape_ok = email.len() <= EMAIL_LENGTH_MAX
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !shape_ok {
+        return Err(AppError::Invalid {
+            field: "buyerEmail",
+            code: "INVALID_EMAIL",
+            message: "not an e-mail address".into(),
+        });
+    }
+    Ok(Some(email))
+}
+
+fn validate_ip(ip: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(ip) = ip.map(|i| i.trim().to_string()).filter(|i| !i.is_empty()) else {
+        return Ok(None);
+    };
+    let parsed: std::net::IpAddr = ip.parse().map_err(|_| AppError::Invalid {
+        field: "buyerIp",
+        code: "INVALID_IP_ADDRESS",
+        message: "not an IPv4 or IPv6 address".into(),
+    })?;
+    Ok(Some(parsed.to_string()))
+}
+
+fn validate_holder(holder: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(holder) = holder.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    // A holder name made of digits is how a card number ends up in the wrong field.
+    let digits = holder.chars().filter(char::is_ascii_digit).count();
+    if holder.chars().count() > HOLDER_NAME_LENGTH_MAX || digits > 4 || holder.chars().any(char::is_control) {
+        return Err(AppError::Invalid {
+            field: "card.holderName",
+            code: "INVALID_HOLDER_NAME",
+            message: format!("must be at most {HOLDER_NAME_LENGTH_MAX} characters, without digits"),
+        });
+    }
+    Ok(Some(holder))
+}

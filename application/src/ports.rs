@@ -1,0 +1,106 @@
+//! The outside services the use cases need, as traits; adapters implement them.
+
+use async_trait::async_trait;
+use caisse_domain::card::{CardExpiry, Cvv, Pan};
+use caisse_domain::payment::AuthorisationOutcome;
+use caisse_domain::{Currency, Mode, Money, PaymentId, ShopId};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::error::AppError;
+
+/// Time, injected so tests can move it instead of sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+
+    /// The business date used for capture dates and remittances.
+    fn today(&self) -> NaiveDate {
+        self.now().date_naive()
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+pub struct AuthorisationRequest<'a> {
+    pub mode: Mode,
+    pub pan: &'a Pan,
+    pub expiry: CardExpiry,
+    /// Absent for merchant-initiated payments such as duplicates.
+    pub cvv: Option<&'a Cvv>,
+    pub amount: Money,
+    pub order_reference: &'a str,
+}
+
+/// The acquiring bank's authorisation service.
+#[async_trait]
+pub trait Acquirer: Send + Sync {
+    /// Always answers: a technical failure is a declined outcome with a technical
+    /// refusal, so the attempt is recorded rather than lost.
+    async fn authorise(&self, request: AuthorisationRequest<'_>) -> AuthorisationOutcome;
+}
+
+pub struct VaultedCard {
+    pub token: String,
+    pub fingerprint: String,
+}
+
+/// Keeps card numbers encrypted behind tokens.
+#[async_trait]
+pub trait CardVault: Send + Sync {
+    async fn store(&self, pan: &Pan) -> Result<VaultedCard, AppError>;
+    async fn reveal(&self, token: &str) -> Result<Pan, AppError>;
+}
+
+/// Position of an event in the global log: commit order on PostgreSQL is
+/// `(tx_id, global_position)`; on SQLite `tx_id` is always 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    pub tx_id: u64,
+    pub global_position: i64,
+}
+
+/// An earlier command that carried the same idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentRecord {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: usize,
+    pub request_hash: String,
+}
+
+/// Our own reads of the event log that cqrs-es does not offer.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    async fn find_idempotent(&self, scoped_key: &str) -> Result<Option<IdempotentRecord>, AppError>;
+    async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<LogPosition, AppError>;
+}
+
+/// Lets a mutation wait until the views include its own events (read-your-writes).
+#[async_trait]
+pub trait ProjectionWaiter: Send + Sync {
+    /// Returns when every projection has passed `position`, or after a bounded wait.
+    async fn wait_for(&self, position: LogPosition);
+}
+
+/// A payment the remittance should capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePayment {
+    pub payment_id: PaymentId,
+    pub currency: Currency,
+}
+
+/// The read side's list of payments due for capture.
+#[async_trait]
+pub trait DuePayments: Send + Sync {
+    async fn list_due(&self, shop_id: ShopId, mode: Mode, today: NaiveDate) -> Result<Vec<DuePayment>, AppError>;
+}
