@@ -1,1 +1,19 @@
-//! placeholder
+//! Caisse adapters: configuration, database pools and migrations, the event
+//! repository over postgres-es / sqlite-es, our global-log reader, the card vault
+//! and the test-environment acquirer.
+//!
+//! Architecture invariant: every SQL statement that touches `events` outside the
+//! cqrs-es crates lives in `event_log.rs`.
+
+pub mod acquirer;
+pub mod config;
+pub mod database;
+pub mod event_log;
+pub mod event_repository;
+pub mod sql;
+pub mod time;
+pub mod vault;
+
+pub use config::Config;
+pub use database::Database;
+pub use sql::{Db, SqlRow, SqlValue, Tx};

@@ -9,6 +9,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
 use proptest::prelude::*;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -288,12 +289,17 @@ fn payment() -> TestFramework<Payment> {
 /// The state after `given` and the events `command` emits on top of it, all applied
 /// through `apply` onto a fresh aggregate.
 fn state_after(given: Vec<PaymentEvent>, command: PaymentCommand) -> Payment {
+    replay(events_after(given, command))
+}
+
+/// `given` followed by the events `command` emits on top of it.
+fn events_after(given: Vec<PaymentEvent>, command: PaymentCommand) -> Vec<PaymentEvent> {
     let emitted = payment()
         .given(given.clone())
         .when(command)
         .inspect_result()
         .expect("the command is accepted");
-    replay(given.into_iter().chain(emitted))
+    given.into_iter().chain(emitted).collect()
 }
 
 fn replay(events: impl IntoIterator<Item = PaymentEvent>) -> Payment {
@@ -517,6 +523,8 @@ fn raising_the_amount_above_the_authorised_amount_is_rejected() {
 
 #[test]
 fn raising_a_lowered_amount_back_is_rejected() {
+    // The error's `authorised` field holds the current (lowered) amount, not the
+    // amount originally authorised.
     payment()
         .given(vec![
             authorised(CaptureMode::Automatic),
@@ -593,8 +601,26 @@ fn modifying_a_payment_of_another_shop_is_not_found() {
         .then_expect_error(PaymentError::NotFound);
 }
 
-// ---------------------------------------------------------------------------------------
-// Cancel
+// FIXME: `Modify` only checks that the new amount is not higher, not that it is
+// positive: lowering the amount to 0.00 is accepted and the remittance then captures
+// 0.00. It should be rejected (or mean cancellation).
+#[test]
+fn lowering_the_amount_to_zero_is_accepted() {
+    let zero = Money::zero(Currency::EUR);
+    let events = events_after(
+        vec![authorised(CaptureMode::Automatic)],
+        modify(Some(zero), None),
+    );
+    assert_eq!(replay(events.clone()).amount, Some(zero));
+    payment()
+        .given(events)
+        .when(capture_on(day(CAPTURE_DAY)))
+        .then_expect_events(vec![PaymentEvent::PaymentCaptured {
+            remittance_id: remittance_id(),
+            amount: zero,
+            occurred_at: at(CAPTURE_DAY, 23),
+        }]);
+}
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -897,8 +923,17 @@ fn refunding_a_payment_of_another_shop_is_not_found() {
         .then_expect_error(PaymentError::NotFound);
 }
 
-// ---------------------------------------------------------------------------------------
-// RecordDuplicate
+// FIXME: `Refund` does not check that the amount is positive; it trusts every caller
+// to build it with `Money::positive`. A zero refund is accepted, emits a 0.00
+// `PaymentRefunded` and leaves a captured payment PARTIALLY_REFUNDED with nothing
+// refunded. It should be rejected (e.g. `Money(MoneyError::NotPositive)`).
+#[test]
+fn zero_refund_is_accepted_and_marks_the_payment_partially_refunded() {
+    let zero = Money::zero(Currency::EUR);
+    let state = state_after(captured_payment(), refund_in(scope(), 1, zero));
+    assert_eq!(state.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(state.refunded, Some(zero));
+}
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1052,27 +1087,46 @@ enum Step {
         today_offset: i64,
     },
     Refund {
-        amount_bp: u64,
+        amount: RefundAmount,
     },
     RecordDuplicate,
 }
 
+/// How much a random refund asks for. Exact remainders (and one cent more) are drawn
+/// on purpose: random shares alone almost never hit the full-refund boundary.
+#[derive(Debug, Clone)]
+enum RefundAmount {
+    ShareOfOriginal(u64),
+    Remaining,
+    RemainingPlusOneCent,
+}
+
+/// Weighted so that most sequences get past capture: a cancel ends a sequence's
+/// interesting part, so it is drawn rarely.
 fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        2 => Just(Step::Validate),
-        3 => (
-            proptest::option::of(1u64..=20_000),
-            proptest::option::of(-5i64..=10),
-            -5i64..=5,
-        )
-            .prop_map(|(amount_bp, capture_date_offset, today_offset)| Step::Modify {
+    let modify = (
+        proptest::option::of(1u64..=20_000),
+        proptest::option::of(-5i64..=10),
+        -5i64..=5,
+    )
+        .prop_map(
+            |(amount_bp, capture_date_offset, today_offset)| Step::Modify {
                 amount_bp,
                 capture_date_offset,
                 today_offset,
-            }),
+            },
+        );
+    let refund_share = (1u64..=12_000).prop_map(|bp| Step::Refund {
+        amount: RefundAmount::ShareOfOriginal(bp),
+    });
+    prop_oneof![
+        3 => Just(Step::Validate),
+        4 => modify,
         1 => Just(Step::Cancel),
-        3 => (-5i64..=5).prop_map(|today_offset| Step::Capture { today_offset }),
-        4 => (1u64..=12_000).prop_map(|amount_bp| Step::Refund { amount_bp }),
+        5 => (-5i64..=5).prop_map(|today_offset| Step::Capture { today_offset }),
+        5 => refund_share,
+        2 => Just(Step::Refund { amount: RefundAmount::Remaining }),
+        1 => Just(Step::Refund { amount: RefundAmount::RemainingPlusOneCent }),
         1 => Just(Step::RecordDuplicate),
     ]
 }
@@ -1086,9 +1140,11 @@ fn offset(date: NaiveDate, days: i64) -> NaiveDate {
     date + chrono::Duration::days(days)
 }
 
+/// The command for `step`, the `index`th of the sequence, issued against `live`.
 fn to_command(
     step: &Step,
     index: usize,
+    live: &Payment,
     original_cents: u64,
     base_date: NaiveDate,
 ) -> PaymentCommand {
@@ -1119,12 +1175,26 @@ fn to_command(
             today: offset(base_date, *today_offset),
             occurred_at,
         },
-        Step::Refund { amount_bp } => PaymentCommand::Refund {
-            scope: scope(),
-            refund_id: refund_id(n),
-            amount: share_of(original_cents, *amount_bp),
-            occurred_at,
-        },
+        Step::Refund { amount } => {
+            let remaining_cents = || {
+                let captured = live.captured.map_or(Decimal::ZERO, |m| m.amount());
+                let refunded = live.refunded.map_or(Decimal::ZERO, |m| m.amount());
+                ((captured - refunded) * Decimal::ONE_HUNDRED)
+                    .to_u64()
+                    .expect("whole cents")
+            };
+            let amount = match amount {
+                RefundAmount::ShareOfOriginal(bp) => share_of(original_cents, *bp),
+                RefundAmount::Remaining => eur_cents(remaining_cents().max(1)),
+                RefundAmount::RemainingPlusOneCent => eur_cents(remaining_cents() + 1),
+            };
+            PaymentCommand::Refund {
+                scope: scope(),
+                refund_id: refund_id(n),
+                amount,
+                occurred_at,
+            }
+        }
         Step::RecordDuplicate => PaymentCommand::RecordDuplicate {
             scope: scope(),
             new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xD000 + n)),
@@ -1248,6 +1318,66 @@ fn handle(
     (result, runtime.block_on(sink.collect()))
 }
 
+/// Authorises a payment, then runs `steps` on it one command at a time, checking after
+/// each one the expected outcome, the money invariants and that replaying the event
+/// log rebuilds the live state.
+fn run_sequence(
+    capture_mode: CaptureMode,
+    original_cents: u64,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let base_date = day(CAPTURE_DAY);
+    let original = eur_cents(original_cents);
+
+    let mut live = Payment::default();
+    let (result, mut log) = handle(
+        &runtime,
+        &mut live,
+        PaymentCommand::Authorise {
+            details: details_with(capture_mode, original, base_date),
+            outcome: AuthorisationOutcome::Approved(authorisation()),
+        },
+    );
+    prop_assert_eq!(result, Ok(()));
+    check_invariants(&live, original, &log)?;
+
+    for (index, step) in steps.iter().enumerate() {
+        let command = to_command(step, index, &live, original_cents, base_date);
+        let before = live.clone();
+        let expected = expected_to_be_accepted(&before, &command);
+        let (result, events) = handle(&runtime, &mut live, command.clone());
+
+        prop_assert_eq!(
+            result.is_ok(),
+            expected,
+            "step {} {:?} on {:?}: {:?}",
+            index,
+            command,
+            before.status,
+            result
+        );
+        if result.is_ok() {
+            prop_assert_eq!(events.len(), 1);
+        } else {
+            prop_assert!(events.is_empty());
+            prop_assert_eq!(&live, &before, "a rejected command changed the state");
+        }
+        log.extend(events);
+
+        check_invariants(&live, original, &log)?;
+        let replayed = replay(log.iter().cloned());
+        prop_assert_eq!(
+            &replayed,
+            &live,
+            "replaying the log differs from the live state"
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1257,41 +1387,6 @@ proptest! {
         original_cents in 1u64..=10_000_000,
         steps in proptest::collection::vec(step(), 0..=20),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime");
-        let base_date = day(CAPTURE_DAY);
-        let original = eur_cents(original_cents);
-
-        let mut live = Payment::default();
-        let (result, mut log) = handle(
-            &runtime,
-            &mut live,
-            PaymentCommand::Authorise {
-                details: details_with(capture_mode, original, base_date),
-                outcome: AuthorisationOutcome::Approved(authorisation()),
-            },
-        );
-        prop_assert_eq!(result, Ok(()));
-        check_invariants(&live, original, &log)?;
-
-        for (index, step) in steps.iter().enumerate() {
-            let command = to_command(step, index, original_cents, base_date);
-            let before = live.clone();
-            let expected = expected_to_be_accepted(&before, &command);
-            let (result, events) = handle(&runtime, &mut live, command.clone());
-
-            prop_assert_eq!(result.is_ok(), expected, "step {} {:?} on {:?}: {:?}", index, command, before.status, result);
-            if result.is_ok() {
-                prop_assert_eq!(events.len(), 1);
-            } else {
-                prop_assert!(events.is_empty());
-                prop_assert_eq!(&live, &before, "a rejected command changed the state");
-            }
-            log.extend(events);
-
-            check_invariants(&live, original, &log)?;
-            prop_assert_eq!(&replay(log.iter().cloned()), &live, "replaying the log differs from the live state");
-        }
+        run_sequence(capture_mode, original_cents, &steps)?;
     }
 }

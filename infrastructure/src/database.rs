@@ -1,0 +1,79 @@
+//! Connects to PostgreSQL or the embedded SQLite file and applies migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::Config;
+use crate::sql::Db;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// File name of the embedded database inside the data directory.
+pub const SQLITE_FILE_NAME: &str = "caisse.db";
+
+#[derive(Clone)]
+pub struct Database {
+    pub db: Db,
+    /// What to show in logs: the backend and where, never a password.
+    pub description: String,
+}
+
+impl Database {
+    pub async fn connect(config: &Config) -> anyhow::Result<Database> {
+        let url = match &config.database_url {
+            Some(url) => url.expose().to_string(),
+            None => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+                format!("sqlite://{}", config.data_dir.join(SQLITE_FILE_NAME).display())
+            }
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(&url).context("parsing the PostgreSQL URL")?;
+            let description = format!(
+                "postgresql://{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("")
+            );
+            let pool = PgPoolOptions::new()
+                .max_connections(config.database_connections_max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("connecting to {description}"))?;
+            Ok(Database { db: Db::Postgres(pool), description })
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(&url)
+                .context("parsing the SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Money: a committed payment survives a power cut.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let description = format!("sqlite://{}", options.get_filename().display());
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.database_connections_max.min(8))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening {description}"))?;
+            Ok(Database { db: Db::Sqlite(pool), description })
+        } else {
+            anyhow::bail!("CAISSE_DATABASE_URL must start with postgres:// or sqlite:")
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.db {
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        }
+        .with_context(|| format!("migrating {}", self.description))
+    }
+}

@@ -1,0 +1,259 @@
+//! One small SQL layer over both backends: queries are written once with `$1`
+//! placeholders and bind only integers and text, so view code is shared by
+//! PostgreSQL and SQLite. Backend-specific SQL (the event log) says so.
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
+
+use caisse_application::AppError;
+
+#[derive(Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A bound parameter or a column value. Views keep only these two types (dates and
+/// timestamps as sortable text, amounts as integers in thousandths) so one SQL text
+/// serves both backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Int(Some(value))
+    }
+}
+impl From<Option<i64>> for SqlValue {
+    fn from(value: Option<i64>) -> Self {
+        SqlValue::Int(value)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(Some(value.to_string()))
+    }
+}
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(Some(value))
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(value: Option<String>) -> Self {
+        SqlValue::Text(value)
+    }
+}
+impl From<&String> for SqlValue {
+    fn from(value: &String) -> Self {
+        SqlValue::Text(Some(value.clone()))
+    }
+}
+
+/// A result row, by column name.
+#[derive(Debug, Clone, Default)]
+pub struct SqlRow {
+    columns: Vec<(String, SqlValue)>,
+}
+
+impl SqlRow {
+    fn value(&self, name: &str) -> &SqlValue {
+        self.columns
+            .iter()
+            .find(|(column, _)| column == name)
+            .map(|(_, value)| value)
+            .unwrap_or_else(|| panic!("query did not select column {name}"))
+    }
+
+    pub fn int(&self, name: &str) -> i64 {
+        self.opt_int(name).unwrap_or_else(|| panic!("column {name} is NULL"))
+    }
+
+    pub fn opt_int(&self, name: &str) -> Option<i64> {
+        match self.value(name) {
+            SqlValue::Int(value) => *value,
+            SqlValue::Text(value) => value.as_ref().and_then(|text| text.parse().ok()),
+        }
+    }
+
+    pub fn text(&self, name: &str) -> String {
+        self.opt_text(name).unwrap_or_else(|| panic!("column {name} is NULL"))
+    }
+
+    pub fn opt_text(&self, name: &str) -> Option<String> {
+        match self.value(name) {
+            SqlValue::Text(value) => value.clone(),
+            SqlValue::Int(value) => value.map(|number| number.to_string()),
+        }
+    }
+}
+
+fn pg_row(row: &PgRow) -> SqlRow {
+    use sqlx::{Column, TypeInfo};
+    let columns = row
+        .columns()
+        .iter()
+        .map(|column| {
+            let name = column.name().to_string();
+            let value = match column.type_info().name() {
+                "INT8" => SqlValue::Int(row.get::<Option<i64>, _>(column.ordinal())),
+                "INT4" => SqlValue::Int(row.get::<Option<i32>, _>(column.ordinal()).map(i64::from)),
+                "INT2" => SqlValue::Int(row.get::<Option<i16>, _>(column.ordinal()).map(i64::from)),
+                _ => SqlValue::Text(row.get::<Option<String>, _>(column.ordinal())),
+            };
+            (name, value)
+        })
+        .collect();
+    SqlRow { columns }
+}
+
+fn sqlite_row(row: &SqliteRow) -> SqlRow {
+    use sqlx::{Column, ValueRef};
+    let columns = row
+        .columns()
+        .iter()
+        .map(|column| {
+            let name = column.name().to_string();
+            let raw = row.try_get_raw(column.ordinal()).expect("column exists");
+            let value = if raw.is_null() {
+                SqlValue::Text(None)
+            } else {
+                match row.try_get::<i64, _>(column.ordinal()) {
+                    Ok(number) => SqlValue::Int(Some(number)),
+                    Err(_) => SqlValue::Text(row.get::<Option<String>, _>(column.ordinal())),
+                }
+            };
+            (name, value)
+        })
+        .collect();
+    SqlRow { columns }
+}
+
+/// `$1`-style placeholders become SQLite's numbered `?1`, which bind by number.
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match param {
+                SqlValue::Int(value) => query.bind(*value),
+                SqlValue::Text(value) => query.bind(value.clone()),
+            };
+        }
+        query
+    }};
+}
+
+fn db_error(error: sqlx::Error) -> AppError {
+    AppError::internal(format!("database: {error}"))
+}
+
+impl Db {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    pub async fn begin(&self) -> Result<Tx, AppError> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(db_error)?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await.map_err(db_error)?),
+        })
+    }
+
+    pub async fn fetch_all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<SqlRow>, AppError> {
+        match self {
+            Db::Postgres(pool) => {
+                let rows = bind_all!(sqlx::query(sql), params).fetch_all(pool).await.map_err(db_error)?;
+                Ok(rows.iter().map(pg_row).collect())
+            }
+            Db::Sqlite(pool) => {
+                let sql = sqlite_sql(sql);
+                let rows = bind_all!(sqlx::query(&sql), params).fetch_all(pool).await.map_err(db_error)?;
+                Ok(rows.iter().map(sqlite_row).collect())
+            }
+        }
+    }
+
+    pub async fn fetch_optional(&self, sql: &str, params: &[SqlValue]) -> Result<Option<SqlRow>, AppError> {
+        Ok(self.fetch_all(sql, params).await?.into_iter().next())
+    }
+
+    pub async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, AppError> {
+        match self {
+            Db::Postgres(pool) => Ok(bind_all!(sqlx::query(sql), params)
+                .execute(pool)
+                .await
+                .map_err(db_error)?
+                .rows_affected()),
+            Db::Sqlite(pool) => {
+                let sql = sqlite_sql(sql);
+                Ok(bind_all!(sqlx::query(&sql), params)
+                    .execute(pool)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected())
+            }
+        }
+    }
+}
+
+pub enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_))
+    }
+
+    pub async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, AppError> {
+        match self {
+            Tx::Postgres(tx) => Ok(bind_all!(sqlx::query(sql), params)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected()),
+            Tx::Sqlite(tx) => {
+                let sql = sqlite_sql(sql);
+                Ok(bind_all!(sqlx::query(&sql), params)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected())
+            }
+        }
+    }
+
+    pub async fn fetch_all(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<SqlRow>, AppError> {
+        match self {
+            Tx::Postgres(tx) => {
+                let rows = bind_all!(sqlx::query(sql), params).fetch_all(&mut **tx).await.map_err(db_error)?;
+                Ok(rows.iter().map(pg_row).collect())
+            }
+            Tx::Sqlite(tx) => {
+                let sql = sqlite_sql(sql);
+                let rows = bind_all!(sqlx::query(&sql), params).fetch_all(&mut **tx).await.map_err(db_error)?;
+                Ok(rows.iter().map(sqlite_row).collect())
+            }
+        }
+    }
+
+    pub async fn fetch_optional(&mut self, sql: &str, params: &[SqlValue]) -> Result<Option<SqlRow>, AppError> {
+        Ok(self.fetch_all(sql, params).await?.into_iter().next())
+    }
+
+    pub async fn commit(self) -> Result<(), AppError> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await.map_err(db_error),
+            Tx::Sqlite(tx) => tx.commit().await.map_err(db_error),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The card vault: PANs encrypted with AES-256-GCM behind random tokens, and
+//! a keyed HMAC-SHA-256 fingerprint so the same card is recognised without its number.
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use caisse_application::ports::{CardVault, Clock, VaultedCard};
+use caisse_application::AppError;
+use caisse_domain::card::Pan;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::sql::Db;
+
+/// File holding the generated development key, inside the data directory.
+pub const DEVELOPMENT_KEY_FILE: &str = "vault.key";
+
+/// The 32-byte master key. Encryption and fingerprinting use keys derived from it
+/// so a fingerprint never helps decrypt.
+#[derive(Clone)]
+pub struct VaultKey {
+    encryption: [u8; 32],
+    fingerprint: [u8; 32],
+    /// Identifies the key in stored rows, for a later rotation.
+    key_id: String,
+}
+
+impl VaultKey {
+    pub fn from_bytes(master: [u8; 32]) -> Self {
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&master).expect("any key length");
+            mac.update(label);
+            mac.finalize().into_bytes().into()
+        };
+        let key_id = hex::encode(&Sha256::digest(derive(b"caisse-vault-key-id"))[..8]);
+        VaultKey { encryption: derive(b"caisse-vault-encryption"), fingerprint: derive(b"caisse-vault-fingerprint"), key_id }
+    }
+
+    pub fn from_base64(text: &str) -> anyhow::Result<Self> {
+        let bytes = BASE64.decode(text.trim()).context("vault key is not base64")?;
+        let master: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("vault key must be 32 bytes"))?;
+        Ok(VaultKey::from_bytes(master))
+    }
+
+    /// The configured key, or in development a key generated once into the data
+    /// directory. Production refuses to start without a configured key.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        if let Some(key) = &config.vault_key {
+            return VaultKey::from_base64(key.expose()).context("CAISSE_VAULT_KEY");
+        }
+        if config.production {
+            bail!("CAISSE_VAULT_KEY is required in production (32 random bytes, base64)");
+        }
+        let path = config.data_dir.join(DEVELOPMENT_KEY_FILE);
+        load_or_generate(&path)
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+fn load_or_generate(path: &Path) -> anyhow::Result<VaultKey> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return VaultKey::from_base64(&text).with_context(|| format!("vault key in {}", path.display()));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut master = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut master);
+    std::fs::write(path, BASE64.encode(master)).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "generated a development card-vault key; set CAISSE_VAULT_KEY to a real key before taking real cards"
+    );
+    Ok(VaultKey::from_bytes(master))
+}
+
+pub struct DatabaseVault {
+    db: Db,
+    key: VaultKey,
+    clock: Arc<dyn Clock>,
+}
+
+impl DatabaseVault {
+    pub fn new(db: Db, key: VaultKey, clock: Arc<dyn Clock>) -> Self {
+        DatabaseVault { db, key, clock }
+    }
+
+    pub fn fingerprint(&self, pan: &Pan) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key.fingerprint).expect("any key length");
+        mac.update(pan.expose_digits().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+#[async_trait]
+impl CardVault for DatabaseVault {
+    async fn store(&self, pan: &Pan) -> Result<VaultedCard, AppError> {
+        let mut token_bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut token_bytes);
+        let token = format!("tok_{}", hex::encode(token_bytes));
+        let mut nonce_bytes = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce_bytes);
+        let cipher = Aes256Gcm::new_from_slice(&self.key.encryption).expect("32-byte key");
+        // The token is bound as associated data: a ciphertext moved to another
+        // token's row fails to decrypt.
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce_bytes),
+                aes_gcm::aead::Payload { msg: pan.expose_digits().as_bytes(), aad: token.as_bytes() },
+            )
+            .map_err(|_| AppError::internal("vault encryption failed"))?;
+        self.db
+            .execute(
+                "INSERT INTO card_vault (token, key_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    token.as_str().into(),
+                    self.key.key_id.as_str().into(),
+                    BASE64.encode(nonce_bytes).into(),
+                    BASE64.encode(ciphertext).into(),
+                    crate::time::timestamp_text(self.clock.now()).into(),
+                ],
+            )
+            .await?;
+        Ok(VaultedCard { token, fingerprint: self.fingerprint(pan) })
+    }
+
+    async fn reveal(&self, token: &str) -> Result<Pan, AppError> {
+        let row = self
+            .db
+            .fetch_optional("SELECT key_id, nonce, ciphertext FROM card_vault WHERE token = $1", &[token.into()])
+            .await?
+            .ok_or_else(|| AppError::internal("card token not in vault"))?;
+        if row.text("key_id") != self.key.key_id {
+            return Err(AppError::internal("card was vaulted under another key"));
+        }
+        let nonce = BASE64.decode(row.text("nonce")).map_err(AppError::internal)?;
+        let ciphertext = BASE64.decode(row.text("ciphertext")).map_err(AppError::internal)?;
+        let cipher = Aes256Gcm::new_from_slice(&self.key.encryption).expect("32-byte key");
+        let plain = cipher
+            .decrypt(Nonce::from_slice(&nonce), aes_gcm::aead::Payload { msg: &ciphertext, aad: token.as_bytes() })
+            .map_err(|_| AppError::internal("vault decryption failed"))?;
+        let digits = String::from_utf8(plain).map_err(|_| AppError::internal("vault content is not text"))?;
+        Pan::parse(&digits).map_err(|_| AppError::internal("vault content is not a card number"))
+    }
+}
