@@ -69,6 +69,20 @@ impl SqlRow {
             .unwrap_or_else(|| panic!("query did not select column {name}"))
     }
 
+    /// Every column as optional text, for comparing rows across backends.
+    pub fn normalized(&self) -> Vec<(String, Option<String>)> {
+        self.columns
+            .iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    SqlValue::Int(number) => number.map(|n| n.to_string()),
+                    SqlValue::Text(text) => text.clone(),
+                };
+                (name.clone(), text)
+            })
+            .collect()
+    }
+
     pub fn int(&self, name: &str) -> i64 {
         self.opt_int(name).unwrap_or_else(|| panic!("column {name} is NULL"))
     }

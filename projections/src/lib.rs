@@ -1,1 +1,16 @@
-//! placeholder
+//! Caisse projections: catch-up consumers of the global log that build the views
+//! (payments, cash movements, remittances, accounts), their checkpoints, the
+//! read-side queries, `projections rebuild` and `audit verify`.
+//!
+//! Architecture invariant: a view row and its projection's checkpoint are written
+//! in the same transaction, so each event takes effect exactly once.
+
+pub mod accounts;
+pub mod audit;
+pub mod money;
+pub mod payments;
+pub mod projector;
+pub mod queries;
+pub mod remittances;
+
+pub use projector::{Projection, Projector, Projectors};

@@ -6,7 +6,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PaymentId, RemittanceId};
-use crate::money::Money;
+use crate::money::{Money, MoneyError};
 
 use super::commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
 use super::errors::PaymentError;
@@ -181,6 +181,9 @@ impl Aggregate for Payment {
                 }
                 let previous_amount = self.current_amount();
                 let new_amount = amount.unwrap_or(previous_amount);
+                if new_amount.is_zero() {
+                    return Err(MoneyError::NotPositive.into());
+                }
                 if new_amount.cmp_amount(&previous_amount)? == std::cmp::Ordering::Greater {
                     return Err(PaymentError::ModifyAmountExceedsAuthorised {
                         authorised: previous_amount.to_string(),
@@ -223,6 +226,9 @@ impl Aggregate for Payment {
                 if !self.status.is_captured() {
                     self.ensure_before_remittance()?;
                     return Err(PaymentError::NotCaptured);
+                }
+                if amount.is_zero() {
+                    return Err(MoneyError::NotPositive.into());
                 }
                 let refundable = self.refundable()?;
                 if amount.cmp_amount(&refundable)? == std::cmp::Ordering::Greater {

@@ -1,0 +1,162 @@
+//! `caisse audit verify`: replays the whole log and reports broken invariants and
+//! any drift between the stored views and a fresh replay of them.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use caisse_application::ports::LogPosition;
+use caisse_application::AppError;
+use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_infrastructure::event_log::{EventLogReader, LOG_PAGE_SIZE_MAX};
+use caisse_infrastructure::Db;
+use cqrs_es::Aggregate;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+use crate::projector::{all_projections, Projectors};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+#[derive(Debug, Default)]
+pub struct AuditReport {
+    pub events: usize,
+    pub aggregates: usize,
+    pub payments: usize,
+    pub findings: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Runs every check. Meant for a quiet system: views are caught up first, then each
+/// is compared with a replay up to its own checkpoint.
+pub async fn verify(db: &Db) -> Result<AuditReport, AppError> {
+    let mut report = AuditReport::default();
+    let log = EventLogReader::new(db.clone());
+
+    // 1. Sequences and money invariants, aggregate by aggregate.
+    let mut sequences: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut payments: BTreeMap<String, Payment> = BTreeMap::new();
+    let mut cursor = LogPosition::default();
+    loop {
+        let page = log.read_after(cursor, LOG_PAGE_SIZE_MAX).await?;
+        let Some(last) = page.last() else { break };
+        cursor = last.position;
+        for event in &page {
+            report.events += 1;
+            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            let expected = sequences.get(&key).copied().unwrap_or(0) + 1;
+            if event.sequence != expected {
+                report.findings.push(format!(
+                    "{} {}: sequence {} follows {} (gap or reorder)",
+                    event.aggregate_type,
+                    event.aggregate_id,
+                    event.sequence,
+                    expected - 1
+                ));
+            }
+            sequences.insert(key, event.sequence);
+            if event.aggregate_type == Payment::TYPE {
+                match serde_json::from_value::<PaymentEvent>(event.payload.clone()) {
+                    Ok(payment_event) => {
+                        let payment = payments.entry(event.aggregate_id.clone()).or_default();
+                        payment.apply(payment_event);
+                        check_payment(&event.aggregate_id, payment, &mut report.findings);
+                    }
+                    Err(error) => report.findings.push(format!(
+                        "event at position {} does not deserialise: {error}",
+                        event.position.global_position
+                    )),
+                }
+            }
+        }
+    }
+    report.aggregates = sequences.len();
+    report.payments = payments.len();
+
+    // 2. Stored views against a replay into a fresh in-memory database.
+    let projectors = Projectors::new(db.clone(), std::time::Duration::from_secs(1));
+    projectors.catch_up_all().await?;
+    let replay_db = fresh_memory_database().await?;
+    for projection in all_projections() {
+        let checkpoint = db
+            .fetch_optional(
+                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = $1",
+                &[projection.name().into()],
+            )
+            .await?
+            .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+            .unwrap_or_default();
+        let mut cursor = LogPosition::default();
+        let mut tx = replay_db.begin().await?;
+        'replay: loop {
+            let page = log.read_after(cursor, LOG_PAGE_SIZE_MAX).await?;
+            if page.is_empty() {
+                break;
+            }
+            for event in &page {
+                if event.position > checkpoint {
+                    break 'replay;
+                }
+                projection.apply(&mut tx, event).await?;
+                cursor = event.position;
+            }
+        }
+        tx.commit().await?;
+        for table in projection.tables() {
+            let sql = format!("SELECT * FROM {table} ORDER BY 1, 2");
+            let stored = db.fetch_all(&sql, &[]).await?;
+            let replayed = replay_db.fetch_all(&sql, &[]).await?;
+            compare_tables(table, &stored, &replayed, &mut report.findings);
+        }
+    }
+    Ok(report)
+}
+
+fn check_payment(payment_id: &str, payment: &Payment, findings: &mut Vec<String>) {
+    let Some(details) = &payment.details else { return };
+    let authorised = details.amount;
+    if let Some(captured) = payment.captured {
+        if captured.cmp_amount(&authorised).map(|o| o.is_gt()).unwrap_or(true) {
+            findings.push(format!("{payment_id}: captured {captured} exceeds authorised {authorised}"));
+        }
+        if let Some(refunded) = payment.refunded {
+            if refunded.cmp_amount(&captured).map(|o| o.is_gt()).unwrap_or(true) {
+                findings.push(format!("{payment_id}: refunded {refunded} exceeds captured {captured}"));
+            }
+        }
+    } else if payment.refunded.is_some() {
+        findings.push(format!("{payment_id}: refunded without a capture"));
+    }
+}
+
+fn compare_tables(
+    table: &str,
+    stored: &[caisse_infrastructure::SqlRow],
+    replayed: &[caisse_infrastructure::SqlRow],
+    findings: &mut Vec<String>,
+) {
+    if stored.len() != replayed.len() {
+        findings.push(format!("{table}: {} stored rows, {} in the replay", stored.len(), replayed.len()));
+        return;
+    }
+    for (index, (left, right)) in stored.iter().zip(replayed).enumerate() {
+        if left.normalized() != right.normalized() {
+            findings.push(format!("{table}: row {index} differs from its replay: stored {left:?}, replayed {right:?}"));
+        }
+    }
+}
+
+async fn fresh_memory_database() -> Result<Db, AppError> {
+    let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(AppError::internal)?;
+    // One connection: every connection to ":memory:" is a different database.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(AppError::internal)?;
+    SQLITE_MIGRATIONS.run(&pool).await.map_err(AppError::internal)?;
+    Ok(Db::Sqlite(pool))
+}

@@ -1,0 +1,193 @@
+//! The `payments` projection: one row per payment (payments_view) and one row per
+//! money movement (cash_movements) for the cash-management totals.
+
+use async_trait::async_trait;
+use caisse_application::AppError;
+use caisse_domain::payment::{CaptureMode, Payment, PaymentEvent};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::{date_text, timestamp_text};
+use caisse_infrastructure::{SqlValue, Tx};
+use cqrs_es::Aggregate;
+
+use crate::money::to_milli;
+use crate::projector::Projection;
+
+pub struct PaymentsProjection;
+
+const INSERT_PAYMENT: &str = "
+INSERT INTO payments_view (payment_id, shop_id, mode, order_reference, status, currency, amount_milli,
+    authorised_milli, channel, capture_mode, capture_date, card_brand, card_networks, card_bin,
+    card_last_four, card_expiry_month, card_expiry_year, card_holder_name, buyer_email, buyer_ip,
+    authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+    $23, $24, $25, $26, $27)";
+
+#[async_trait]
+impl Projection for PaymentsProjection {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["payments_view", "cash_movements"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type != Payment::TYPE {
+            return Ok(());
+        }
+        let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone())
+            .map_err(|error| AppError::internal(format!("payment event {}: {error}", event.position.global_position)))?;
+        let payment_id = event.aggregate_id.as_str();
+        let at = timestamp_text(payment_event.occurred_at());
+        let business_date = date_text(payment_event.occurred_at().date_naive());
+        let sequence = event.sequence;
+        match &payment_event {
+            PaymentEvent::PaymentAuthorised { details, .. } | PaymentEvent::PaymentRefused { details, .. } => {
+                let (status, authorisation_code, refusal) = match &payment_event {
+                    PaymentEvent::PaymentAuthorised { authorisation, .. } => {
+                        let status = match details.capture_mode {
+                            CaptureMode::Automatic => "AUTHORISED",
+                            CaptureMode::Manual => "AUTHORISED_TO_VALIDATE",
+                        };
+                        (status, Some(authorisation.authorisation_code.clone()), None)
+                    }
+                    PaymentEvent::PaymentRefused { refusal, .. } => ("REFUSED", None, Some(refusal.clone())),
+                    _ => unreachable!("matched above"),
+                };
+                let card = &details.card;
+                let networks: Vec<&str> = card.networks.iter().map(|brand| brand.as_str()).collect();
+                let amount = to_milli(&details.amount);
+                let params: Vec<SqlValue> = vec![
+                    payment_id.into(),
+                    details.shop_id.to_string().into(),
+                    details.mode.as_str().into(),
+                    details.order_reference.as_str().into(),
+                    status.into(),
+                    details.amount.currency().code().into(),
+                    amount.into(),
+                    amount.into(),
+                    details.channel.as_str().into(),
+                    match details.capture_mode {
+                        CaptureMode::Automatic => "AUTOMATIC",
+                        CaptureMode::Manual => "MANUAL",
+                    }
+                    .into(),
+                    date_text(details.capture_date).into(),
+                    card.brand.as_str().into(),
+                    networks.join(",").into(),
+                    card.bin.as_str().into(),
+                    card.last_four.as_str().into(),
+                    i64::from(card.expiry.month).into(),
+                    i64::from(card.expiry.year).into(),
+                    card.holder_name.clone().into(),
+                    details.buyer_email.clone().into(),
+                    details.buyer_ip.clone().into(),
+                    authorisation_code.into(),
+                    refusal.as_ref().map(|r| r.code.clone()).into(),
+                    refusal.as_ref().map(|r| r.message.clone()).into(),
+                    details.duplicated_from.map(|id| id.to_string()).into(),
+                    at.as_str().into(),
+                    at.as_str().into(),
+                    sequence.into(),
+                ];
+                tx.execute(INSERT_PAYMENT, &params).await?;
+                let kind = if refusal.is_some() { "REFUSED" } else { "AUTHORISED" };
+                record_movement(tx, event, payment_id, &business_date, kind, amount).await?;
+            }
+            PaymentEvent::PaymentValidated { .. } => {
+                update(tx, payment_id, sequence, &at, "status = 'AUTHORISED'", &[]).await?;
+            }
+            PaymentEvent::PaymentModified { amount, capture_date, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "amount_milli = $4, capture_date = $5",
+                    &[to_milli(amount).into(), date_text(*capture_date).into()],
+                )
+                .await?;
+            }
+            PaymentEvent::PaymentCancelled { amount, .. } => {
+                update(tx, payment_id, sequence, &at, "status = 'CANCELLED'", &[]).await?;
+                record_movement(tx, event, payment_id, &business_date, "CANCELLED", to_milli(amount)).await?;
+            }
+            PaymentEvent::PaymentCaptured { remittance_id, amount, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "status = 'CAPTURED', captured_milli = $4, remittance_id = $5",
+                    &[to_milli(amount).into(), remittance_id.to_string().into()],
+                )
+                .await?;
+                record_movement(tx, event, payment_id, &business_date, "CAPTURED", to_milli(amount)).await?;
+            }
+            PaymentEvent::PaymentRefunded { amount, refunded_total, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "refunded_milli = $4,
+                     status = CASE WHEN captured_milli = $5 THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END",
+                    &[to_milli(refunded_total).into(), to_milli(refunded_total).into()],
+                )
+                .await?;
+                record_movement(tx, event, payment_id, &business_date, "REFUNDED", to_milli(amount)).await?;
+            }
+            PaymentEvent::PaymentDuplicated { .. } => {
+                update(tx, payment_id, sequence, &at, "last_sequence = last_sequence", &[]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Updates one payment row; `assignments` may use `$4` onwards.
+async fn update(
+    tx: &mut Tx,
+    payment_id: &str,
+    sequence: i64,
+    at: &str,
+    assignments: &str,
+    extra: &[SqlValue],
+) -> Result<(), AppError> {
+    let sql = format!(
+        "UPDATE payments_view SET {assignments}, last_sequence = $2, updated_at = $3 WHERE payment_id = $1"
+    );
+    let mut params: Vec<SqlValue> = vec![payment_id.into(), sequence.into(), at.into()];
+    params.extend_from_slice(extra);
+    let updated = tx.execute(&sql, &params).await?;
+    if updated != 1 {
+        return Err(AppError::internal(format!("payments view has no row for {payment_id}")));
+    }
+    Ok(())
+}
+
+async fn record_movement(
+    tx: &mut Tx,
+    event: &LoggedEvent,
+    payment_id: &str,
+    business_date: &str,
+    kind: &str,
+    amount_milli: i64,
+) -> Result<(), AppError> {
+    tx.execute(
+        "INSERT INTO cash_movements (global_position, payment_id, shop_id, mode, business_date, currency, channel,
+                                     kind, amount_milli)
+         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4
+           FROM payments_view WHERE payment_id = $5",
+        &[
+            event.position.global_position.into(),
+            business_date.into(),
+            kind.into(),
+            amount_milli.into(),
+            payment_id.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
