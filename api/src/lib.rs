@@ -1,1 +1,16 @@
-//! placeholder
+//! Caisse API: the axum router, the GraphQL schema, authentication, error mapping,
+//! the `caisse` command line and the benchmark.
+//!
+//! Architecture invariant: only this crate knows the JSON shapes of the outside
+//! world; GraphQL types are DTOs built from domain state and view rows.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod errors;
+pub mod graphql;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use startup::Application;

@@ -1,0 +1,177 @@
+//! The `caisse` command line: serve, migrate, init, projections rebuild, audit verify, bench.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use caisse_application::merchants::InitInput;
+use caisse_application::ports::SystemClock;
+use caisse_infrastructure::{Config, Database};
+use caisse_projections::{audit, queries, Projectors};
+use clap::{Parser, Subcommand};
+
+use crate::state::AppState;
+use crate::Application;
+
+#[derive(Parser)]
+#[command(name = "caisse", version, about = "Caisse: event-sourced payment ledger and back office")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP server (GraphQL at /graphql).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create a merchant, its first shop, test and live API keys and an admin user.
+    Init {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "My merchant")]
+        merchant_name: String,
+        #[arg(long, default_value = "My shop")]
+        shop_name: String,
+        #[arg(long, default_value = "admin@example.com")]
+        admin_email: String,
+        /// Create another merchant even if one exists.
+        #[arg(long)]
+        additional: bool,
+    },
+    /// Projection maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Auditor tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Throughput and latency benchmark through the HTTP GraphQL endpoint.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Empty a projection's views and replay the whole log into them (`all` for every one).
+    Rebuild { name: String },
+    /// List projections and their checkpoints.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Replay the log; check money invariants, sequences and that views equal their replay.
+    Verify,
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load()?;
+    crate::telemetry::init(config.production);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Database> {
+    let database = Database::connect(config).await?;
+    database.migrate().await?;
+    Ok(database)
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => Application::build(config).await?.run_until_stopped().await?,
+        Command::Migrate => {
+            let database = connect(&config).await?;
+            println!("migrations applied to {}", database.description);
+        }
+        Command::Init { json, merchant_name, shop_name, admin_email, additional } => {
+            let database = connect(&config).await?;
+            let state = AppState::build(config, database, Arc::new(SystemClock))?;
+            state.projectors.catch_up_all().await.map_err(anyhow_error)?;
+            // The merchant service waits for its views, so they must be running.
+            state.projectors.spawn();
+            let existing = queries::list_merchants(state.db()).await.map_err(anyhow_error)?;
+            if !existing.is_empty() && !additional {
+                let list: Vec<String> = existing.iter().map(|(id, name)| format!("{id} ({name})")).collect();
+                bail!(
+                    "a merchant already exists: {}. Its API keys were shown when it was created. \
+                     Run `caisse init --additional` to create another merchant.",
+                    list.join(", ")
+                );
+            }
+            let output = state
+                .merchants
+                .init(InitInput { merchant_name, shop_name, admin_email })
+                .await
+                .map_err(anyhow_error)?;
+            if json {
+                let value = serde_json::json!({
+                    "merchant_id": output.merchant_id.to_string(),
+                    "shop_id": output.shop_id.to_string(),
+                    "test_api_key": output.test_api_key,
+                    "live_api_key": output.live_api_key,
+                    "admin_email": output.admin_email,
+                    "admin_password": output.admin_password,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("Merchant created. Keep these secrets now: they are not shown again.");
+                println!("  merchant_id     {}", output.merchant_id);
+                println!("  shop_id         {}", output.shop_id);
+                println!("  test_api_key    {}", output.test_api_key);
+                println!("  live_api_key    {}", output.live_api_key);
+                println!("  admin_email     {}", output.admin_email);
+                println!("  admin_password  {}", output.admin_password);
+            }
+        }
+        Command::Projections { command } => {
+            let database = connect(&config).await?;
+            let projectors = Projectors::new(database.db.clone(), std::time::Duration::from_secs(1));
+            match command {
+                ProjectionsCommand::Rebuild { name } => {
+                    let names: Vec<&str> = if name == "all" { projectors.names() } else { vec![name.as_str()] };
+                    for name in names {
+                        let projector = projectors.get(name).with_context(|| {
+                            format!("unknown projection `{name}`; known: {}, or all", projectors.names().join(", "))
+                        })?;
+                        let started = std::time::Instant::now();
+                        let applied = projector.rebuild().await.map_err(anyhow_error)?;
+                        println!("rebuilt {name}: {applied} events in {:.2?}", started.elapsed());
+                    }
+                }
+                ProjectionsCommand::Status => {
+                    projectors.catch_up_all().await.map_err(anyhow_error)?;
+                    for (name, position) in projectors.checkpoints() {
+                        println!("{name}: position {} (tx {})", position.global_position, position.tx_id);
+                    }
+                }
+            }
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let database = connect(&config).await?;
+            let report = audit::verify(&database.db).await.map_err(anyhow_error)?;
+            println!(
+                "audit: {} events, {} aggregates, {} payments replayed",
+                report.events, report.aggregates, report.payments
+            );
+            for finding in &report.findings {
+                println!("FINDING: {finding}");
+            }
+            if !report.is_clean() {
+                bail!("audit found {} problem(s)", report.findings.len());
+            }
+            println!("audit: no findings");
+        }
+        Command::Bench(args) => crate::bench::run(args, config).await?,
+    }
+    Ok(())
+}
+
+fn anyhow_error(error: caisse_application::AppError) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}

@@ -1,0 +1,320 @@
+//! Query root: payments, cash summary, remittances and the global event log.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_graphql::{Context, InputObject, Object, ID};
+use caisse_application::ports::LogPosition;
+use caisse_domain::{Currency, Money, ShopId};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::timestamp_text;
+use caisse_infrastructure::SqlValue;
+use caisse_projections::money::to_milli;
+use caisse_projections::queries::{self, PaymentFilter, PaymentCursor, PAGE_SIZE_MAX};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
+use super::cursors::{
+    log_cursor, parse_log_cursor, parse_payment_cursor, parse_remittance_cursor, payment_cursor, remittance_cursor,
+};
+use super::types::*;
+use super::RequestData;
+use crate::errors::{app_error, bad_input, not_found};
+use crate::state::AppState;
+
+/// Largest page of the `events` query.
+pub const EVENTS_PAGE_SIZE_MAX: i32 = 500;
+
+pub struct QueryRoot;
+
+#[derive(InputObject, Default)]
+pub struct PaymentFilterInput {
+    /// One of the caller's shops; all of them when absent.
+    pub shop_id: Option<ID>,
+    /// Created at or after: a date (YYYY-MM-DD, UTC) or an RFC 3339 instant.
+    pub created_from: Option<String>,
+    /// Created before (an instant) or on (a date).
+    pub created_to: Option<String>,
+    pub statuses: Option<Vec<PaymentStatus>>,
+    pub order_reference: Option<String>,
+    /// Inclusive bounds on the amount, as decimal strings.
+    pub amount_min: Option<String>,
+    pub amount_max: Option<String>,
+    pub currency: Option<String>,
+    pub card_brand: Option<CardBrand>,
+    pub last_four: Option<String>,
+    pub channel: Option<Channel>,
+}
+
+pub fn state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<AppState>> {
+    ctx.data::<Arc<AppState>>()
+}
+
+pub fn request<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a RequestData> {
+    ctx.data::<RequestData>()
+}
+
+pub fn parse_shop_id(field: &str, id: &ID) -> async_graphql::Result<ShopId> {
+    ShopId::parse(id.as_str()).ok_or_else(|| bad_input(field, "not a shop id (shop_…)"))
+}
+
+fn parse_bound(field: &str, text: &str, end_of_day: bool) -> async_graphql::Result<String> {
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let date = if end_of_day { date + Days::new(1) } else { date };
+        let start = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+        return Ok(timestamp_text(start));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| timestamp_text(at.with_timezone(&Utc)))
+        .map_err(|_| bad_input(field, "expected YYYY-MM-DD or an RFC 3339 instant"))
+}
+
+fn parse_date(field: &str, text: &str) -> async_graphql::Result<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad_input(field, "expected a date YYYY-MM-DD"))
+}
+
+fn amount_bound(field: &str, text: &str) -> async_graphql::Result<i64> {
+    // Bounds are compared in thousandths, so any currency's precision fits.
+    let money = Money::parse_positive(text, "KWD").map_err(|error| bad_input(field, error.to_string()))?;
+    Ok(to_milli(&money))
+}
+
+fn page_size(field: &str, first: i32, max: i32) -> async_graphql::Result<usize> {
+    if !(1..=max).contains(&first) {
+        return Err(bad_input(field, format!("must be between 1 and {max}")));
+    }
+    Ok(first as usize)
+}
+
+impl PaymentFilterInput {
+    fn to_filter(&self) -> async_graphql::Result<PaymentFilter> {
+        Ok(PaymentFilter {
+            shop_id: self.shop_id.as_ref().map(|id| parse_shop_id("filter.shopId", id)).transpose()?,
+            created_from: self.created_from.as_deref().map(|t| parse_bound("filter.createdFrom", t, false)).transpose()?,
+            created_to: self.created_to.as_deref().map(|t| parse_bound("filter.createdTo", t, true)).transpose()?,
+            statuses: self.statuses.iter().flatten().map(|s| s.as_str().to_string()).collect(),
+            order_reference: self.order_reference.clone(),
+            amount_min_milli: self.amount_min.as_deref().map(|t| amount_bound("filter.amountMin", t)).transpose()?,
+            amount_max_milli: self.amount_max.as_deref().map(|t| amount_bound("filter.amountMax", t)).transpose()?,
+            currency: match &self.currency {
+                Some(code) => Some(
+                    Currency::parse(code).map_err(|e| bad_input("filter.currency", e.to_string()))?.code().to_string(),
+                ),
+                None => None,
+            },
+            card_brand: self.card_brand.map(|b| caisse_domain::card::CardBrand::from(b).as_str().to_string()),
+            card_last_four: match &self.last_four {
+                Some(digits) if digits.len() == 4 && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.clone()),
+                Some(_) => return Err(bad_input("filter.lastFour", "expected exactly four digits")),
+                None => None,
+            },
+            channel: self.channel.map(|c| caisse_domain::payment::Channel::from(c).as_str().to_string()),
+        })
+    }
+}
+
+#[Object]
+impl QueryRoot {
+    /// One payment with its full history (CM-1, RP-1).
+    async fn payment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PaymentNode> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let row = queries::get_payment(state.db(), &caller.read_scope(), id.as_str()).await.map_err(app_error)?;
+        row.map(PaymentNode::from_row).ok_or_else(|| not_found("payment"))
+    }
+
+    /// Payments newest first, filtered, with keyset pagination (Relay connection).
+    async fn payments(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PaymentFilterInput>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<PaymentConnection> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let first = page_size("first", first, PAGE_SIZE_MAX as i32)?;
+        let filter = filter.unwrap_or_default().to_filter()?;
+        let after = after
+            .as_deref()
+            .map(|cursor| parse_payment_cursor(cursor).ok_or_else(|| bad_input("after", "not a payments cursor")))
+            .transpose()?;
+        let (rows, has_next_page) = queries::list_payments(state.db(), &caller.read_scope(), &filter, first, after.as_ref())
+            .await
+            .map_err(app_error)?;
+        let edges: Vec<PaymentEdge> = rows
+            .into_iter()
+            .map(|row| PaymentEdge {
+                cursor: payment_cursor(&PaymentCursor { created_at: row.created_at.clone(), payment_id: row.payment_id.clone() }),
+                node: PaymentNode::from_row(row),
+            })
+            .collect();
+        let end_cursor = edges.last().map(|edge| edge.cursor.clone());
+        Ok(PaymentConnection { edges, page_info: PageInfo { has_next_page, end_cursor } })
+    }
+
+    /// Totals per day, currency and channel of what was authorised, captured,
+    /// refunded, cancelled and refused between two dates, inclusive (CM).
+    async fn cash_summary(
+        &self,
+        ctx: &Context<'_>,
+        shop_id: ID,
+        from: String,
+        to: String,
+    ) -> async_graphql::Result<Vec<CashSummaryEntry>> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let shop_id = parse_shop_id("shopId", &shop_id)?;
+        if shop_id != caller.shop_id {
+            return Err(not_found("shop"));
+        }
+        let (from, to) = (parse_date("from", &from)?, parse_date("to", &to)?);
+        if to < from {
+            return Err(bad_input("to", "must not be before `from`"));
+        }
+        let rows = queries::cash_summary(state.db(), &caller.read_scope(), shop_id, from, to).await.map_err(app_error)?;
+        Ok(rows.into_iter().map(CashSummaryEntry::from).collect())
+    }
+
+    /// Remittances sent to the bank for a shop, newest first (CM-10).
+    async fn remittances(
+        &self,
+        ctx: &Context<'_>,
+        shop_id: ID,
+        from: Option<String>,
+        to: Option<String>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<RemittanceConnection> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let shop_id = parse_shop_id("shopId", &shop_id)?;
+        if shop_id != caller.shop_id {
+            return Err(not_found("shop"));
+        }
+        let first = page_size("first", first, PAGE_SIZE_MAX as i32)?;
+        let from = from.as_deref().map(|t| parse_date("from", t)).transpose()?;
+        let to = to.as_deref().map(|t| parse_date("to", t)).transpose()?;
+        let after = after
+            .as_deref()
+            .map(|cursor| parse_remittance_cursor(cursor).ok_or_else(|| bad_input("after", "not a remittances cursor")))
+            .transpose()?;
+        let (rows, has_next_page) =
+            queries::list_remittances(state.db(), &caller.read_scope(), shop_id, from, to, first, after.as_deref())
+                .await
+                .map_err(app_error)?;
+        let edges: Vec<RemittanceEdge> = rows
+            .into_iter()
+            .map(|row| RemittanceEdge { cursor: remittance_cursor(&row.remittance_id), node: RemittanceNode::from(row) })
+            .collect();
+        let end_cursor = edges.last().map(|edge| edge.cursor.clone());
+        Ok(RemittanceConnection { edges, page_info: PageInfo { has_next_page, end_cursor } })
+    }
+
+    async fn remittance(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<RemittanceNode> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let row = queries::get_remittance(state.db(), &caller.read_scope(), id.as_str()).await.map_err(app_error)?;
+        row.map(RemittanceNode::from).ok_or_else(|| not_found("remittance"))
+    }
+
+    /// The global event log in commit order, for auditors and integrators: the
+    /// events of the caller's shop and mode, from an opaque cursor.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        #[graphql(default = 100)] first: i32,
+    ) -> async_graphql::Result<LogEventConnection> {
+        let state = state(ctx)?;
+        let caller = &request(ctx)?.caller;
+        let first = page_size("first", first, EVENTS_PAGE_SIZE_MAX)?;
+        let mut cursor = match after.as_deref() {
+            Some(text) => parse_log_cursor(text).ok_or_else(|| bad_input("after", "not an events cursor"))?,
+            None => LogPosition::default(),
+        };
+        // Ownership of an event is read from the views, so never scan past what
+        // they have applied: an event not yet projected would look foreign and be
+        // skipped for good.
+        let horizon = projected_horizon(state).await.map_err(app_error)?;
+        let mut events = Vec::new();
+        let mut has_next_page = false;
+        'scan: for _page in 0..10 {
+            let page = state.log.read_after(cursor, 500).await.map_err(app_error)?;
+            if page.is_empty() {
+                break;
+            }
+            let owned = owned_aggregates(state, caller, &page).await.map_err(app_error)?;
+            for event in page {
+                if event.position > horizon {
+                    break 'scan;
+                }
+                if events.len() == first {
+                    has_next_page = true;
+                    break 'scan;
+                }
+                cursor = event.position;
+                if owned.contains(&event.aggregate_id) {
+                    events.push(LogEvent(event));
+                }
+            }
+        }
+        Ok(LogEventConnection { events, end_cursor: log_cursor(cursor), has_next_page })
+    }
+}
+
+async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_application::AppError> {
+    let rows = state
+        .db()
+        .fetch_all(
+            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ('payments', 'remittances')",
+            &[],
+        )
+        .await?;
+    if rows.len() < 2 {
+        return Ok(LogPosition::default());
+    }
+    Ok(rows
+        .iter()
+        .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+        .min()
+        .unwrap_or_default())
+}
+
+/// Which aggregates of this page belong to the caller's shop and mode.
+async fn owned_aggregates(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    page: &[LoggedEvent],
+) -> Result<HashSet<String>, caisse_application::AppError> {
+    let mut owned = HashSet::new();
+    for (aggregate_type, table, column) in
+        [("Payment", "payments_view", "payment_id"), ("Remittance", "remittances_view", "remittance_id")]
+    {
+        let ids: Vec<&str> = page
+            .iter()
+            .filter(|event| event.aggregate_type == aggregate_type)
+            .map(|event| event.aggregate_id.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut params: Vec<SqlValue> = vec![caller.shop_id.to_string().into(), caller.mode.as_str().into()];
+        let placeholders: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                params.push((*id).into());
+                format!("${}", params.len())
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {column} AS id FROM {table} WHERE shop_id = $1 AND mode = $2 AND {column} IN ({})",
+            placeholders.join(", ")
+        );
+        for row in state.db().fetch_all(&sql, &params).await? {
+            owned.insert(row.text("id"));
+        }
+    }
+    Ok(owned)
+}

@@ -1,0 +1,530 @@
+//! GraphQL types (DTOs). Built from view rows and from aggregate state; money is
+//! always a decimal string with the currency's minor units.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject};
+use caisse_domain::card::CardBrand as DomainBrand;
+use caisse_domain::payment::{CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment, PaymentEvent};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::{date_text, timestamp_text};
+use caisse_projections::money::{milli_to_string, to_milli};
+use caisse_projections::queries::{self, CashSummaryRow, PaymentRow, RemittanceRow};
+use cqrs_es::Aggregate;
+
+use super::cursors::log_cursor;
+use crate::errors::app_error;
+use crate::state::AppState;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Channel {
+    Ecommerce,
+    Mcommerce,
+    Moto,
+    CallCenter,
+    Erp,
+    Ivr,
+}
+
+impl From<Channel> for DomainChannel {
+    fn from(channel: Channel) -> Self {
+        match channel {
+            Channel::Ecommerce => DomainChannel::Ecommerce,
+            Channel::Mcommerce => DomainChannel::Mcommerce,
+            Channel::Moto => DomainChannel::Moto,
+            Channel::CallCenter => DomainChannel::CallCenter,
+            Channel::Erp => DomainChannel::Erp,
+            Channel::Ivr => DomainChannel::Ivr,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CaptureMode {
+    Automatic,
+    Manual,
+}
+
+impl From<CaptureMode> for DomainCaptureMode {
+    fn from(mode: CaptureMode) -> Self {
+        match mode {
+            CaptureMode::Automatic => DomainCaptureMode::Automatic,
+            CaptureMode::Manual => DomainCaptureMode::Manual,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PaymentStatus {
+    Authorised,
+    AuthorisedToValidate,
+    Captured,
+    PartiallyRefunded,
+    Refunded,
+    Cancelled,
+    Expired,
+    Refused,
+}
+
+impl PaymentStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PaymentStatus::Authorised => "AUTHORISED",
+            PaymentStatus::AuthorisedToValidate => "AUTHORISED_TO_VALIDATE",
+            PaymentStatus::Captured => "CAPTURED",
+            PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::Expired => "EXPIRED",
+            PaymentStatus::Refused => "REFUSED",
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CardBrand {
+    Cb,
+    Visa,
+    Mastercard,
+    Amex,
+    Jcb,
+    Diners,
+    Cofinoga,
+    Aurore,
+    Sofinco,
+}
+
+impl From<CardBrand> for DomainBrand {
+    fn from(brand: CardBrand) -> Self {
+        match brand {
+            CardBrand::Cb => DomainBrand::Cb,
+            CardBrand::Visa => DomainBrand::Visa,
+            CardBrand::Mastercard => DomainBrand::Mastercard,
+            CardBrand::Amex => DomainBrand::Amex,
+            CardBrand::Jcb => DomainBrand::Jcb,
+            CardBrand::Diners => DomainBrand::Diners,
+            CardBrand::Cofinoga => DomainBrand::Cofinoga,
+            CardBrand::Aurore => DomainBrand::Aurore,
+            CardBrand::Sofinco => DomainBrand::Sofinco,
+        }
+    }
+}
+
+/// What is shown of a card: never its number.
+#[derive(SimpleObject, Clone)]
+pub struct Card {
+    pub brand: String,
+    pub networks: Vec<String>,
+    pub bin: String,
+    pub last_four: String,
+    pub expiry_month: i64,
+    pub expiry_year: i64,
+    pub holder_name: Option<String>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct Refusal {
+    /// Network reason code ("05", "51", "54", "59", "91", "96") or ACQUIRER_NOT_CONFIGURED.
+    pub code: String,
+    pub message: String,
+}
+
+/// A payment as the views know it (or as a mutation just left it).
+pub struct PaymentNode {
+    pub row: PaymentRow,
+    /// Payments created by duplicating this one (known when built from the aggregate).
+    pub duplicates: Option<Vec<String>>,
+}
+
+impl PaymentNode {
+    pub fn from_row(row: PaymentRow) -> Self {
+        PaymentNode { row, duplicates: None }
+    }
+
+    /// The state an aggregate is in right after a command, in the view's shape.
+    pub fn from_aggregate(payment: &Payment) -> Self {
+        let details = payment.details.as_ref().expect("mutations return existing payments");
+        let amount = payment.amount.expect("existing payments have an amount");
+        let card = &details.card;
+        let created_at = timestamp_text(details.occurred_at);
+        let row = PaymentRow {
+            payment_id: details.payment_id.to_string(),
+            shop_id: details.shop_id.to_string(),
+            mode: details.mode.as_str().to_string(),
+            order_reference: details.order_reference.clone(),
+            status: payment.status.as_str().to_string(),
+            currency: amount.currency().code().to_string(),
+            amount_milli: to_milli(&amount),
+            authorised_milli: to_milli(&details.amount),
+            captured_milli: payment.captured.as_ref().map(to_milli).unwrap_or(0),
+            refunded_milli: payment.refunded.as_ref().map(to_milli).unwrap_or(0),
+            channel: details.channel.as_str().to_string(),
+            capture_mode: match details.capture_mode {
+                DomainCaptureMode::Automatic => "AUTOMATIC",
+                DomainCaptureMode::Manual => "MANUAL",
+            }
+            .to_string(),
+            capture_date: date_text(payment.capture_date.unwrap_or(details.capture_date)),
+            card_brand: card.brand.as_str().to_string(),
+            card_networks: card.networks.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
+            card_bin: card.bin.clone(),
+            card_last_four: card.last_four.clone(),
+            card_expiry_month: i64::from(card.expiry.month),
+            card_expiry_year: i64::from(card.expiry.year),
+            card_holder_name: card.holder_name.clone(),
+            buyer_email: details.buyer_email.clone(),
+            buyer_ip: details.buyer_ip.clone(),
+            authorisation_code: None,
+            refusal_code: payment.refusal.as_ref().map(|r| r.code.clone()),
+            refusal_message: payment.refusal.as_ref().map(|r| r.message.clone()),
+            remittance_id: payment.remittance_id.map(|id| id.to_string()),
+            duplicated_from: details.duplicated_from.map(|id| id.to_string()),
+            created_at: created_at.clone(),
+            updated_at: created_at,
+            last_sequence: 0,
+        };
+        PaymentNode { row, duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()) }
+    }
+
+    fn money(&self, milli: i64) -> String {
+        milli_to_string(milli, &self.row.currency)
+    }
+}
+
+#[Object(name = "Payment")]
+impl PaymentNode {
+    async fn id(&self) -> &str {
+        &self.row.payment_id
+    }
+    async fn shop_id(&self) -> &str {
+        &self.row.shop_id
+    }
+    /// TEST or LIVE.
+    async fn mode(&self) -> &str {
+        &self.row.mode
+    }
+    async fn order_reference(&self) -> &str {
+        &self.row.order_reference
+    }
+    async fn status(&self) -> &str {
+        &self.row.status
+    }
+    /// Amount to capture (the authorised amount unless lowered by modifyPayment).
+    async fn amount(&self) -> String {
+        self.money(self.row.amount_milli)
+    }
+    async fn currency(&self) -> &str {
+        &self.row.currency
+    }
+    async fn authorised_amount(&self) -> String {
+        self.money(self.row.authorised_milli)
+    }
+    async fn captured_amount(&self) -> String {
+        self.money(self.row.captured_milli)
+    }
+    async fn refunded_amount(&self) -> String {
+        self.money(self.row.refunded_milli)
+    }
+    /// What can still be refunded: captured minus refunded.
+    async fn refundable_amount(&self) -> String {
+        self.money(self.row.captured_milli - self.row.refunded_milli)
+    }
+    async fn channel(&self) -> &str {
+        &self.row.channel
+    }
+    async fn capture_mode(&self) -> &str {
+        &self.row.capture_mode
+    }
+    /// Business date (YYYY-MM-DD) from which the remittance captures it.
+    async fn capture_date(&self) -> &str {
+        &self.row.capture_date
+    }
+    async fn card(&self) -> Card {
+        Card {
+            brand: self.row.card_brand.clone(),
+            networks: self.row.card_networks.split(',').map(str::to_string).collect(),
+            bin: self.row.card_bin.clone(),
+            last_four: self.row.card_last_four.clone(),
+            expiry_month: self.row.card_expiry_month,
+            expiry_year: self.row.card_expiry_year,
+            holder_name: self.row.card_holder_name.clone(),
+        }
+    }
+    async fn buyer_email(&self) -> Option<&str> {
+        self.row.buyer_email.as_deref()
+    }
+    async fn buyer_ip(&self) -> Option<&str> {
+        self.row.buyer_ip.as_deref()
+    }
+    async fn refusal(&self) -> Option<Refusal> {
+        Some(Refusal {
+            code: self.row.refusal_code.clone()?,
+            message: self.row.refusal_message.clone().unwrap_or_default(),
+        })
+    }
+    async fn remittance_id(&self) -> Option<&str> {
+        self.row.remittance_id.as_deref()
+    }
+    /// The payment this one duplicates (CM-3).
+    async fn duplicated_from(&self) -> Option<&str> {
+        self.row.duplicated_from.as_deref()
+    }
+    /// Payments created by duplicating this one, from its history.
+    async fn duplicates(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
+        if let Some(duplicates) = &self.duplicates {
+            return Ok(duplicates.clone());
+        }
+        let history = load_history(ctx, &self.row.payment_id).await?;
+        Ok(history
+            .iter()
+            .filter_map(|event| match serde_json::from_value::<PaymentEvent>(event.payload.clone()) {
+                Ok(PaymentEvent::PaymentDuplicated { new_payment_id, .. }) => Some(new_payment_id.to_string()),
+                _ => None,
+            })
+            .collect())
+    }
+    async fn created_at(&self) -> &str {
+        &self.row.created_at
+    }
+    async fn updated_at(&self) -> &str {
+        &self.row.updated_at
+    }
+    /// Every event of this payment, oldest first (RP-1).
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
+        Ok(load_history(ctx, &self.row.payment_id).await?.into_iter().map(HistoryEvent).collect())
+    }
+}
+
+async fn load_history(ctx: &Context<'_>, payment_id: &str) -> async_graphql::Result<Vec<LoggedEvent>> {
+    let state = ctx.data::<Arc<AppState>>()?;
+    state.log.aggregate_events(Payment::TYPE, payment_id).await.map_err(app_error)
+}
+
+/// One event of a payment's history.
+pub struct HistoryEvent(pub LoggedEvent);
+
+/// Amount and time carried by an event, whatever its type.
+fn event_amount(event: &LoggedEvent) -> Option<(String, String)> {
+    let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone()).ok()?;
+    let money = match payment_event {
+        PaymentEvent::PaymentAuthorised { details, .. } | PaymentEvent::PaymentRefused { details, .. } => details.amount,
+        PaymentEvent::PaymentModified { amount, .. }
+        | PaymentEvent::PaymentCancelled { amount, .. }
+        | PaymentEvent::PaymentCaptured { amount, .. }
+        | PaymentEvent::PaymentRefunded { amount, .. }
+        | PaymentEvent::PaymentDuplicated { amount, .. } => amount,
+        PaymentEvent::PaymentValidated { .. } => return None,
+    };
+    Some((money.amount().to_string(), money.currency().code().to_string()))
+}
+
+fn occurred_at(event: &LoggedEvent) -> String {
+    serde_json::from_value::<PaymentEvent>(event.payload.clone())
+        .map(|e| timestamp_text(e.occurred_at()))
+        .unwrap_or_else(|_| timestamp_text(event.recorded_at))
+}
+
+#[Object]
+impl HistoryEvent {
+    /// Event type, e.g. PaymentRefunded. Stable once shipped.
+    async fn r#type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn version(&self) -> &str {
+        &self.0.event_version
+    }
+    async fn sequence(&self) -> i64 {
+        self.0.sequence
+    }
+    /// Position in the global log.
+    async fn global_position(&self) -> i64 {
+        self.0.position.global_position
+    }
+    /// Cursor to pass to `events(after:)` to read the log from this event on.
+    async fn cursor(&self) -> String {
+        log_cursor(self.0.position)
+    }
+    async fn occurred_at(&self) -> String {
+        occurred_at(&self.0)
+    }
+    async fn recorded_at(&self) -> String {
+        timestamp_text(self.0.recorded_at)
+    }
+    /// Who caused it: `api_key:…`, `cli:…`, `system:…`.
+    async fn actor(&self) -> Option<String> {
+        self.0.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_string)
+    }
+    async fn amount(&self) -> Option<String> {
+        event_amount(&self.0).map(|(amount, _)| amount)
+    }
+    async fn currency(&self) -> Option<String> {
+        event_amount(&self.0).map(|(_, currency)| currency)
+    }
+    /// The event's payload as JSON text (card as token, BIN and last four only).
+    async fn data(&self) -> String {
+        self.0.payload.to_string()
+    }
+}
+
+/// One event of the global log (`events` query).
+pub struct LogEvent(pub LoggedEvent);
+
+#[Object]
+impl LogEvent {
+    async fn cursor(&self) -> String {
+        log_cursor(self.0.position)
+    }
+    async fn global_position(&self) -> i64 {
+        self.0.position.global_position
+    }
+    async fn aggregate_type(&self) -> &str {
+        &self.0.aggregate_type
+    }
+    async fn aggregate_id(&self) -> &str {
+        &self.0.aggregate_id
+    }
+    async fn sequence(&self) -> i64 {
+        self.0.sequence
+    }
+    async fn r#type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn version(&self) -> &str {
+        &self.0.event_version
+    }
+    async fn recorded_at(&self) -> String {
+        timestamp_text(self.0.recorded_at)
+    }
+    async fn actor(&self) -> Option<String> {
+        self.0.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_string)
+    }
+    async fn data(&self) -> String {
+        self.0.payload.to_string()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct LogEventConnection {
+    pub events: Vec<LogEvent>,
+    /// Pass as `after` to continue; stays put when there is nothing new.
+    pub end_cursor: String,
+    pub has_next_page: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct PaymentEdge {
+    pub cursor: String,
+    pub node: PaymentNode,
+}
+
+#[derive(SimpleObject)]
+pub struct PaymentConnection {
+    pub edges: Vec<PaymentEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct CountAndAmount {
+    pub count: i64,
+    pub amount: String,
+}
+
+#[derive(SimpleObject)]
+pub struct CashSummaryEntry {
+    /// Business date (UTC) of the movements.
+    pub date: String,
+    pub currency: String,
+    pub channel: String,
+    pub authorised: CountAndAmount,
+    pub captured: CountAndAmount,
+    pub refunded: CountAndAmount,
+    pub cancelled: CountAndAmount,
+    pub refused: CountAndAmount,
+}
+
+impl From<CashSummaryRow> for CashSummaryEntry {
+    fn from(row: CashSummaryRow) -> Self {
+        let pick = |kind: &str| {
+            let (count, milli) = row
+                .totals
+                .iter()
+                .find(|(k, _, _)| k == kind)
+                .map(|(_, count, milli)| (*count, *milli))
+                .unwrap_or((0, 0));
+            CountAndAmount { count, amount: milli_to_string(milli, &row.currency) }
+        };
+        CashSummaryEntry {
+            authorised: pick("AUTHORISED"),
+            captured: pick("CAPTURED"),
+            refunded: pick("REFUNDED"),
+            cancelled: pick("CANCELLED"),
+            refused: pick("REFUSED"),
+            date: row.business_date.clone(),
+            currency: row.currency.clone(),
+            channel: row.channel.clone(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex, name = "Remittance")]
+pub struct RemittanceNode {
+    pub id: String,
+    pub shop_id: String,
+    pub mode: String,
+    pub currency: String,
+    pub business_date: String,
+    pub payment_count: i64,
+    /// Sum of the captures it carries.
+    pub total: String,
+    /// SUBMITTED once sent to the acquirer.
+    pub bank_status: String,
+    pub created_at: String,
+}
+
+impl From<RemittanceRow> for RemittanceNode {
+    fn from(row: RemittanceRow) -> Self {
+        RemittanceNode {
+            total: milli_to_string(row.total_milli, &row.currency),
+            id: row.remittance_id,
+            shop_id: row.shop_id,
+            mode: row.mode,
+            currency: row.currency,
+            business_date: row.business_date,
+            payment_count: row.payment_count,
+            bank_status: row.bank_status,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[ComplexObject]
+impl RemittanceNode {
+    /// The payments this remittance captured.
+    async fn payments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PaymentNode>> {
+        let state = ctx.data::<Arc<AppState>>()?;
+        let caller = &ctx.data::<super::RequestData>()?.caller;
+        let rows = queries::payments_of_remittance(state.db(), &caller.read_scope(), &self.id)
+            .await
+            .map_err(app_error)?;
+        Ok(rows.into_iter().map(PaymentNode::from_row).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct RemittanceEdge {
+    pub cursor: String,
+    pub node: RemittanceNode,
+}
+
+#[derive(SimpleObject)]
+pub struct RemittanceConnection {
+    pub edges: Vec<RemittanceEdge>,
+    pub page_info: PageInfo,
+}

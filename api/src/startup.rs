@@ -1,0 +1,175 @@
+//! Builds the application (database, migrations, projectors, router) and serves
+//! it. Tests boot the real server on port 0 through `Application::build_with_clock`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caisse_application::context::IdempotencyRequest;
+use caisse_application::ports::{Clock, SystemClock};
+use caisse_infrastructure::{Config, Database};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{authenticate, AuthError};
+use crate::graphql::{build_schema, CaisseSchema, RequestData};
+use crate::state::AppState;
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    app: Arc<AppState>,
+    schema: CaisseSchema,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let database = Database::connect(&config).await?;
+        database.migrate().await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let state = AppState::build(config, database, clock)?;
+        state.projectors.catch_up_all().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.projectors.spawn();
+        let router = router(state.clone());
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = %state.database.description,
+            "caisse listening"
+        );
+        Ok(Application { listener, router, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|addr| addr.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    }
+}
+
+fn router(app: Arc<AppState>) -> Router {
+    let production = app.config.production;
+    let schema = build_schema(app.clone());
+    let state = HttpState { app, schema };
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let mut router = Router::new()
+        .route("/graphql", post(graphql_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    if !production {
+        router = router.route("/graphiql", get(graphiql));
+    }
+    router
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn graphiql() -> Html<String> {
+    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match state.app.db().fetch_optional("SELECT 1 AS ok", &[]).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::error!(%error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// A GraphQL-shaped error for failures before the schema runs.
+fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }))).into_response()
+}
+
+async fn graphql_handler(State(state): State<HttpState>, headers: HeaderMap, request: Request) -> Response {
+    let caller = match authenticate(&state.app, headers.get("authorization").and_then(|v| v.to_str().ok())).await {
+        Ok(caller) => caller,
+        Err(AuthError::Unavailable) => {
+            return http_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "authentication is unavailable")
+        }
+        Err(error) => return http_error(StatusCode::UNAUTHORIZED, crate::errors::codes::UNAUTHENTICATED, &error.to_string()),
+    };
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(key)
+                if !key.is_empty()
+                    && key.len() <= IdempotencyRequest::KEY_LENGTH_MAX
+                    && key.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                Some(key.to_string())
+            }
+            _ => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    crate::errors::codes::INVALID_IDEMPOTENCY_KEY,
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                )
+            }
+        },
+    };
+    let body_limit = state.app.config.request_body_bytes_max;
+    let body = match axum::body::to_bytes(request.into_body(), body_limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return http_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!("request body exceeds {body_limit} bytes"),
+            )
+        }
+    };
+    let graphql_request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_REQUEST",
+                &format!("body is not a GraphQL JSON request: {error}"),
+            )
+        }
+    };
+    let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let data = RequestData { caller, request_id, idempotency_key };
+    let response = state.schema.execute(graphql_request.data(data)).await;
+    Json(response).into_response()
+}
