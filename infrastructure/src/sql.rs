@@ -148,8 +148,31 @@ fn sqlite_row(row: &SqliteRow) -> SqlRow {
 }
 
 /// `$1`-style placeholders become SQLite's numbered `?1`, which bind by number.
+/// Only a `$` followed by a digit is a placeholder (JSON paths like `'$.key'` stay).
 fn sqlite_sql(sql: &str) -> String {
-    sql.replace('$', "?")
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_sql;
+
+    #[test]
+    fn only_numbered_dollars_become_sqlite_placeholders() {
+        assert_eq!(
+            sqlite_sql("SELECT json_extract(m, '$.key') FROM t WHERE a = $1 AND b = $12"),
+            "SELECT json_extract(m, '$.key') FROM t WHERE a = ?1 AND b = ?12"
+        );
+    }
 }
 
 macro_rules! bind_all {
