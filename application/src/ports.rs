@@ -104,3 +104,30 @@ pub struct DuePayment {
 pub trait DuePayments: Send + Sync {
     async fn list_due(&self, shop_id: ShopId, mode: Mode, today: NaiveDate) -> Result<Vec<DuePayment>, AppError>;
 }
+
+/// A clock that only moves when told to: tests and benchmarks use it to move
+/// time forward instead of sleeping.
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        ManualClock { now: std::sync::Mutex::new(start) }
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.now.lock().expect("clock lock") = at;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut now = self.now.lock().expect("clock lock");
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().expect("clock lock")
+    }
+}
