@@ -198,7 +198,7 @@ where
         outcome: AuthorisationOutcome,
     ) -> Result<PaymentResult, AppError> {
         let payment_id = details.payment_id;
-        let command = PaymentCommand::Authorise { details, outcome };
+        let command = PaymentCommand::Authorise { details: Box::new(details), outcome };
         self.run(context, payment_id, command, true).await
     }
 

@@ -160,7 +160,7 @@ pub fn luhn_valid(digits: &str) -> bool {
         }
         sum += digit;
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// A card verification value. It lives only in memory for one authorisation.

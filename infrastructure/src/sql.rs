@@ -162,19 +162,6 @@ fn sqlite_sql(sql: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::sqlite_sql;
-
-    #[test]
-    fn only_numbered_dollars_become_sqlite_placeholders() {
-        assert_eq!(
-            sqlite_sql("SELECT json_extract(m, '$.key') FROM t WHERE a = $1 AND b = $12"),
-            "SELECT json_extract(m, '$.key') FROM t WHERE a = ?1 AND b = ?12"
-        );
-    }
-}
-
 macro_rules! bind_all {
     ($query:expr, $params:expr) => {{
         let mut query = $query;
@@ -292,5 +279,18 @@ impl Tx {
             Tx::Postgres(tx) => tx.commit().await.map_err(db_error),
             Tx::Sqlite(tx) => tx.commit().await.map_err(db_error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_sql;
+
+    #[test]
+    fn only_numbered_dollars_become_sqlite_placeholders() {
+        assert_eq!(
+            sqlite_sql("SELECT json_extract(m, '$.key') FROM t WHERE a = $1 AND b = $12"),
+            "SELECT json_extract(m, '$.key') FROM t WHERE a = ?1 AND b = ?12"
+        );
     }
 }

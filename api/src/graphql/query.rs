@@ -238,7 +238,15 @@ impl QueryRoot {
         let horizon = projected_horizon(state).await.map_err(app_error)?;
         let mut events = Vec::new();
         let mut has_next_page = false;
-        'scan: for _page in 0..10 {
+        // A bounded scan: a caller whose events are rare in a busy log gets an
+        // empty page with an advanced cursor and `hasNextPage`, never a long stall.
+        let mut pages_left = 10;
+        'scan: loop {
+            if pages_left == 0 {
+                has_next_page = true;
+                break;
+            }
+            pages_left -= 1;
             let page = state.log.read_after(cursor, 500).await.map_err(app_error)?;
             if page.is_empty() {
                 break;

@@ -155,10 +155,10 @@ impl Aggregate for Payment {
                 }
                 let event = match outcome {
                     AuthorisationOutcome::Approved(authorisation) => {
-                        PaymentEvent::PaymentAuthorised { details, authorisation }
+                        PaymentEvent::PaymentAuthorised { details: *details, authorisation }
                     }
                     AuthorisationOutcome::Declined(refusal) => {
-                        PaymentEvent::PaymentRefused { details, refusal }
+                        PaymentEvent::PaymentRefused { details: *details, refusal }
                     }
                 };
                 sink.write(event, self).await;

@@ -36,7 +36,8 @@ pub enum AuthorisationOutcome {
 pub enum PaymentCommand {
     /// Records the acquirer's answer to a new payment's authorisation request.
     Authorise {
-        details: PaymentDetails,
+        /// Boxed: the details are large and every other command is small.
+        details: Box<PaymentDetails>,
         outcome: AuthorisationOutcome,
     },
     Validate {

@@ -201,14 +201,14 @@ fn captured_payment() -> Vec<PaymentEvent> {
 
 fn authorise(capture_mode: CaptureMode) -> PaymentCommand {
     PaymentCommand::Authorise {
-        details: details(capture_mode),
+        details: Box::new(details(capture_mode)),
         outcome: AuthorisationOutcome::Approved(authorisation()),
     }
 }
 
 fn decline() -> PaymentCommand {
     PaymentCommand::Authorise {
-        details: details(CaptureMode::Automatic),
+        details: Box::new(details(CaptureMode::Automatic)),
         outcome: AuthorisationOutcome::Declined(refusal()),
     }
 }
@@ -1322,7 +1322,7 @@ fn run_sequence(
         &runtime,
         &mut live,
         PaymentCommand::Authorise {
-            details: details_with(capture_mode, original, base_date),
+            details: Box::new(details_with(capture_mode, original, base_date)),
             outcome: AuthorisationOutcome::Approved(authorisation()),
         },
     );
