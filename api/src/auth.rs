@@ -48,6 +48,35 @@ pub enum AuthError {
     Unavailable,
 }
 
+/// How long a resolved API key is trusted without asking the database again.
+/// Keys cannot be revoked yet; when they can, revocation must clear this cache.
+pub const API_KEY_CACHE_SECONDS: u64 = 60;
+/// Most keys remembered; the cache is emptied when it is full.
+const API_KEY_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// Resolved API keys by hash, so a request does not pay a database round trip
+/// just to learn who it is.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+}
+
+impl ApiKeyCache {
+    fn get(&self, hash: &str) -> Option<Caller> {
+        let entries = self.entries.lock().expect("cache lock");
+        let (caller, at) = entries.get(hash)?;
+        (at.elapsed().as_secs() < API_KEY_CACHE_SECONDS).then(|| caller.clone())
+    }
+
+    fn put(&self, hash: String, caller: Caller) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= API_KEY_CACHE_ENTRIES_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (caller, std::time::Instant::now()));
+    }
+}
+
 pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, AuthError> {
     let token = header
         .and_then(|value| value.strip_prefix("Bearer "))
@@ -57,18 +86,24 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Call
     if !(token.starts_with("sk_test_") || token.starts_with("sk_live_")) || token.len() > 128 {
         return Err(AuthError::Unknown);
     }
-    let row = find_api_key(state.db(), &hash_api_key(token))
+    let hash = hash_api_key(token);
+    if let Some(caller) = state.api_keys.get(&hash) {
+        return Ok(caller);
+    }
+    let row = find_api_key(state.db(), &hash)
         .await
         .map_err(|error| {
             tracing::error!(%error, "API key lookup failed");
             AuthError::Unavailable
         })?
         .ok_or(AuthError::Unknown)?;
-    Ok(Caller {
+    let caller = Caller {
         shop_id: ShopId::parse(&row.shop_id).ok_or(AuthError::Unavailable)?,
         mode: Mode::parse(&row.mode).ok_or(AuthError::Unavailable)?,
         merchant_id: row.merchant_id,
         key_id: row.key_id,
         key_prefix: row.key_prefix,
-    })
+    };
+    state.api_keys.put(hash, caller.clone());
+    Ok(caller)
 }

@@ -25,6 +25,7 @@ pub struct AppState {
     pub payments: PaymentService<EventRepository>,
     pub remittances: RemittanceService<EventRepository>,
     pub merchants: MerchantService<EventRepository>,
+    pub api_keys: crate::auth::ApiKeyCache,
 }
 
 impl AppState {
@@ -54,7 +55,17 @@ impl AppState {
             waiter.clone(),
         );
         let merchants = MerchantService::new(repository, clock.clone(), Arc::new(log.clone()), waiter);
-        Ok(Arc::new(AppState { config, database, log, projectors, clock, payments, remittances, merchants }))
+        Ok(Arc::new(AppState {
+            config,
+            database,
+            log,
+            projectors,
+            clock,
+            payments,
+            remittances,
+            merchants,
+            api_keys: Default::default(),
+        }))
     }
 
     pub fn db(&self) -> &Db {
