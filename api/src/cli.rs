@@ -104,6 +104,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     list.join(", ")
                 );
             }
+            let email = admin_email.trim().to_lowercase();
+            let taken = state
+                .db()
+                .fetch_optional("SELECT user_id FROM users_view WHERE email = $1", &[email.as_str().into()])
+                .await
+                .map_err(anyhow_error)?;
+            if taken.is_some() {
+                bail!("a user with e-mail {email} already exists; pass another --admin-email");
+            }
             let output = state
                 .merchants
                 .init(InitInput { merchant_name, shop_name, admin_email })

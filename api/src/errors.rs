@@ -10,6 +10,9 @@ pub mod codes {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// 400: an argument that is not even the right shape (bad id, bad cursor, bad date).
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The query itself is invalid: syntax, unknown field, wrong argument type,
+    /// missing argument, depth or complexity over the limits.
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
     /// 400: Idempotency-Key header too long or not printable ASCII.
     pub const INVALID_IDEMPOTENCY_KEY: &str = "INVALID_IDEMPOTENCY_KEY";
 }
@@ -43,8 +46,11 @@ pub fn bad_input(field: &str, message: impl Into<String>) -> async_graphql::Erro
     })
 }
 
+/// `PAYMENT_NOT_FOUND`, `REMITTANCE_NOT_FOUND`, `SHOP_NOT_FOUND`: the same code a
+/// mutation gives for the same thing, whether it is missing or someone else's.
 pub fn not_found(what: &str) -> async_graphql::Error {
-    async_graphql::Error::new(format!("{what} not found")).extend_with(|_, extensions| {
-        extensions.set("code", "NOT_FOUND");
+    let code = format!("{}_NOT_FOUND", what.to_uppercase());
+    async_graphql::Error::new(format!("{what} not found")).extend_with(move |_, extensions| {
+        extensions.set("code", code.as_str());
     })
 }

@@ -67,11 +67,32 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
     }
+}
+
+/// Ctrl-C or SIGTERM (what service managers send) stop the server gracefully.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn router(app: Arc<AppState>) -> Router {
@@ -170,6 +191,17 @@ async fn graphql_handler(State(state): State<HttpState>, headers: HeaderMap, req
     };
     let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let data = RequestData { caller, request_id, idempotency_key };
-    let response = state.schema.execute(graphql_request.data(data)).await;
+    let mut response = state.schema.execute(graphql_request.data(data)).await;
+    for error in &mut response.errors {
+        // Errors raised by async-graphql itself (syntax, unknown field, wrong type,
+        // depth or complexity limit) carry no code; give them one.
+        let has_code = error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some());
+        if !has_code {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", crate::errors::codes::GRAPHQL_VALIDATION_FAILED);
+        }
+    }
     Json(response).into_response()
 }

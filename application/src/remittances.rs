@@ -56,7 +56,7 @@ where
     /// view still lists them under that id (docs/adr/0004 describes the recovery).
     pub async fn run(&self, context: &RequestContext, shop_id: ShopId) -> Result<Vec<RemittanceId>, AppError> {
         if !context.scope.shop_ids.contains(&shop_id) {
-            return Err(AppError::NotFound);
+            return Err(caisse_domain::merchant::MerchantError::ShopNotFound.into());
         }
         let mode = context.scope.mode;
         let today = self.clock.today();

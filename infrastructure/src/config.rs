@@ -103,6 +103,9 @@ impl Config {
         if let Some(wait) = var("CAISSE_PROJECTION_WAIT_MS_MAX") {
             self.projection_wait_ms_max = wait.parse().context("CAISSE_PROJECTION_WAIT_MS_MAX")?;
         }
+        if let Some(bytes) = var("CAISSE_REQUEST_BODY_BYTES_MAX") {
+            self.request_body_bytes_max = bytes.parse().context("CAISSE_REQUEST_BODY_BYTES_MAX")?;
+        }
         if let Some(connections) = var("CAISSE_DATABASE_CONNECTIONS_MAX") {
             self.database_connections_max = connections.parse().context("CAISSE_DATABASE_CONNECTIONS_MAX")?;
         }

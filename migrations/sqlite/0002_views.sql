@@ -113,8 +113,11 @@ CREATE TABLE users_view
 (
     user_id       TEXT PRIMARY KEY,
     merchant_id   TEXT NOT NULL,
-    email         TEXT NOT NULL UNIQUE,
+    email         TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     role          TEXT NOT NULL,
     created_at    TEXT NOT NULL
 );
+-- Not UNIQUE: a view must accept every event the log holds. Global uniqueness of
+-- e-mails is checked before a user is created (`caisse init`).
+CREATE INDEX users_view_email ON users_view (email);

@@ -118,7 +118,11 @@ impl QueryRoot {
     async fn payment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
-        let row = queries::get_payment(state.db(), &caller.read_scope(), id.as_str()).await.map_err(app_error)?;
+        // Ids are accepted as `pay_…` or as a bare UUID, like the mutations accept them.
+        let Some(id) = caisse_domain::PaymentId::parse(id.as_str()) else {
+            return Err(not_found("payment"));
+        };
+        let row = queries::get_payment(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
         row.map(PaymentNode::from_row).ok_or_else(|| not_found("payment"))
     }
 
@@ -213,7 +217,10 @@ impl QueryRoot {
     async fn remittance(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<RemittanceNode> {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
-        let row = queries::get_remittance(state.db(), &caller.read_scope(), id.as_str()).await.map_err(app_error)?;
+        let Some(id) = caisse_domain::RemittanceId::parse(id.as_str()) else {
+            return Err(not_found("remittance"));
+        };
+        let row = queries::get_remittance(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
         row.map(RemittanceNode::from).ok_or_else(|| not_found("remittance"))
     }
 

@@ -179,8 +179,8 @@ impl PaymentNode {
             refusal_message: payment.refusal.as_ref().map(|r| r.message.clone()),
             remittance_id: payment.remittance_id.map(|id| id.to_string()),
             duplicated_from: details.duplicated_from.map(|id| id.to_string()),
-            created_at: created_at.clone(),
-            updated_at: created_at,
+            updated_at: payment.updated_at.map(timestamp_text).unwrap_or_else(|| created_at.clone()),
+            created_at,
             last_sequence: 0,
         };
         PaymentNode { row, duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()) }

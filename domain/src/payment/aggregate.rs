@@ -81,6 +81,8 @@ pub struct Payment {
     pub refusal: Option<Refusal>,
     pub validated: bool,
     pub duplicates: Vec<PaymentId>,
+    /// When the last event happened.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Payment {
@@ -253,6 +255,7 @@ impl Aggregate for Payment {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.updated_at = Some(event.occurred_at());
         match event {
             PaymentEvent::PaymentAuthorised { details, .. } => {
                 self.status = match details.capture_mode {
