@@ -75,6 +75,41 @@ where
     log: Arc<dyn EventLog>,
     waiter: Arc<dyn ProjectionWaiter>,
     card_ranges: CardRanges,
+    idempotency_locks: KeyLocks,
+}
+
+/// In-process locks per idempotency key: two concurrent requests with the same key
+/// in one process run one after the other, so the second replays the first instead
+/// of calling the acquirer again. Across processes the unique index still keeps a
+/// single payment; see docs/adr/0005.
+#[derive(Default)]
+struct KeyLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let mutex = self.locks.lock().expect("key locks").entry(key.to_string()).or_default().clone();
+        let guard = mutex.clone().lock_owned().await;
+        KeyGuard { locks: self, key: key.to_string(), mutex, _guard: guard }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.locks.locks.lock().expect("key locks");
+        // The map, this guard and its owned lock hold three references: no waiter.
+        if Arc::strong_count(&self.mutex) <= 3 {
+            locks.remove(&self.key);
+        }
+    }
 }
 
 /// A payment as a mutation returns it.
@@ -104,6 +139,14 @@ where
             log,
             waiter,
             card_ranges,
+            idempotency_locks: KeyLocks::default(),
+        }
+    }
+
+    async fn lock_idempotency_key(&self, context: &RequestContext) -> Option<KeyGuard<'_>> {
+        match &context.idempotency {
+            Some(idempotency) => Some(self.idempotency_locks.lock(&idempotency.scoped_key).await),
+            None => None,
         }
     }
 
@@ -115,6 +158,7 @@ where
     }
 
     pub async fn create(&self, context: &RequestContext, input: CreatePaymentInput) -> Result<PaymentResult, AppError> {
+        let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -214,6 +258,7 @@ where
         amount: Option<String>,
         capture_date: Option<NaiveDate>,
     ) -> Result<PaymentResult, AppError> {
+        let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -239,6 +284,7 @@ where
     }
 
     pub async fn refund(&self, context: &RequestContext, payment_id: PaymentId, amount: String) -> Result<PaymentResult, AppError> {
+        let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -262,6 +308,7 @@ where
         amount: String,
         order_reference: String,
     ) -> Result<PaymentResult, AppError> {
+        let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -321,6 +368,7 @@ where
         payment_id: PaymentId,
         command: PaymentCommand,
     ) -> Result<PaymentResult, AppError> {
+        let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
