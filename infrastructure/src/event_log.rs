@@ -8,7 +8,7 @@ use caisse_application::AppError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::sql::{Db, SqlRow, SqlValue};
+use crate::sql::{Db, SqlRow, SqlValue, Tx};
 
 /// Largest page of events read at once.
 pub const LOG_PAGE_SIZE_MAX: usize = 1_000;
@@ -76,12 +76,16 @@ impl EventLogReader {
     /// Events committed after `cursor`, in commit order, at most `limit`.
     pub async fn read_after(&self, cursor: LogPosition, limit: usize) -> Result<Vec<LoggedEvent>, AppError> {
         let sql = if self.db.is_postgres() { PG_READ_AFTER } else { SQLITE_READ_AFTER };
-        let params = [
-            SqlValue::from(cursor.tx_id.to_string()),
-            SqlValue::from(cursor.global_position),
-            SqlValue::from(limit.min(LOG_PAGE_SIZE_MAX) as i64),
-        ];
-        let rows = self.db.fetch_all(sql, &params).await?;
+        let rows = self.db.fetch_all(sql, &read_after_params(cursor, limit)).await?;
+        rows.iter().map(logged_event).collect()
+    }
+
+    /// The same read inside a transaction. The projector uses it so that, on
+    /// SQLite, it never holds the write lock while waiting for a second pooled
+    /// connection that busy writers may all be holding.
+    pub async fn read_after_in(tx: &mut Tx, cursor: LogPosition, limit: usize) -> Result<Vec<LoggedEvent>, AppError> {
+        let sql = if tx.is_postgres() { PG_READ_AFTER } else { SQLITE_READ_AFTER };
+        let rows = tx.fetch_all(sql, &read_after_params(cursor, limit)).await?;
         rows.iter().map(logged_event).collect()
     }
 
@@ -126,6 +130,14 @@ impl EventLogReader {
         let row = self.db.fetch_optional(sql, &[]).await?.unwrap_or_default();
         Ok(LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
     }
+}
+
+fn read_after_params(cursor: LogPosition, limit: usize) -> [SqlValue; 3] {
+    [
+        SqlValue::from(cursor.tx_id.to_string()),
+        SqlValue::from(cursor.global_position),
+        SqlValue::from(limit.min(LOG_PAGE_SIZE_MAX) as i64),
+    ]
 }
 
 fn logged_event(row: &SqlRow) -> Result<LoggedEvent, AppError> {

@@ -139,7 +139,8 @@ impl Projection for PaymentsProjection {
                 record_movement(tx, event, payment_id, &business_date, "REFUNDED", to_milli(amount)).await?;
             }
             PaymentEvent::PaymentDuplicated { .. } => {
-                update(tx, payment_id, sequence, &at, "last_sequence = last_sequence", &[]).await?;
+                // Nothing in the row changes but its sequence and time.
+                update(tx, payment_id, sequence, &at, "status = status", &[]).await?;
             }
         }
         Ok(())

@@ -43,14 +43,13 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
 pub struct Projector {
     projection: Arc<dyn Projection>,
     db: Db,
-    log: EventLogReader,
     checkpoint: watch::Sender<LogPosition>,
 }
 
 impl Projector {
     pub fn new(projection: Arc<dyn Projection>, db: Db) -> Self {
         let (checkpoint, _) = watch::channel(LogPosition::default());
-        Projector { projection, log: EventLogReader::new(db.clone()), db, checkpoint }
+        Projector { projection, db, checkpoint }
     }
 
     pub fn name(&self) -> &'static str {
@@ -84,7 +83,7 @@ impl Projector {
             tx.execute("SET LOCAL synchronous_commit = off", &[]).await?;
         }
         let checkpoint = self.lock_checkpoint(&mut tx).await?;
-        let events = self.log.read_after(checkpoint, BATCH_SIZE).await?;
+        let events = EventLogReader::read_after_in(&mut tx, checkpoint, BATCH_SIZE).await?;
         let Some(last) = events.last().map(|event| event.position) else {
             tx.commit().await?;
             self.checkpoint.send_if_modified(|current| replace_if_newer(current, checkpoint));
