@@ -18,3 +18,27 @@ async fn create_then_read(app: TestApp) {
 }
 
 caisse_tests::both_backends!(create_then_read_works, super::create_then_read);
+
+async fn malformed_query_ids_are_bad_input_and_omitted_page_sizes_take_their_default(app: TestApp) {
+    let response = app.graphql("{ payment(id: \"garbage\") { id } }", json!({})).await;
+    assert_eq!(caisse_tests::error_code(&response), "BAD_USER_INPUT", "{response}");
+    assert_eq!(response["errors"][0]["extensions"]["field"], "id");
+    let response = app.graphql("{ remittance(id: \"garbage\") { id } }", json!({})).await;
+    assert_eq!(caisse_tests::error_code(&response), "BAD_USER_INPUT", "{response}");
+    for amount in ["1.00", "2.00", "3.00"] {
+        app.create_payment(payment_input(amount, &format!("ORD-{amount}"))).await;
+    }
+    // `$first` declared but not sent: the argument's default applies.
+    let response = app
+        .graphql("query($first: Int) { payments(first: $first) { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(data(&response)["payments"]["edges"].as_array().unwrap().len(), 3);
+    let response =
+        app.graphql("query($first: Int) { events(first: $first) { events { type } } }", json!({})).await;
+    assert_eq!(data(&response)["events"]["events"].as_array().unwrap().len(), 3);
+}
+
+caisse_tests::both_backends!(
+    malformed_query_ids_and_default_page_sizes,
+    super::malformed_query_ids_are_bad_input_and_omitted_page_sizes_take_their_default
+);

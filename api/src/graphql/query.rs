@@ -120,7 +120,7 @@ impl QueryRoot {
         let caller = &request(ctx)?.caller;
         // Ids are accepted as `pay_…` or as a bare UUID, like the mutations accept them.
         let Some(id) = caisse_domain::PaymentId::parse(id.as_str()) else {
-            return Err(not_found("payment"));
+            return Err(bad_input("id", "not a payment id (pay_…)"));
         };
         let row = queries::get_payment(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
         row.map(PaymentNode::from_row).ok_or_else(|| not_found("payment"))
@@ -131,12 +131,14 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         filter: Option<PaymentFilterInput>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(desc = "Page size, 1 to 200 (default 20)")] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<PaymentConnection> {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
-        let first = page_size("first", first, PAGE_SIZE_MAX as i32)?;
+        // An absent or null `first` takes the default, whether or not the client
+        // declared the variable.
+        let first = page_size("first", first.unwrap_or(20), PAGE_SIZE_MAX as i32)?;
         let filter = filter.unwrap_or_default().to_filter()?;
         let after = after
             .as_deref()
@@ -186,7 +188,7 @@ impl QueryRoot {
         shop_id: ID,
         from: Option<String>,
         to: Option<String>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(desc = "Page size, 1 to 200 (default 20)")] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<RemittanceConnection> {
         let state = state(ctx)?;
@@ -195,7 +197,9 @@ impl QueryRoot {
         if shop_id != caller.shop_id {
             return Err(not_found("shop"));
         }
-        let first = page_size("first", first, PAGE_SIZE_MAX as i32)?;
+        // An absent or null `first` takes the default, whether or not the client
+        // declared the variable.
+        let first = page_size("first", first.unwrap_or(20), PAGE_SIZE_MAX as i32)?;
         let from = from.as_deref().map(|t| parse_date("from", t)).transpose()?;
         let to = to.as_deref().map(|t| parse_date("to", t)).transpose()?;
         let after = after
@@ -218,7 +222,7 @@ impl QueryRoot {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
         let Some(id) = caisse_domain::RemittanceId::parse(id.as_str()) else {
-            return Err(not_found("remittance"));
+            return Err(bad_input("id", "not a remittance id (rem_…)"));
         };
         let row = queries::get_remittance(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
         row.map(RemittanceNode::from).ok_or_else(|| not_found("remittance"))
@@ -230,11 +234,11 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         after: Option<String>,
-        #[graphql(default = 100)] first: i32,
+        #[graphql(desc = "Page size, 1 to 500 (default 100)")] first: Option<i32>,
     ) -> async_graphql::Result<LogEventConnection> {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
-        let first = page_size("first", first, EVENTS_PAGE_SIZE_MAX)?;
+        let first = page_size("first", first.unwrap_or(100), EVENTS_PAGE_SIZE_MAX)?;
         let mut cursor = match after.as_deref() {
             Some(text) => parse_log_cursor(text).ok_or_else(|| bad_input("after", "not an events cursor"))?,
             None => LogPosition::default(),
