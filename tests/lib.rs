@@ -147,6 +147,7 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        self.state.projectors.stop();
         if let Some(name) = &self.postgres_database {
             drop_postgres_database(name);
         }

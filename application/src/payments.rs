@@ -457,6 +457,13 @@ fn validate_order_reference(text: &str) -> Result<String, AppError> {
             message: format!("must be 1 to {ORDER_REFERENCE_LENGTH_MAX} characters"),
         });
     }
+    if contains_card_number(trimmed) {
+        return Err(AppError::Invalid {
+            field: "orderReference",
+            code: "INVALID_ORDER_REFERENCE",
+            message: "looks like a card number; card numbers go in card.number only".into(),
+        });
+    }
     if trimmed.chars().any(char::is_control) {
         return Err(AppError::Invalid {
             field: "orderReference",
@@ -467,13 +474,22 @@ fn validate_order_reference(text: &str) -> Result<String, AppError> {
     Ok(trimmed.to_string())
 }
 
+/// Whether free text carries something that looks like a card number (a Luhn-valid
+/// run of 13 to 19 digits): such text is refused so a PAN typed into the wrong
+/// field never reaches the log.
+fn contains_card_number(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|run| (13..=19).contains(&run.len()) && caisse_domain::card::luhn_valid(run))
+}
+
 fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
     let Some(email) = email.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) else {
         return Ok(None);
     };
     let shape_ok = email.len() <= EMAIL_LENGTH_MAX
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !contains_card_number(&email);
     if !shape_ok {
         return Err(AppError::Invalid {
             field: "buyerEmail",

@@ -31,7 +31,7 @@ BEGIN
     SELECT RAISE(ABORT, 'events are immutable');
 END;
 CREATE TRIGGER events_no_update BEFORE UPDATE OF aggregate_type, aggregate_id, sequence, event_type,
-    event_version, payload, metadata ON events
+    event_version, payload, metadata, recorded_at ON events
 BEGIN
     SELECT RAISE(ABORT, 'events are immutable');
 END;

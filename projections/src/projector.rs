@@ -149,6 +149,7 @@ fn replace_if_newer(current: &mut LogPosition, candidate: LogPosition) -> bool {
 /// The running projectors of one process, and the waiter mutations use.
 pub struct Projectors {
     projectors: Vec<Arc<Projector>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     wake: Arc<Notify>,
     wait_max: Duration,
 }
@@ -156,7 +157,7 @@ pub struct Projectors {
 impl Projectors {
     pub fn new(db: Db, wait_max: Duration) -> Self {
         let projectors = all_projections().into_iter().map(|p| Arc::new(Projector::new(p, db.clone()))).collect();
-        Projectors { projectors, wake: Arc::new(Notify::new()), wait_max }
+        Projectors { projectors, tasks: Default::default(), wake: Arc::new(Notify::new()), wait_max }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Projector>> {
@@ -176,8 +177,9 @@ impl Projectors {
 
     /// Starts one background task per projection. Errors are logged and retried:
     /// a projection that fails stops advancing but never skips an event.
-    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.projectors
+    pub fn spawn(self: &Arc<Self>) {
+        let handles: Vec<_> = self
+            .projectors
             .iter()
             .map(|projector| {
                 let projector = projector.clone();
@@ -195,7 +197,15 @@ impl Projectors {
                     }
                 })
             })
-            .collect()
+            .collect();
+        self.tasks.lock().expect("projector tasks").extend(handles);
+    }
+
+    /// Stops the background tasks (a test app being dropped, a server stopping).
+    pub fn stop(&self) {
+        for task in self.tasks.lock().expect("projector tasks").drain(..) {
+            task.abort();
+        }
     }
 
     /// Checkpoints as last seen by this process.

@@ -42,3 +42,22 @@ caisse_tests::both_backends!(
     malformed_query_ids_and_default_page_sizes,
     super::malformed_query_ids_are_bad_input_and_omitted_page_sizes_take_their_default
 );
+
+async fn card_numbers_typed_into_free_text_fields_are_refused(app: TestApp) {
+    let mut input = payment_input("5.00", "ORDER 4970 1000 0000 0006");
+    input["orderReference"] = json!("ORDER-4970100000000006");
+    let response = app.graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input })).await;
+    assert_eq!(caisse_tests::error_code(&response), "INVALID_ORDER_REFERENCE", "{response}");
+    let mut input = payment_input("5.00", "ORD-OK");
+    input["buyerEmail"] = json!("4970100000000006@example.com");
+    let response = app.graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input })).await;
+    assert_eq!(caisse_tests::error_code(&response), "INVALID_EMAIL", "{response}");
+    // A long number that is not Luhn-valid is an ordinary reference.
+    let payment = app.create_payment(payment_input("5.00", "ORDER-4970100000000007")).await;
+    assert_eq!(payment["status"], "AUTHORISED");
+}
+
+caisse_tests::both_backends!(
+    card_numbers_in_free_text,
+    super::card_numbers_typed_into_free_text_fields_are_refused
+);
