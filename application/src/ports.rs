@@ -99,10 +99,27 @@ pub struct DuePayment {
     pub currency: Currency,
 }
 
+/// A payment captured under a remittance id that has no `RemittanceSubmitted`:
+/// what a crash between the captures and the remittance record leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanCapture {
+    pub remittance_id: caisse_domain::RemittanceId,
+    pub payment_id: PaymentId,
+    pub amount: Money,
+}
+
 /// The read side's list of payments due for capture.
 #[async_trait]
 pub trait DuePayments: Send + Sync {
     async fn list_due(&self, shop_id: ShopId, mode: Mode, today: NaiveDate) -> Result<Vec<DuePayment>, AppError>;
+
+    /// Captures last changed before `changed_before` whose remittance was never recorded.
+    async fn orphan_captures(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+        changed_before: DateTime<Utc>,
+    ) -> Result<Vec<OrphanCapture>, AppError>;
 }
 
 /// A clock that only moves when told to: tests and benchmarks use it to move

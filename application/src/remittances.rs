@@ -15,6 +15,9 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{Clock, DuePayments, EventLog, ProjectionWaiter};
 
+/// Age after which a capture without its remittance record is taken as left by a crash.
+pub const ORPHAN_AGE_MINUTES: i64 = 10;
+
 pub struct RemittanceService<R>
 where
     R: PersistedEventRepository,
@@ -60,12 +63,12 @@ where
         }
         let mode = context.scope.mode;
         let today = self.clock.today();
+        let mut created = self.recover_orphan_captures(context, shop_id).await?;
         let due = self.due.list_due(shop_id, mode, today).await?;
         let mut by_currency: BTreeMap<Currency, Vec<_>> = BTreeMap::new();
         for payment in due {
             by_currency.entry(payment.currency).or_default().push(payment.payment_id);
         }
-        let mut created = Vec::new();
         for (_currency, payment_ids) in by_currency {
             let remittance_id = RemittanceId::new();
             let mut remitted = Vec::new();
@@ -93,20 +96,62 @@ where
             if remitted.is_empty() {
                 continue;
             }
-            let command = RemittanceCommand::Submit {
-                remittance_id,
-                shop_id,
-                mode,
-                business_date: today,
-                payments: remitted,
-                occurred_at: self.clock.now(),
-            };
-            let aggregate_id = remittance_id.to_string();
-            let executed = self.remittances.execute(&aggregate_id, command, context.metadata(false)).await?;
-            let position = self.log.position_of(Remittance::TYPE, &aggregate_id, executed.last_sequence()).await?;
-            self.waiter.wait_for(position).await;
+            self.submit(context, shop_id, remittance_id, remitted).await?;
             created.push(remittance_id);
         }
         Ok(created)
+    }
+
+    async fn submit(
+        &self,
+        context: &RequestContext,
+        shop_id: ShopId,
+        remittance_id: RemittanceId,
+        payments: Vec<RemittedPayment>,
+    ) -> Result<(), AppError> {
+        let command = RemittanceCommand::Submit {
+            remittance_id,
+            shop_id,
+            mode: context.scope.mode,
+            business_date: self.clock.today(),
+            payments,
+            occurred_at: self.clock.now(),
+        };
+        let aggregate_id = remittance_id.to_string();
+        let executed = self.remittances.execute(&aggregate_id, command, context.metadata(false)).await?;
+        let position = self.log.position_of(Remittance::TYPE, &aggregate_id, executed.last_sequence()).await?;
+        self.waiter.wait_for(position).await;
+        Ok(())
+    }
+
+    /// Records the remittances that a crash left half-done: payments captured
+    /// under a remittance id with no `RemittanceSubmitted`. Only captures older
+    /// than `ORPHAN_AGE_MINUTES` are taken, so a remittance still running in
+    /// another request is never completed behind its back (ADR 0004).
+    async fn recover_orphan_captures(
+        &self,
+        context: &RequestContext,
+        shop_id: ShopId,
+    ) -> Result<Vec<RemittanceId>, AppError> {
+        let cutoff = self.clock.now() - chrono::Duration::minutes(ORPHAN_AGE_MINUTES);
+        let orphans = self.due.orphan_captures(shop_id, context.scope.mode, cutoff).await?;
+        let mut by_remittance: BTreeMap<RemittanceId, Vec<RemittedPayment>> = BTreeMap::new();
+        for orphan in orphans {
+            by_remittance
+                .entry(orphan.remittance_id)
+                .or_default()
+                .push(RemittedPayment { payment_id: orphan.payment_id, amount: orphan.amount });
+        }
+        let mut recovered = Vec::new();
+        for (remittance_id, payments) in by_remittance {
+            tracing::warn!(%remittance_id, payments = payments.len(), "recording a remittance left half-done");
+            match self.submit(context, shop_id, remittance_id, payments).await {
+                Ok(()) => recovered.push(remittance_id),
+                // Recorded meanwhile by someone else: nothing left to do.
+                Err(AppError::Remittance(caisse_domain::remittance::RemittanceError::AlreadySubmitted)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(recovered)
     }
 }

@@ -1,7 +1,7 @@
 //! Read-side queries over the views, shared by GraphQL and the CLI.
 
 use async_trait::async_trait;
-use caisse_application::ports::{DuePayment, DuePayments};
+use caisse_application::ports::{DuePayment, DuePayments, OrphanCapture};
 use caisse_application::AppError;
 use caisse_domain::{Currency, Mode, PaymentId, ShopId};
 use caisse_infrastructure::time::date_text;
@@ -399,6 +399,41 @@ impl DuePayments for ViewDuePayments {
                     payment_id: PaymentId::parse(&row.text("payment_id"))
                         .ok_or_else(|| AppError::internal("bad payment id in view"))?,
                     currency: Currency::parse(&row.text("currency")).map_err(AppError::internal)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn orphan_captures(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+        changed_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<OrphanCapture>, AppError> {
+        let rows = self
+            .db
+            .fetch_all(
+                "SELECT p.payment_id, p.remittance_id, p.captured_milli, p.currency FROM payments_view p
+                  WHERE p.shop_id = $1 AND p.mode = $2 AND p.remittance_id IS NOT NULL AND p.updated_at < $3
+                    AND NOT EXISTS (SELECT 1 FROM remittances_view r WHERE r.remittance_id = p.remittance_id)
+                  ORDER BY p.remittance_id, p.payment_id",
+                &[
+                    shop_id.to_string().into(),
+                    mode.as_str().into(),
+                    caisse_infrastructure::time::timestamp_text(changed_before).into(),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let currency = Currency::parse(&row.text("currency")).map_err(AppError::internal)?;
+                let amount = rust_decimal::Decimal::new(row.int("captured_milli"), crate::money::MILLI_SCALE);
+                Ok(OrphanCapture {
+                    remittance_id: caisse_domain::RemittanceId::parse(&row.text("remittance_id"))
+                        .ok_or_else(|| AppError::internal("bad remittance id in view"))?,
+                    payment_id: PaymentId::parse(&row.text("payment_id"))
+                        .ok_or_else(|| AppError::internal("bad payment id in view"))?,
+                    amount: caisse_domain::Money::positive(amount, currency).map_err(AppError::internal)?,
                 })
             })
             .collect()

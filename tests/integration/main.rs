@@ -8,5 +8,6 @@ mod idempotency;
 mod late_commit;
 mod lifecycle;
 mod queries;
+mod recovery;
 mod smoke;
 mod validation;
