@@ -310,6 +310,18 @@ where
     ) -> Result<PaymentResult, AppError> {
         let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
+            // The first attempt may have stopped between creating the new payment
+            // and linking it on the source: a retry completes the link.
+            let source = self.runner.load(&source_id.to_string()).await?;
+            if !source.duplicates.contains(&replayed.payment_id) {
+                let link = PaymentCommand::RecordDuplicate {
+                    scope: context.scope.clone(),
+                    new_payment_id: replayed.payment_id,
+                    amount: replayed.payment.details.as_ref().map(|d| d.amount).ok_or(AppError::NotFound)?,
+                    occurred_at: self.clock.now(),
+                };
+                self.run(context, source_id, link, false).await?;
+            }
             return Ok(replayed);
         }
         let source = self.runner.load(&source_id.to_string()).await?;

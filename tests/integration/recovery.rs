@@ -19,13 +19,24 @@ async fn captures_left_without_their_remittance_are_recorded_by_the_next_run(app
         today: caisse_application::ports::Clock::today(app.clock.as_ref()),
         occurred_at: caisse_application::ports::Clock::now(app.clock.as_ref()),
     };
-    app.state
+    let executed = app
+        .state
         .payments
         .runner()
         .execute(&payment_id.to_string(), command, context.metadata(false))
         .await
         .expect("capture");
-    app.state.projectors.catch_up_all().await.unwrap();
+    // Wait for the views like a mutation does (other tests' open transactions on
+    // the same PostgreSQL server may hold delivery back for a moment).
+    let position = caisse_application::ports::EventLog::position_of(
+        &app.state.log,
+        "Payment",
+        &payment_id.to_string(),
+        executed.last_sequence(),
+    )
+    .await
+    .unwrap();
+    caisse_application::ports::ProjectionWaiter::wait_for(app.state.projectors.as_ref(), position).await;
 
     // Too young: a remittance might still be running; nothing is recorded.
     assert_eq!(app.run_remittance().await, json!([]));
@@ -48,4 +59,48 @@ async fn captures_left_without_their_remittance_are_recorded_by_the_next_run(app
 caisse_tests::both_backends!(
     orphan_captures_are_recovered,
     super::captures_left_without_their_remittance_are_recorded_by_the_next_run
+);
+
+async fn a_duplicate_retried_after_a_crash_before_its_link_completes_the_link(app: TestApp) {
+    let source_id = app.captured_payment("30.00").await;
+    let source = PaymentId::parse(&source_id).unwrap();
+    let scope = AccessScope::single(ShopId::parse(&app.shop_id).unwrap(), Mode::Test);
+    let mut context = RequestContext::system(scope, "test:crash");
+    context.idempotency = Some(caisse_application::IdempotencyRequest::new(
+        &format!("{}:TEST", app.shop_id),
+        "dup-1",
+        "duplicatePayment",
+        "{}",
+    ));
+    // The first attempt created the new payment, carrying the key, then crashed
+    // before recording the link on the source.
+    let mut details = app.state.payments.runner().load(&source_id).await.unwrap().details.unwrap();
+    let new_id = PaymentId::new();
+    details.payment_id = new_id;
+    details.duplicated_from = Some(source);
+    let outcome = caisse_domain::payment::AuthorisationOutcome::Approved(caisse_domain::payment::Authorisation {
+        authorisation_code: "123456".into(),
+        acquirer_reference: "SIM1".into(),
+    });
+    let command = PaymentCommand::Authorise { details: Box::new(details), outcome };
+    app.state.payments.runner().execute(&new_id.to_string(), command, context.metadata(true)).await.unwrap();
+    let before = app.state.payments.runner().load(&source_id).await.unwrap();
+    assert!(before.duplicates.is_empty());
+
+    // The client retries with the same key: same new payment, and the link is made.
+    let retried = app.state.payments.duplicate(&context, source, "30.00".into(), "ORD-DUP".into()).await.unwrap();
+    assert_eq!(retried.payment_id, new_id);
+    let after = app.state.payments.runner().load(&source_id).await.unwrap();
+    assert_eq!(after.duplicates, vec![new_id]);
+    // A further retry does not link twice.
+    app.state.payments.duplicate(&context, source, "30.00".into(), "ORD-DUP".into()).await.unwrap();
+    let again = app.state.payments.runner().load(&source_id).await.unwrap();
+    assert_eq!(again.duplicates, vec![new_id]);
+    let response = app.graphql("query($id: ID!) { payment(id: $id) { duplicates } }", json!({ "id": source_id })).await;
+    assert_eq!(data(&response)["payment"]["duplicates"], json!([new_id.to_string()]));
+}
+
+caisse_tests::both_backends!(
+    duplicate_links_are_completed_on_retry,
+    super::a_duplicate_retried_after_a_crash_before_its_link_completes_the_link
 );
