@@ -41,12 +41,20 @@ impl VaultKey {
             mac.finalize().into_bytes().into()
         };
         let key_id = hex::encode(&Sha256::digest(derive(b"caisse-vault-key-id"))[..8]);
-        VaultKey { encryption: derive(b"caisse-vault-encryption"), fingerprint: derive(b"caisse-vault-fingerprint"), key_id }
+        VaultKey {
+            encryption: derive(b"caisse-vault-encryption"),
+            fingerprint: derive(b"caisse-vault-fingerprint"),
+            key_id,
+        }
     }
 
     pub fn from_base64(text: &str) -> anyhow::Result<Self> {
-        let bytes = BASE64.decode(text.trim()).context("vault key is not base64")?;
-        let master: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("vault key must be 32 bytes"))?;
+        let bytes = BASE64
+            .decode(text.trim())
+            .context("vault key is not base64")?;
+        let master: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("vault key must be 32 bytes"))?;
         Ok(VaultKey::from_bytes(master))
     }
 
@@ -70,15 +78,18 @@ impl VaultKey {
 
 fn load_or_generate(path: &Path) -> anyhow::Result<VaultKey> {
     if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return VaultKey::from_base64(&text).with_context(|| format!("vault key in {}", path.display()));
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return VaultKey::from_base64(&text)
+            .with_context(|| format!("vault key in {}", path.display()));
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let mut master = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut master);
-    std::fs::write(path, BASE64.encode(master)).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path, BASE64.encode(master))
+        .with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -103,7 +114,8 @@ impl DatabaseVault {
     }
 
     pub fn fingerprint(&self, pan: &Pan) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key.fingerprint).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key.fingerprint).expect("any key length");
         mac.update(pan.expose_digits().as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -123,11 +135,22 @@ impl CardVault for DatabaseVault {
         let ciphertext = cipher
             .encrypt(
                 Nonce::from_slice(&nonce_bytes),
-                aes_gcm::aead::Payload { msg: pan.expose_digits().as_bytes(), aad: token.as_bytes() },
+                aes_gcm::aead::Payload {
+                    msg: pan.expose_digits().as_bytes(),
+                    aad: token.as_bytes(),
+                },
             )
             .map_err(|_| AppError::internal("vault encryption failed"))?;
-        self.db
-            .execute(
+        let mut tx = self.db.begin().await?;
+        if tx.is_postgres() {
+            // No WAL flush of its own: the payment event that refers to this token
+            // commits synchronously right after, and flushing its WAL record flushes
+            // this earlier one too. A vault row whose event never commits may be
+            // lost in a crash, which is harmless: nothing refers to it.
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
+        }
+        tx.execute(
                 "INSERT INTO card_vault (token, key_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &[
                     token.as_str().into(),
@@ -138,25 +161,43 @@ impl CardVault for DatabaseVault {
                 ],
             )
             .await?;
-        Ok(VaultedCard { token, fingerprint: self.fingerprint(pan) })
+        tx.commit().await?;
+        Ok(VaultedCard {
+            token,
+            fingerprint: self.fingerprint(pan),
+        })
     }
 
     async fn reveal(&self, token: &str) -> Result<Pan, AppError> {
         let row = self
             .db
-            .fetch_optional("SELECT key_id, nonce, ciphertext FROM card_vault WHERE token = $1", &[token.into()])
+            .fetch_optional(
+                "SELECT key_id, nonce, ciphertext FROM card_vault WHERE token = $1",
+                &[token.into()],
+            )
             .await?
             .ok_or_else(|| AppError::internal("card token not in vault"))?;
         if row.text("key_id") != self.key.key_id {
             return Err(AppError::internal("card was vaulted under another key"));
         }
-        let nonce = BASE64.decode(row.text("nonce")).map_err(AppError::internal)?;
-        let ciphertext = BASE64.decode(row.text("ciphertext")).map_err(AppError::internal)?;
+        let nonce = BASE64
+            .decode(row.text("nonce"))
+            .map_err(AppError::internal)?;
+        let ciphertext = BASE64
+            .decode(row.text("ciphertext"))
+            .map_err(AppError::internal)?;
         let cipher = Aes256Gcm::new_from_slice(&self.key.encryption).expect("32-byte key");
         let plain = cipher
-            .decrypt(Nonce::from_slice(&nonce), aes_gcm::aead::Payload { msg: &ciphertext, aad: token.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                aes_gcm::aead::Payload {
+                    msg: &ciphertext,
+                    aad: token.as_bytes(),
+                },
+            )
             .map_err(|_| AppError::internal("vault decryption failed"))?;
-        let digits = String::from_utf8(plain).map_err(|_| AppError::internal("vault content is not text"))?;
+        let digits = String::from_utf8(plain)
+            .map_err(|_| AppError::internal("vault content is not text"))?;
         Pan::parse(&digits).map_err(|_| AppError::internal("vault content is not a card number"))
     }
 }
