@@ -486,12 +486,35 @@ fn validate_order_reference(text: &str) -> Result<String, AppError> {
     Ok(trimmed.to_string())
 }
 
-/// Whether free text carries something that looks like a card number (a Luhn-valid
-/// run of 13 to 19 digits): such text is refused so a PAN typed into the wrong
-/// field never reaches the log.
+/// Whether free text carries something that looks like a card number: 13 to 19
+/// Luhn-valid digits, written together or in groups separated by one space or
+/// dash ("4970 1000 0000 0006"), as `card.number` itself accepts. Such text is
+/// refused so a PAN typed into the wrong field never reaches the log.
 fn contains_card_number(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|run| (13..=19).contains(&run.len()) && caisse_domain::card::luhn_valid(run))
+    // Runs of digit groups joined by single separators.
+    let mut runs: Vec<Vec<String>> = vec![vec![String::new()]];
+    let mut previous: Option<char> = None;
+    for c in text.chars() {
+        let run = runs.last_mut().expect("never empty");
+        if c.is_ascii_digit() {
+            run.last_mut().expect("never empty").push(c);
+        } else if (c == ' ' || c == '-') && previous.is_some_and(|p| p.is_ascii_digit()) {
+            run.push(String::new());
+        } else {
+            runs.push(vec![String::new()]);
+        }
+        previous = Some(c);
+    }
+    runs.iter().any(|groups| {
+        let groups: Vec<&String> = groups.iter().filter(|g| !g.is_empty()).collect();
+        (0..groups.len()).any(|start| {
+            let mut digits = String::new();
+            groups[start..].iter().any(|group| {
+                digits.push_str(group);
+                (13..=19).contains(&digits.len()) && caisse_domain::card::luhn_valid(&digits)
+            })
+        })
+    })
 }
 
 fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
@@ -538,4 +561,20 @@ fn validate_holder(holder: Option<String>) -> Result<Option<String>, AppError> {
         });
     }
     Ok(Some(holder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_card_number;
+
+    #[test]
+    fn card_numbers_are_found_in_free_text_however_they_are_grouped() {
+        assert!(contains_card_number("ORDER-4970100000000006"));
+        assert!(contains_card_number("order 4970 1000 0000 0006 thanks"));
+        assert!(contains_card_number("4970-1000-0000-0006"));
+        assert!(contains_card_number("ref 12 4970 1000 0000 0006"));
+        assert!(!contains_card_number("ORDER-4970100000000007"));
+        assert!(!contains_card_number("ORD-2026-11-26-0001"));
+        assert!(!contains_card_number("invoice 12345"));
+    }
 }
