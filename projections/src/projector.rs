@@ -43,13 +43,17 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
 pub struct Projector {
     projection: Arc<dyn Projection>,
     db: Db,
+    log: EventLogReader,
     checkpoint: watch::Sender<LogPosition>,
+    /// Wakes this projector's task; `notify_one` keeps a permit, so a wake-up sent
+    /// while the task is busy is not lost.
+    wake: Notify,
 }
 
 impl Projector {
     pub fn new(projection: Arc<dyn Projection>, db: Db) -> Self {
         let (checkpoint, _) = watch::channel(LogPosition::default());
-        Projector { projection, db, checkpoint }
+        Projector { projection, log: EventLogReader::new(db.clone()), db, checkpoint, wake: Notify::new() }
     }
 
     pub fn name(&self) -> &'static str {
@@ -76,6 +80,13 @@ impl Projector {
 
     /// Applies one batch; returns how many events it applied.
     pub async fn run_batch(&self) -> Result<usize, AppError> {
+        // A read-only look first: an idle pass writes nothing and takes no lock.
+        // The position it starts from may be stale (another process may have moved
+        // the checkpoint); the locked read below is the one that counts.
+        let last_seen = *self.checkpoint.borrow();
+        if self.log.read_after(last_seen, 1).await?.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.db.begin().await?;
         if tx.is_postgres() {
             // Views are rebuilt from the log, so they need not wait for the WAL
@@ -150,14 +161,13 @@ fn replace_if_newer(current: &mut LogPosition, candidate: LogPosition) -> bool {
 pub struct Projectors {
     projectors: Vec<Arc<Projector>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    wake: Arc<Notify>,
     wait_max: Duration,
 }
 
 impl Projectors {
     pub fn new(db: Db, wait_max: Duration) -> Self {
         let projectors = all_projections().into_iter().map(|p| Arc::new(Projector::new(p, db.clone()))).collect();
-        Projectors { projectors, tasks: Default::default(), wake: Arc::new(Notify::new()), wait_max }
+        Projectors { projectors, tasks: Default::default(), wait_max }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Projector>> {
@@ -183,7 +193,6 @@ impl Projectors {
             .iter()
             .map(|projector| {
                 let projector = projector.clone();
-                let wake = self.wake.clone();
                 tokio::spawn(async move {
                     loop {
                         match projector.catch_up().await {
@@ -193,7 +202,7 @@ impl Projectors {
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                             }
                         }
-                        let _ = tokio::time::timeout(POLL_INTERVAL, wake.notified()).await;
+                        let _ = tokio::time::timeout(POLL_INTERVAL, projector.wake.notified()).await;
                     }
                 })
             })
@@ -217,7 +226,9 @@ impl Projectors {
 #[async_trait]
 impl ProjectionWaiter for Projectors {
     async fn wait_for(&self, position: LogPosition) {
-        self.wake.notify_waiters();
+        for projector in &self.projectors {
+            projector.wake.notify_one();
+        }
         let deadline = tokio::time::Instant::now() + self.wait_max;
         for projector in &self.projectors {
             let mut receiver = projector.checkpoint.subscribe();
@@ -226,7 +237,7 @@ impl ProjectionWaiter for Projectors {
                     break;
                 }
                 // Another process may have applied it: wake our task to look.
-                self.wake.notify_waiters();
+                projector.wake.notify_one();
                 let step = tokio::time::timeout(Duration::from_millis(50), receiver.changed());
                 if tokio::time::timeout_at(deadline, step).await.is_err() {
                     tracing::warn!(projection = projector.name(), ?position, "views lag behind a mutation's events");
