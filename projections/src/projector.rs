@@ -60,22 +60,49 @@ impl Projector {
         self.projection.name()
     }
 
-    /// Locks this projection's checkpoint row for the transaction and returns it.
-    /// The lock is a write, taken first, so on SQLite the transaction holds the
-    /// write lock from the start and never fails to upgrade a stale read.
+    /// Takes this projection's lock for the transaction and returns its checkpoint.
+    ///
+    /// PostgreSQL: a transaction-scoped advisory lock, which gives the transaction
+    /// no xid; the log is then read before anything is written, so the reader's
+    /// `pg_snapshot_xmin` horizon is not held back by this very transaction.
+    /// SQLite: a write first, so the transaction holds the write lock from the start
+    /// and never fails to upgrade a stale read.
     async fn lock_checkpoint(&self, tx: &mut Tx) -> Result<LogPosition, AppError> {
         let name = self.projection.name();
-        tx.execute(
-            "INSERT INTO projection_checkpoints (name, tx_id, global_position) VALUES ($1, 0, 0)
-             ON CONFLICT (name) DO UPDATE SET name = excluded.name",
-            &[name.into()],
-        )
-        .await?;
+        if tx.is_postgres() {
+            tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('caisse-projection:' || $1, 0))", &[name.into()])
+                .await?;
+        } else {
+            tx.execute(
+                "INSERT INTO projection_checkpoints (name, tx_id, global_position) VALUES ($1, 0, 0)
+                 ON CONFLICT (name) DO UPDATE SET name = excluded.name",
+                &[name.into()],
+            )
+            .await?;
+        }
         let row = tx
             .fetch_optional("SELECT tx_id, global_position FROM projection_checkpoints WHERE name = $1", &[name.into()])
-            .await?
-            .expect("checkpoint row was just written");
-        Ok(LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+            .await?;
+        Ok(row
+            .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+            .unwrap_or_default())
+    }
+
+    /// Writes the checkpoint, creating its row the first time.
+    async fn store_checkpoint(&self, tx: &mut Tx, position: LogPosition) -> Result<(), AppError> {
+        tx.execute(
+            "INSERT INTO projection_checkpoints (name, tx_id, global_position, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE
+                SET tx_id = excluded.tx_id, global_position = excluded.global_position, updated_at = excluded.updated_at",
+            &[
+                self.projection.name().into(),
+                (position.tx_id as i64).into(),
+                position.global_position.into(),
+                caisse_infrastructure::time::timestamp_text(chrono::Utc::now()).into(),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Applies one batch; returns how many events it applied.
@@ -88,11 +115,6 @@ impl Projector {
             return Ok(0);
         }
         let mut tx = self.db.begin().await?;
-        if tx.is_postgres() {
-            // Views are rebuilt from the log, so they need not wait for the WAL
-            // flush (DESIGN.md "Performance model"); the events themselves do.
-            tx.execute("SET LOCAL synchronous_commit = off", &[]).await?;
-        }
         let checkpoint = self.lock_checkpoint(&mut tx).await?;
         let events = EventLogReader::read_after_in(&mut tx, checkpoint, BATCH_SIZE).await?;
         let Some(last) = events.last().map(|event| event.position) else {
@@ -100,19 +122,15 @@ impl Projector {
             self.checkpoint.send_if_modified(|current| replace_if_newer(current, checkpoint));
             return Ok(0);
         };
+        if tx.is_postgres() {
+            // Views are rebuilt from the log, so they need not wait for the WAL
+            // flush (DESIGN.md "Performance model"); the events themselves do.
+            tx.execute("SET LOCAL synchronous_commit = off", &[]).await?;
+        }
         for event in &events {
             self.projection.apply(&mut tx, event).await?;
         }
-        tx.execute(
-            "UPDATE projection_checkpoints SET tx_id = $1, global_position = $2, updated_at = $3 WHERE name = $4",
-            &[
-                (last.tx_id as i64).into(),
-                last.global_position.into(),
-                caisse_infrastructure::time::timestamp_text(chrono::Utc::now()).into(),
-                self.projection.name().into(),
-            ],
-        )
-        .await?;
+        self.store_checkpoint(&mut tx, last).await?;
         tx.commit().await?;
         self.checkpoint.send_if_modified(|current| replace_if_newer(current, last));
         Ok(events.len())
@@ -137,11 +155,7 @@ impl Projector {
         for table in self.projection.tables() {
             tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
         }
-        tx.execute(
-            "UPDATE projection_checkpoints SET tx_id = 0, global_position = 0 WHERE name = $1",
-            &[self.projection.name().into()],
-        )
-        .await?;
+        self.store_checkpoint(&mut tx, LogPosition::default()).await?;
         tx.commit().await?;
         self.checkpoint.send_replace(LogPosition::default());
         self.catch_up().await
