@@ -63,7 +63,10 @@ struct BufferWriter;
 
 impl Write for BufferWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().expect("log buffer").extend_from_slice(bytes);
+        log_buffer()
+            .lock()
+            .expect("log buffer")
+            .extend_from_slice(bytes);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(bytes)?;
         }
@@ -78,7 +81,9 @@ fn init_logs() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,sqlx=info,hyper=info,h2=info,tower=info"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,sqlx=info,hyper=info,h2=info,tower=info",
+            ))
             .with_writer(|| BufferWriter)
             .with_ansi(false)
             .try_init();
@@ -91,7 +96,10 @@ pub fn postgres_admin_url() -> String {
 }
 
 fn postgres_required() -> bool {
-    matches!(std::env::var("CAISSE_REQUIRE_POSTGRES").as_deref(), Ok("1") | Ok("true"))
+    matches!(
+        std::env::var("CAISSE_REQUIRE_POSTGRES").as_deref(),
+        Ok("1") | Ok("true")
+    )
 }
 
 /// Creates a fresh database; `None` (or a panic when required) if PostgreSQL is unreachable.
@@ -108,7 +116,10 @@ pub async fn create_postgres_database() -> Option<(String, String)> {
         }
     };
     let name = format!("caisse_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
     let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
     Some((name.clone(), format!("{base}/{name}")))
 }
@@ -117,10 +128,15 @@ pub fn drop_postgres_database(name: &str) {
     let name = name.to_string();
     // Drop runs outside any runtime: use a short-lived one on its own thread.
     let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
             }
         });
     })
@@ -170,7 +186,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     init_logs();
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let (postgres_database, database_url) = match backend {
-        Backend::Sqlite => (None, format!("sqlite://{}", data_dir.path().join("caisse.db").display())),
+        Backend::Sqlite => (
+            None,
+            format!("sqlite://{}", data_dir.path().join("caisse.db").display()),
+        ),
         Backend::Postgres => {
             let (name, url) = create_postgres_database().await?;
             (Some(name), url)
@@ -178,12 +197,16 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     };
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: Some(caisse_infrastructure::config::Secret::new(database_url.clone())),
+        database_url: Some(caisse_infrastructure::config::Secret::new(
+            database_url.clone(),
+        )),
         data_dir: data_dir.path().to_path_buf(),
         ..Config::default()
     };
     let clock = Arc::new(ManualClock::new(test_start()));
-    let application = Application::build_with_clock(config, clock.clone()).await.expect("application starts");
+    let application = Application::build_with_clock(config, clock.clone())
+        .await
+        .expect("application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     let state = application.state();
     let server = tokio::spawn(async move {
@@ -225,7 +248,13 @@ impl TestApp {
         self.graphql_with(key, None, query, variables).await
     }
 
-    pub async fn graphql_with(&self, key: &str, idempotency_key: Option<&str>, query: &str, variables: Value) -> Value {
+    pub async fn graphql_with(
+        &self,
+        key: &str,
+        idempotency_key: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
         let mut request = self
             .client
             .post(format!("{}/graphql", self.address))
@@ -234,7 +263,13 @@ impl TestApp {
         if let Some(idempotency_key) = idempotency_key {
             request = request.header("Idempotency-Key", idempotency_key);
         }
-        request.send().await.expect("request sent").json().await.expect("JSON response")
+        request
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
     }
 
     pub async fn other_merchant(&self) -> OtherMerchant {
@@ -248,19 +283,29 @@ impl TestApp {
             })
             .await
             .expect("second merchant init");
-        OtherMerchant { shop_id: init.shop_id.to_string(), test_key: init.test_api_key, live_key: init.live_api_key }
+        OtherMerchant {
+            shop_id: init.shop_id.to_string(),
+            test_key: init.test_api_key,
+            live_key: init.live_api_key,
+        }
     }
 }
 
 /// The `data` of a response, failing the test with the errors if there are any.
 pub fn data(response: &Value) -> &Value {
-    assert!(response.get("errors").is_none(), "unexpected GraphQL errors: {response}");
+    assert!(
+        response.get("errors").is_none(),
+        "unexpected GraphQL errors: {response}"
+    );
     &response["data"]
 }
 
 /// The `extensions.code` of the first error.
 pub fn error_code(response: &Value) -> String {
-    response["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {response}")).to_string()
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {response}"))
+        .to_string()
 }
 
 pub const CREATE_PAYMENT: &str = "
@@ -289,7 +334,9 @@ pub fn payment_input(amount: &str, order_reference: &str) -> Value {
 impl TestApp {
     /// Creates a payment and returns the `createPayment` object.
     pub async fn create_payment(&self, input: Value) -> Value {
-        let response = self.graphql(CREATE_PAYMENT, json!({ "input": input })).await;
+        let response = self
+            .graphql(CREATE_PAYMENT, json!({ "input": input }))
+            .await;
         data(&response)["createPayment"].clone()
     }
 
@@ -306,7 +353,12 @@ impl TestApp {
 
     /// Creates and captures a payment; returns its id.
     pub async fn captured_payment(&self, amount: &str) -> String {
-        let payment = self.create_payment(payment_input(amount, &format!("ORD-{}", uuid::Uuid::new_v4().simple()))).await;
+        let payment = self
+            .create_payment(payment_input(
+                amount,
+                &format!("ORD-{}", uuid::Uuid::new_v4().simple()),
+            ))
+            .await;
         assert_eq!(payment["status"], "AUTHORISED", "{payment}");
         self.run_remittance().await;
         payment["id"].as_str().unwrap().to_string()

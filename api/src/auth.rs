@@ -24,7 +24,10 @@ impl Caller {
     }
 
     pub fn read_scope(&self) -> ReadScope {
-        ReadScope { shop_ids: vec![self.shop_id], mode: self.mode }
+        ReadScope {
+            shop_ids: vec![self.shop_id],
+            mode: self.mode,
+        }
     }
 
     /// Recorded as the actor of every event this caller causes.

@@ -13,7 +13,11 @@ use crate::state::AppState;
 use crate::Application;
 
 #[derive(Parser)]
-#[command(name = "caisse", version, about = "Caisse: event-sourced payment ledger and back office")]
+#[command(
+    name = "caisse",
+    version,
+    about = "Caisse: event-sourced payment ledger and back office"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,9 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load()?;
     crate::telemetry::init(config.production);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command, config))
 }
 
@@ -84,20 +90,40 @@ async fn connect(config: &Config) -> anyhow::Result<Database> {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve => Application::build(config).await?.run_until_stopped().await?,
+        Command::Serve => {
+            Application::build(config)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
         Command::Migrate => {
             let database = connect(&config).await?;
             println!("migrations applied to {}", database.description);
         }
-        Command::Init { json, merchant_name, shop_name, admin_email, additional } => {
+        Command::Init {
+            json,
+            merchant_name,
+            shop_name,
+            admin_email,
+            additional,
+        } => {
             let database = connect(&config).await?;
             let state = AppState::build(config, database, Arc::new(SystemClock))?;
-            state.projectors.catch_up_all().await.map_err(anyhow_error)?;
+            state
+                .projectors
+                .catch_up_all()
+                .await
+                .map_err(anyhow_error)?;
             // The merchant service waits for its views, so they must be running.
             state.projectors.spawn();
-            let existing = queries::list_merchants(state.db()).await.map_err(anyhow_error)?;
+            let existing = queries::list_merchants(state.db())
+                .await
+                .map_err(anyhow_error)?;
             if !existing.is_empty() && !additional {
-                let list: Vec<String> = existing.iter().map(|(id, name)| format!("{id} ({name})")).collect();
+                let list: Vec<String> = existing
+                    .iter()
+                    .map(|(id, name)| format!("{id} ({name})"))
+                    .collect();
                 bail!(
                     "a merchant already exists: {}. Its API keys were shown when it was created. \
                      Run `caisse init --additional` to create another merchant.",
@@ -107,7 +133,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let email = admin_email.trim().to_lowercase();
             let taken = state
                 .db()
-                .fetch_optional("SELECT user_id FROM users_view WHERE email = $1", &[email.as_str().into()])
+                .fetch_optional(
+                    "SELECT user_id FROM users_view WHERE email = $1",
+                    &[email.as_str().into()],
+                )
                 .await
                 .map_err(anyhow_error)?;
             if taken.is_some() {
@@ -115,7 +144,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             let output = state
                 .merchants
-                .init(InitInput { merchant_name, shop_name, admin_email })
+                .init(InitInput {
+                    merchant_name,
+                    shop_name,
+                    admin_email,
+                })
                 .await
                 .map_err(anyhow_error)?;
             if json {
@@ -140,28 +173,44 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Projections { command } => {
             let database = connect(&config).await?;
-            let projectors = Projectors::new(database.db.clone(), std::time::Duration::from_secs(1));
+            let projectors =
+                Projectors::new(database.db.clone(), std::time::Duration::from_secs(1));
             match command {
                 ProjectionsCommand::Rebuild { name } => {
-                    let names: Vec<&str> = if name == "all" { projectors.names() } else { vec![name.as_str()] };
+                    let names: Vec<&str> = if name == "all" {
+                        projectors.names()
+                    } else {
+                        vec![name.as_str()]
+                    };
                     for name in names {
                         let projector = projectors.get(name).with_context(|| {
-                            format!("unknown projection `{name}`; known: {}, or all", projectors.names().join(", "))
+                            format!(
+                                "unknown projection `{name}`; known: {}, or all",
+                                projectors.names().join(", ")
+                            )
                         })?;
                         let started = std::time::Instant::now();
                         let applied = projector.rebuild().await.map_err(anyhow_error)?;
-                        println!("rebuilt {name}: {applied} events in {:.2?}", started.elapsed());
+                        println!(
+                            "rebuilt {name}: {applied} events in {:.2?}",
+                            started.elapsed()
+                        );
                     }
                 }
                 ProjectionsCommand::Status => {
                     projectors.catch_up_all().await.map_err(anyhow_error)?;
                     for (name, position) in projectors.checkpoints() {
-                        println!("{name}: position {} (tx {})", position.global_position, position.tx_id);
+                        println!(
+                            "{name}: position {} (tx {})",
+                            position.global_position, position.tx_id
+                        );
                     }
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
             let database = connect(&config).await?;
             let report = audit::verify(&database.db).await.map_err(anyhow_error)?;
             println!(

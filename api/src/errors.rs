@@ -20,7 +20,9 @@ pub mod codes {
 pub fn app_error(error: AppError) -> async_graphql::Error {
     let code = error.code();
     let field = match &error {
-        AppError::Card { field, .. } | AppError::Money { field, .. } | AppError::Invalid { field, .. } => Some(*field),
+        AppError::Card { field, .. }
+        | AppError::Money { field, .. }
+        | AppError::Invalid { field, .. } => Some(*field),
         _ => None,
     };
     let message = match &error {
@@ -40,10 +42,12 @@ pub fn app_error(error: AppError) -> async_graphql::Error {
 
 pub fn bad_input(field: &str, message: impl Into<String>) -> async_graphql::Error {
     let field = field.to_string();
-    async_graphql::Error::new(format!("{field}: {}", message.into())).extend_with(move |_, extensions| {
-        extensions.set("code", codes::BAD_USER_INPUT);
-        extensions.set("field", field.as_str());
-    })
+    async_graphql::Error::new(format!("{field}: {}", message.into())).extend_with(
+        move |_, extensions| {
+            extensions.set("code", codes::BAD_USER_INPUT);
+            extensions.set("field", field.as_str());
+        },
+    )
 }
 
 /// `PAYMENT_NOT_FOUND`, `REMITTANCE_NOT_FOUND`, `SHOP_NOT_FOUND`: the same code a

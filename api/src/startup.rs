@@ -14,7 +14,9 @@ use caisse_application::ports::{Clock, SystemClock};
 use caisse_infrastructure::{Config, Database};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{authenticate, AuthError};
@@ -41,12 +43,19 @@ impl Application {
         Application::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let database = Database::connect(&config).await?;
         database.migrate().await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = AppState::build(config, database, clock)?;
-        state.projectors.catch_up_all().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        state
+            .projectors
+            .catch_up_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.projectors.spawn();
         let router = router(state.clone());
         tracing::info!(
@@ -54,11 +63,18 @@ impl Application {
             database = %state.database.description,
             "caisse listening"
         );
-        Ok(Application { listener, router, state })
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|addr| addr.port()).unwrap_or(0)
+        self.listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or(0)
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -123,7 +139,11 @@ fn router(app: Arc<AppState>) -> Router {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .finish(),
+    )
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
@@ -138,16 +158,39 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 
 /// A GraphQL-shaped error for failures before the schema runs.
 fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }))).into_response()
+    (
+        status,
+        Json(json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })),
+    )
+        .into_response()
 }
 
-async fn graphql_handler(State(state): State<HttpState>, headers: HeaderMap, request: Request) -> Response {
-    let caller = match authenticate(&state.app, headers.get("authorization").and_then(|v| v.to_str().ok())).await {
+async fn graphql_handler(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let caller = match authenticate(
+        &state.app,
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(AuthError::Unavailable) => {
-            return http_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "authentication is unavailable")
+            return http_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "authentication is unavailable",
+            )
         }
-        Err(error) => return http_error(StatusCode::UNAUTHORIZED, crate::errors::codes::UNAUTHENTICATED, &error.to_string()),
+        Err(error) => {
+            return http_error(
+                StatusCode::UNAUTHORIZED,
+                crate::errors::codes::UNAUTHENTICATED,
+                &error.to_string(),
+            )
+        }
     };
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
@@ -189,13 +232,23 @@ async fn graphql_handler(State(state): State<HttpState>, headers: HeaderMap, req
             )
         }
     };
-    let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let data = RequestData { caller, request_id, idempotency_key };
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let data = RequestData {
+        caller,
+        request_id,
+        idempotency_key,
+    };
     let mut response = state.schema.execute(graphql_request.data(data)).await;
     for error in &mut response.errors {
         // Errors raised by async-graphql itself (syntax, unknown field, wrong type,
         // depth or complexity limit) carry no code; give them one.
-        let has_code = error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some());
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.get("code").is_some());
         if !has_code {
             error
                 .extensions

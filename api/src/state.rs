@@ -29,15 +29,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn build(config: Config, database: Database, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<AppState>> {
+    pub fn build(
+        config: Config,
+        database: Database,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<AppState>> {
         let db = database.db.clone();
         let repository = EventRepository::new(&db);
         let log = EventLogReader::new(db.clone());
-        let projectors = Arc::new(Projectors::new(db.clone(), Duration::from_millis(config.projection_wait_ms_max)));
+        let projectors = Arc::new(Projectors::new(
+            db.clone(),
+            Duration::from_millis(config.projection_wait_ms_max),
+        ));
         let waiter: Arc<dyn ProjectionWaiter> = projectors.clone();
         let vault_key = VaultKey::load(&config)?;
         let vault = Arc::new(DatabaseVault::new(db.clone(), vault_key, clock.clone()));
-        let acquirers = Acquirers { test: Arc::new(SimulatorAcquirer::default()), live: Arc::new(UnconfiguredAcquirer) };
+        let acquirers = Acquirers {
+            test: Arc::new(SimulatorAcquirer::default()),
+            live: Arc::new(UnconfiguredAcquirer),
+        };
         let payments = PaymentService::new(
             repository.clone(),
             acquirers,
@@ -54,7 +64,8 @@ impl AppState {
             Arc::new(log.clone()),
             waiter.clone(),
         );
-        let merchants = MerchantService::new(repository, clock.clone(), Arc::new(log.clone()), waiter);
+        let merchants =
+            MerchantService::new(repository, clock.clone(), Arc::new(log.clone()), waiter);
         Ok(Arc::new(AppState {
             config,
             database,

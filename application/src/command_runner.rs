@@ -46,18 +46,28 @@ where
     A::Error: Into<AppError> + Clone + Send,
 {
     pub fn new(repository: R) -> Self {
-        CommandRunner { store: PersistedEventStore::new_event_store(repository) }
+        CommandRunner {
+            store: PersistedEventStore::new_event_store(repository),
+        }
     }
 
     pub async fn load(&self, aggregate_id: &str) -> Result<A, AppError> {
-        let context = self.store.load_aggregate(aggregate_id).await.map_err(store_error)?;
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(store_error)?;
         Ok(context.aggregate)
     }
 
     /// The aggregate's state right after its event `sequence` (an idempotent replay's
     /// "first result").
     pub async fn load_at(&self, aggregate_id: &str, sequence: usize) -> Result<A, AppError> {
-        let events = self.store.load_events(aggregate_id).await.map_err(store_error)?;
+        let events = self
+            .store
+            .load_events(aggregate_id)
+            .await
+            .map_err(store_error)?;
         let mut aggregate = A::default();
         for envelope in events.into_iter().take_while(|e| e.sequence <= sequence) {
             aggregate.apply(envelope.payload);
@@ -66,7 +76,10 @@ where
     }
 
     pub async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AppError> {
-        self.store.load_events(aggregate_id).await.map_err(store_error)
+        self.store
+            .load_events(aggregate_id)
+            .await
+            .map_err(store_error)
     }
 
     pub async fn execute(
@@ -76,7 +89,11 @@ where
         metadata: HashMap<String, String>,
     ) -> Result<Executed<A>, AppError> {
         for _attempt in 0..CONFLICT_ATTEMPTS_MAX {
-            let mut context = self.store.load_aggregate(aggregate_id).await.map_err(store_error)?;
+            let mut context = self
+                .store
+                .load_aggregate(aggregate_id)
+                .await
+                .map_err(store_error)?;
             let sink: EventSink<A> = EventSink::default();
             context
                 .aggregate
@@ -86,10 +103,18 @@ where
             let events = sink.collect().await;
             let aggregate = context.aggregate.clone();
             if events.is_empty() {
-                return Ok(Executed { aggregate, events: Vec::new() });
+                return Ok(Executed {
+                    aggregate,
+                    events: Vec::new(),
+                });
             }
             match self.store.commit(events, context, metadata.clone()).await {
-                Ok(envelopes) => return Ok(Executed { aggregate, events: envelopes }),
+                Ok(envelopes) => {
+                    return Ok(Executed {
+                        aggregate,
+                        events: envelopes,
+                    })
+                }
                 Err(AggregateError::AggregateConflict) => {
                     // Someone appended first: reload and decide again on fresh state.
                     tokio::task::yield_now().await;

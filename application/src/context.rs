@@ -46,7 +46,12 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn system(scope: AccessScope, actor: &str) -> Self {
-        RequestContext { scope, actor: actor.to_string(), request_id: None, idempotency: None }
+        RequestContext {
+            scope,
+            actor: actor.to_string(),
+            request_id: None,
+            idempotency: None,
+        }
     }
 
     /// Metadata for the events of one command; the idempotency key only when asked.
@@ -58,8 +63,14 @@ impl RequestContext {
         }
         if with_idempotency {
             if let Some(idempotency) = &self.idempotency {
-                metadata.insert(METADATA_IDEMPOTENCY_KEY.to_string(), idempotency.scoped_key.clone());
-                metadata.insert(METADATA_REQUEST_HASH.to_string(), idempotency.request_hash.clone());
+                metadata.insert(
+                    METADATA_IDEMPOTENCY_KEY.to_string(),
+                    idempotency.scoped_key.clone(),
+                );
+                metadata.insert(
+                    METADATA_REQUEST_HASH.to_string(),
+                    idempotency.request_hash.clone(),
+                );
             }
         }
         metadata

@@ -15,12 +15,22 @@ pub enum AppError {
     #[error("{0}")]
     Remittance(#[from] RemittanceError),
     #[error("{field}: {source}")]
-    Card { field: &'static str, source: CardError },
+    Card {
+        field: &'static str,
+        source: CardError,
+    },
     #[error("{field}: {source}")]
-    Money { field: &'static str, source: MoneyError },
+    Money {
+        field: &'static str,
+        source: MoneyError,
+    },
     /// Input that is well-formed JSON but not acceptable.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, code: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        code: &'static str,
+        message: String,
+    },
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("the payment kept changing under concurrent requests; retry")]
@@ -38,7 +48,9 @@ impl AppError {
             AppError::Payment(error) => error.code(),
             AppError::Merchant(error) => error.code(),
             AppError::Remittance(RemittanceError::Money(error)) => error.code(),
-            AppError::Remittance(RemittanceError::AlreadySubmitted) => "REMITTANCE_ALREADY_SUBMITTED",
+            AppError::Remittance(RemittanceError::AlreadySubmitted) => {
+                "REMITTANCE_ALREADY_SUBMITTED"
+            }
             AppError::Remittance(RemittanceError::Empty) => "REMITTANCE_EMPTY",
             AppError::Card { source, .. } => source.code(),
             AppError::Money { source, .. } => source.code(),
@@ -59,6 +71,9 @@ impl AppError {
     }
 
     pub fn card(source: CardError) -> AppError {
-        AppError::Card { field: source.field(), source }
+        AppError::Card {
+            field: source.field(),
+            source,
+        }
     }
 }

@@ -50,7 +50,10 @@ pub fn generate_api_key(mode: Mode) -> String {
         Mode::Test => "sk_test_",
         Mode::Live => "sk_live_",
     };
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::thread_rng(), API_KEY_RANDOM_LENGTH))
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), API_KEY_RANDOM_LENGTH)
+    )
 }
 
 pub fn hash_password(password: &str) -> Result<String, AppError> {
@@ -75,8 +78,18 @@ impl<R> MerchantService<R>
 where
     R: PersistedEventRepository,
 {
-    pub fn new(repository: R, clock: Arc<dyn Clock>, log: Arc<dyn EventLog>, waiter: Arc<dyn ProjectionWaiter>) -> Self {
-        MerchantService { runner: CommandRunner::new(repository), clock, log, waiter }
+    pub fn new(
+        repository: R,
+        clock: Arc<dyn Clock>,
+        log: Arc<dyn EventLog>,
+        waiter: Arc<dyn ProjectionWaiter>,
+    ) -> Self {
+        MerchantService {
+            runner: CommandRunner::new(repository),
+            clock,
+            log,
+            waiter,
+        }
     }
 
     pub async fn init(&self, input: InitInput) -> Result<InitOutput, AppError> {
@@ -84,7 +97,10 @@ where
         let shop_id = ShopId::new();
         let aggregate_id = merchant_id.to_string();
         let context = RequestContext::system(
-            caisse_domain::payment::AccessScope { shop_ids: vec![], mode: Mode::Test },
+            caisse_domain::payment::AccessScope {
+                shop_ids: vec![],
+                mode: Mode::Test,
+            },
             "cli:init",
         );
         let now = self.clock.now();
@@ -92,8 +108,16 @@ where
         let test_api_key = generate_api_key(Mode::Test);
         let live_api_key = generate_api_key(Mode::Live);
         let mut commands = vec![
-            MerchantCommand::Create { merchant_id, name: input.merchant_name, occurred_at: now },
-            MerchantCommand::AddShop { shop_id, name: input.shop_name, occurred_at: now },
+            MerchantCommand::Create {
+                merchant_id,
+                name: input.merchant_name,
+                occurred_at: now,
+            },
+            MerchantCommand::AddShop {
+                shop_id,
+                name: input.shop_name,
+                occurred_at: now,
+            },
         ];
         for (mode, key) in [(Mode::Test, &test_api_key), (Mode::Live, &live_api_key)] {
             commands.push(MerchantCommand::IssueApiKey {
@@ -114,10 +138,16 @@ where
         });
         let mut last_sequence = 0;
         for command in commands {
-            let executed = self.runner.execute(&aggregate_id, command, context.metadata(false)).await?;
+            let executed = self
+                .runner
+                .execute(&aggregate_id, command, context.metadata(false))
+                .await?;
             last_sequence = executed.last_sequence();
         }
-        let position = self.log.position_of(Merchant::TYPE, &aggregate_id, last_sequence).await?;
+        let position = self
+            .log
+            .position_of(Merchant::TYPE, &aggregate_id, last_sequence)
+            .await?;
         self.waiter.wait_for(position).await;
         Ok(InitOutput {
             merchant_id,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use caisse_domain::card::{detect_networks, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv, Pan};
+use caisse_domain::card::{
+    detect_networks, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv, Pan,
+};
 use caisse_domain::ids::RefundId;
 use caisse_domain::payment::{
     AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand, PaymentDetails,
@@ -15,9 +17,7 @@ use cqrs_es::Aggregate;
 use crate::command_runner::{CommandRunner, Executed};
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{
-    Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, ProjectionWaiter,
-};
+use crate::ports::{Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, ProjectionWaiter};
 
 /// Longest merchant order reference accepted.
 pub const ORDER_REFERENCE_LENGTH_MAX: usize = 64;
@@ -96,9 +96,20 @@ struct KeyGuard<'a> {
 
 impl KeyLocks {
     async fn lock(&self, key: &str) -> KeyGuard<'_> {
-        let mutex = self.locks.lock().expect("key locks").entry(key.to_string()).or_default().clone();
+        let mutex = self
+            .locks
+            .lock()
+            .expect("key locks")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
         let guard = mutex.clone().lock_owned().await;
-        KeyGuard { locks: self, key: key.to_string(), mutex, _guard: guard }
+        KeyGuard {
+            locks: self,
+            key: key.to_string(),
+            mutex,
+            _guard: guard,
+        }
     }
 }
 
@@ -151,13 +162,21 @@ where
     }
 
     /// The payment's current state, if the caller may see it.
-    pub async fn get(&self, context: &RequestContext, payment_id: PaymentId) -> Result<Payment, AppError> {
+    pub async fn get(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<Payment, AppError> {
         let payment = self.runner.load(&payment_id.to_string()).await?;
         payment.visible_details(&context.scope)?;
         Ok(payment)
     }
 
-    pub async fn create(&self, context: &RequestContext, input: CreatePaymentInput) -> Result<PaymentResult, AppError> {
+    pub async fn create(
+        &self,
+        context: &RequestContext,
+        input: CreatePaymentInput,
+    ) -> Result<PaymentResult, AppError> {
         let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
@@ -165,8 +184,15 @@ where
         let shop_id = *context.scope.shop_ids.first().ok_or(AppError::NotFound)?;
         let mode = context.scope.mode;
         let amount = Money::parse_positive(&input.amount, &input.currency).map_err(|error| {
-            let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) { "currency" } else { "amount" };
-            AppError::Money { field, source: error }
+            let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) {
+                "currency"
+            } else {
+                "amount"
+            };
+            AppError::Money {
+                field,
+                source: error,
+            }
         })?;
         let order_reference = validate_order_reference(&input.order_reference)?;
         let today = self.clock.today();
@@ -177,8 +203,13 @@ where
         let pan = Pan::parse(&card.number).map_err(AppError::card)?;
         let networks = detect_networks(&pan, &self.card_ranges).map_err(AppError::card)?;
         let brand = choose_brand(&networks, card.brand)?;
-        let expiry = CardExpiry::parse(card.expiry_month, card.expiry_year, today.year(), today.month())
-            .map_err(AppError::card)?;
+        let expiry = CardExpiry::parse(
+            card.expiry_month,
+            card.expiry_year,
+            today.year(),
+            today.month(),
+        )
+        .map_err(AppError::card)?;
         let cvv = match &card.cvv {
             Some(text) => Some(Cvv::parse(text, brand).map_err(AppError::card)?),
             None if input.channel.is_buyer_present_online() => {
@@ -242,12 +273,22 @@ where
         outcome: AuthorisationOutcome,
     ) -> Result<PaymentResult, AppError> {
         let payment_id = details.payment_id;
-        let command = PaymentCommand::Authorise { details: Box::new(details), outcome };
+        let command = PaymentCommand::Authorise {
+            details: Box::new(details),
+            outcome,
+        };
         self.run(context, payment_id, command, true).await
     }
 
-    pub async fn validate(&self, context: &RequestContext, payment_id: PaymentId) -> Result<PaymentResult, AppError> {
-        let command = PaymentCommand::Validate { scope: context.scope.clone(), occurred_at: self.clock.now() };
+    pub async fn validate(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<PaymentResult, AppError> {
+        let command = PaymentCommand::Validate {
+            scope: context.scope.clone(),
+            occurred_at: self.clock.now(),
+        };
         self.run_idempotent(context, payment_id, command).await
     }
 
@@ -263,9 +304,14 @@ where
             return Ok(replayed);
         }
         let current = self.get(context, payment_id).await?;
-        let currency = current.amount.expect("visible payments have an amount").currency();
+        let currency = current
+            .amount
+            .expect("visible payments have an amount")
+            .currency();
         let amount = match amount {
-            Some(text) => Some(Money::parse_positive(&text, currency.code()).map_err(AppError::money("amount"))?),
+            Some(text) => Some(
+                Money::parse_positive(&text, currency.code()).map_err(AppError::money("amount"))?,
+            ),
             None => None,
         };
         let command = PaymentCommand::Modify {
@@ -278,19 +324,35 @@ where
         self.run(context, payment_id, command, true).await
     }
 
-    pub async fn cancel(&self, context: &RequestContext, payment_id: PaymentId) -> Result<PaymentResult, AppError> {
-        let command = PaymentCommand::Cancel { scope: context.scope.clone(), occurred_at: self.clock.now() };
+    pub async fn cancel(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<PaymentResult, AppError> {
+        let command = PaymentCommand::Cancel {
+            scope: context.scope.clone(),
+            occurred_at: self.clock.now(),
+        };
         self.run_idempotent(context, payment_id, command).await
     }
 
-    pub async fn refund(&self, context: &RequestContext, payment_id: PaymentId, amount: String) -> Result<PaymentResult, AppError> {
+    pub async fn refund(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        amount: String,
+    ) -> Result<PaymentResult, AppError> {
         let _key_lock = self.lock_idempotency_key(context).await;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
         let current = self.get(context, payment_id).await?;
-        let currency = current.amount.expect("visible payments have an amount").currency();
-        let amount = Money::parse_positive(&amount, currency.code()).map_err(AppError::money("amount"))?;
+        let currency = current
+            .amount
+            .expect("visible payments have an amount")
+            .currency();
+        let amount =
+            Money::parse_positive(&amount, currency.code()).map_err(AppError::money("amount"))?;
         let command = PaymentCommand::Refund {
             scope: context.scope.clone(),
             refund_id: RefundId::new(),
@@ -317,7 +379,12 @@ where
                 let link = PaymentCommand::RecordDuplicate {
                     scope: context.scope.clone(),
                     new_payment_id: replayed.payment_id,
-                    amount: replayed.payment.details.as_ref().map(|d| d.amount).ok_or(AppError::NotFound)?,
+                    amount: replayed
+                        .payment
+                        .details
+                        .as_ref()
+                        .map(|d| d.amount)
+                        .ok_or(AppError::NotFound)?,
                     occurred_at: self.clock.now(),
                 };
                 self.run(context, source_id, link, false).await?;
@@ -331,8 +398,13 @@ where
         let order_reference = validate_order_reference(&order_reference)?;
         let today = self.clock.today();
         let card = source_details.card.clone();
-        let expiry = CardExpiry::parse(card.expiry.month, card.expiry.year, today.year(), today.month())
-            .map_err(AppError::card)?;
+        let expiry = CardExpiry::parse(
+            card.expiry.month,
+            card.expiry.year,
+            today.year(),
+            today.month(),
+        )
+        .map_err(AppError::card)?;
         let pan = self.vault.reveal(&card.token).await?;
         let outcome = self
             .acquirers
@@ -399,7 +471,9 @@ where
         let metadata = context.metadata(with_idempotency);
         let executed = match self.runner.execute(&aggregate_id, command, metadata).await {
             Ok(executed) => executed,
-            Err(error @ (AppError::Internal(_) | AppError::ConcurrencyExhausted)) if with_idempotency => {
+            Err(error @ (AppError::Internal(_) | AppError::ConcurrencyExhausted))
+                if with_idempotency =>
+            {
                 // A concurrent request with the same key may have won the unique index.
                 return match self.replay(context).await? {
                     Some(replayed) => Ok(replayed),
@@ -409,30 +483,50 @@ where
             Err(error) => return Err(error),
         };
         self.wait_for_views(&aggregate_id, &executed).await?;
-        Ok(PaymentResult { payment_id, payment: executed.aggregate })
+        Ok(PaymentResult {
+            payment_id,
+            payment: executed.aggregate,
+        })
     }
 
-    async fn wait_for_views(&self, aggregate_id: &str, executed: &Executed<Payment>) -> Result<(), AppError> {
+    async fn wait_for_views(
+        &self,
+        aggregate_id: &str,
+        executed: &Executed<Payment>,
+    ) -> Result<(), AppError> {
         if executed.events.is_empty() {
             return Ok(());
         }
-        let position = self.log.position_of(Payment::TYPE, aggregate_id, executed.last_sequence()).await?;
+        let position = self
+            .log
+            .position_of(Payment::TYPE, aggregate_id, executed.last_sequence())
+            .await?;
         self.waiter.wait_for(position).await;
         Ok(())
     }
 
     /// The first result of an earlier request with the same idempotency key.
     async fn replay(&self, context: &RequestContext) -> Result<Option<PaymentResult>, AppError> {
-        let Some(idempotency) = &context.idempotency else { return Ok(None) };
+        let Some(idempotency) = &context.idempotency else {
+            return Ok(None);
+        };
         let Some(record) = self.log.find_idempotent(&idempotency.scoped_key).await? else {
             return Ok(None);
         };
-        if record.request_hash != idempotency.request_hash || record.aggregate_type != Payment::TYPE {
+        if record.request_hash != idempotency.request_hash || record.aggregate_type != Payment::TYPE
+        {
             return Err(AppError::IdempotencyKeyReused);
         }
-        let payment = self.runner.load_at(&record.aggregate_id, record.sequence).await?;
-        let payment_id = PaymentId::parse(&record.aggregate_id).ok_or_else(|| AppError::internal("bad payment id in log"))?;
-        Ok(Some(PaymentResult { payment_id, payment }))
+        let payment = self
+            .runner
+            .load_at(&record.aggregate_id, record.sequence)
+            .await?;
+        let payment_id = PaymentId::parse(&record.aggregate_id)
+            .ok_or_else(|| AppError::internal("bad payment id in log"))?;
+        Ok(Some(PaymentResult {
+            payment_id,
+            payment,
+        }))
     }
 
     pub fn runner(&self) -> &CommandRunner<R, Payment> {
@@ -440,11 +534,16 @@ where
     }
 }
 
-fn choose_brand(networks: &[CardBrand], requested: Option<CardBrand>) -> Result<CardBrand, AppError> {
+fn choose_brand(
+    networks: &[CardBrand],
+    requested: Option<CardBrand>,
+) -> Result<CardBrand, AppError> {
     match requested {
         None => Ok(networks[0]),
         Some(brand) if networks.contains(&brand) => Ok(brand),
-        Some(brand) => Err(AppError::card(caisse_domain::card::CardError::BrandNotOnCard(brand.as_str().to_string()))),
+        Some(brand) => Err(AppError::card(
+            caisse_domain::card::CardError::BrandNotOnCard(brand.as_str().to_string()),
+        )),
     }
 }
 
@@ -518,11 +617,16 @@ fn contains_card_number(text: &str) -> bool {
 }
 
 fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
-    let Some(email) = email.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) else {
+    let Some(email) = email
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+    else {
         return Ok(None);
     };
     let shape_ok = email.len() <= EMAIL_LENGTH_MAX
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && !contains_card_number(&email);
     if !shape_ok {
@@ -548,12 +652,18 @@ fn validate_ip(ip: Option<String>) -> Result<Option<String>, AppError> {
 }
 
 fn validate_holder(holder: Option<String>) -> Result<Option<String>, AppError> {
-    let Some(holder) = holder.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()) else {
+    let Some(holder) = holder
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+    else {
         return Ok(None);
     };
     // A holder name made of digits is how a card number ends up in the wrong field.
     let digits = holder.chars().filter(char::is_ascii_digit).count();
-    if holder.chars().count() > HOLDER_NAME_LENGTH_MAX || digits > 4 || holder.chars().any(char::is_control) {
+    if holder.chars().count() > HOLDER_NAME_LENGTH_MAX
+        || digits > 4
+        || holder.chars().any(char::is_control)
+    {
         return Err(AppError::Invalid {
             field: "card.holderName",
             code: "INVALID_HOLDER_NAME",

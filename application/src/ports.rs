@@ -76,7 +76,8 @@ pub struct IdempotentRecord {
 /// Our own reads of the event log that cqrs-es does not offer.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    async fn find_idempotent(&self, scoped_key: &str) -> Result<Option<IdempotentRecord>, AppError>;
+    async fn find_idempotent(&self, scoped_key: &str)
+        -> Result<Option<IdempotentRecord>, AppError>;
     async fn position_of(
         &self,
         aggregate_type: &str,
@@ -111,7 +112,12 @@ pub struct OrphanCapture {
 /// The read side's list of payments due for capture.
 #[async_trait]
 pub trait DuePayments: Send + Sync {
-    async fn list_due(&self, shop_id: ShopId, mode: Mode, today: NaiveDate) -> Result<Vec<DuePayment>, AppError>;
+    async fn list_due(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+        today: NaiveDate,
+    ) -> Result<Vec<DuePayment>, AppError>;
 
     /// Captures last changed before `changed_before` whose remittance was never recorded.
     async fn orphan_captures(
@@ -130,7 +136,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        ManualClock { now: std::sync::Mutex::new(start) }
+        ManualClock {
+            now: std::sync::Mutex::new(start),
+        }
     }
 
     pub fn set(&self, at: DateTime<Utc>) {

@@ -57,7 +57,11 @@ where
     /// Each capture is its own command, so a crash mid-way leaves captured payments
     /// carrying a remittance id whose `RemittanceSubmitted` is missing; the payments
     /// view still lists them under that id (docs/adr/0004 describes the recovery).
-    pub async fn run(&self, context: &RequestContext, shop_id: ShopId) -> Result<Vec<RemittanceId>, AppError> {
+    pub async fn run(
+        &self,
+        context: &RequestContext,
+        shop_id: ShopId,
+    ) -> Result<Vec<RemittanceId>, AppError> {
         if !context.scope.shop_ids.contains(&shop_id) {
             return Err(caisse_domain::merchant::MerchantError::ShopNotFound.into());
         }
@@ -67,14 +71,25 @@ where
         let due = self.due.list_due(shop_id, mode, today).await?;
         let mut by_currency: BTreeMap<Currency, Vec<_>> = BTreeMap::new();
         for payment in due {
-            by_currency.entry(payment.currency).or_default().push(payment.payment_id);
+            by_currency
+                .entry(payment.currency)
+                .or_default()
+                .push(payment.payment_id);
         }
         for (_currency, payment_ids) in by_currency {
             let remittance_id = RemittanceId::new();
             let mut remitted = Vec::new();
             for payment_id in payment_ids {
-                let command = PaymentCommand::Capture { remittance_id, today, occurred_at: self.clock.now() };
-                match self.payments.execute(&payment_id.to_string(), command, context.metadata(false)).await {
+                let command = PaymentCommand::Capture {
+                    remittance_id,
+                    today,
+                    occurred_at: self.clock.now(),
+                };
+                match self
+                    .payments
+                    .execute(&payment_id.to_string(), command, context.metadata(false))
+                    .await
+                {
                     Ok(executed) => {
                         for envelope in executed.events {
                             if let PaymentEvent::PaymentCaptured { amount, .. } = envelope.payload {
@@ -96,7 +111,8 @@ where
             if remitted.is_empty() {
                 continue;
             }
-            self.submit(context, shop_id, remittance_id, remitted).await?;
+            self.submit(context, shop_id, remittance_id, remitted)
+                .await?;
             created.push(remittance_id);
         }
         Ok(created)
@@ -118,8 +134,14 @@ where
             occurred_at: self.clock.now(),
         };
         let aggregate_id = remittance_id.to_string();
-        let executed = self.remittances.execute(&aggregate_id, command, context.metadata(false)).await?;
-        let position = self.log.position_of(Remittance::TYPE, &aggregate_id, executed.last_sequence()).await?;
+        let executed = self
+            .remittances
+            .execute(&aggregate_id, command, context.metadata(false))
+            .await?;
+        let position = self
+            .log
+            .position_of(Remittance::TYPE, &aggregate_id, executed.last_sequence())
+            .await?;
         self.waiter.wait_for(position).await;
         Ok(())
     }
@@ -134,13 +156,19 @@ where
         shop_id: ShopId,
     ) -> Result<Vec<RemittanceId>, AppError> {
         let cutoff = self.clock.now() - chrono::Duration::minutes(ORPHAN_AGE_MINUTES);
-        let orphans = self.due.orphan_captures(shop_id, context.scope.mode, cutoff).await?;
+        let orphans = self
+            .due
+            .orphan_captures(shop_id, context.scope.mode, cutoff)
+            .await?;
         let mut by_remittance: BTreeMap<RemittanceId, Vec<RemittedPayment>> = BTreeMap::new();
         for orphan in orphans {
             by_remittance
                 .entry(orphan.remittance_id)
                 .or_default()
-                .push(RemittedPayment { payment_id: orphan.payment_id, amount: orphan.amount });
+                .push(RemittedPayment {
+                    payment_id: orphan.payment_id,
+                    amount: orphan.amount,
+                });
         }
         let mut recovered = Vec::new();
         for (remittance_id, payments) in by_remittance {
@@ -148,7 +176,9 @@ where
             match self.submit(context, shop_id, remittance_id, payments).await {
                 Ok(()) => recovered.push(remittance_id),
                 // Recorded meanwhile by someone else: nothing left to do.
-                Err(AppError::Remittance(caisse_domain::remittance::RemittanceError::AlreadySubmitted)) => {}
+                Err(AppError::Remittance(
+                    caisse_domain::remittance::RemittanceError::AlreadySubmitted,
+                )) => {}
                 Err(error) => return Err(error),
             }
         }

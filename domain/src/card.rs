@@ -35,7 +35,10 @@ impl CardBrand {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        ALL_BRANDS.iter().copied().find(|brand| brand.as_str() == text)
+        ALL_BRANDS
+            .iter()
+            .copied()
+            .find(|brand| brand.as_str() == text)
     }
 }
 
@@ -151,7 +154,9 @@ impl fmt::Display for Pan {
 pub fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0u32;
     for (index, c) in digits.chars().rev().enumerate() {
-        let Some(mut digit) = c.to_digit(10) else { return false };
+        let Some(mut digit) = c.to_digit(10) else {
+            return false;
+        };
         if index % 2 == 1 {
             digit *= 2;
             if digit > 9 {
@@ -194,11 +199,20 @@ pub struct CardExpiry {
 
 impl CardExpiry {
     /// Checks the month and year, and that the card is still valid in `today`'s month.
-    pub fn parse(month: u32, year: i32, today_year: i32, today_month: u32) -> Result<Self, CardError> {
+    pub fn parse(
+        month: u32,
+        year: i32,
+        today_year: i32,
+        today_month: u32,
+    ) -> Result<Self, CardError> {
         if !(1..=12).contains(&month) {
             return Err(CardError::InvalidExpiryMonth);
         }
-        let year = if (0..100).contains(&year) { 2000 + year } else { year };
+        let year = if (0..100).contains(&year) {
+            2000 + year
+        } else {
+            year
+        };
         if !(2000..=2100).contains(&year) {
             return Err(CardError::InvalidExpiryYear);
         }
@@ -229,7 +243,10 @@ impl Default for CardRanges {
     /// Test-environment defaults, documented in docs/test-cards.md. Real private
     /// ranges are given by the card issuers and set in configuration.
     fn default() -> Self {
-        let private = |prefix: &str, brand| PrefixRange { prefix: prefix.to_string(), brand };
+        let private = |prefix: &str, brand| PrefixRange {
+            prefix: prefix.to_string(),
+            brand,
+        };
         CardRanges {
             private_ranges: vec![
                 private("603616", CardBrand::Cofinoga),
@@ -244,7 +261,11 @@ impl Default for CardRanges {
 /// Every network a card can be routed through, the preferred one first.
 pub fn detect_networks(pan: &Pan, ranges: &CardRanges) -> Result<Vec<CardBrand>, CardError> {
     let digits = pan.expose_digits();
-    if let Some(range) = ranges.private_ranges.iter().find(|r| digits.starts_with(&r.prefix)) {
+    if let Some(range) = ranges
+        .private_ranges
+        .iter()
+        .find(|r| digits.starts_with(&r.prefix))
+    {
         return Ok(vec![range.brand]);
     }
     let prefix = |n: usize| digits[..n].parse::<u32>().unwrap_or(0);
@@ -268,8 +289,15 @@ pub fn detect_networks(pan: &Pan, ranges: &CardRanges) -> Result<Vec<CardBrand>,
         return Err(CardError::UnknownBrand);
     };
     let cobadged = matches!(scheme, CardBrand::Visa | CardBrand::Mastercard)
-        && ranges.cb_cobadge_prefixes.iter().any(|p| digits.starts_with(p.as_str()));
-    Ok(if cobadged { vec![CardBrand::Cb, scheme] } else { vec![scheme] })
+        && ranges
+            .cb_cobadge_prefixes
+            .iter()
+            .any(|p| digits.starts_with(p.as_str()));
+    Ok(if cobadged {
+        vec![CardBrand::Cb, scheme]
+    } else {
+        vec![scheme]
+    })
 }
 
 /// What events and views know about a card: enough to show, search and fingerprint
@@ -304,7 +332,10 @@ mod tests {
         assert!(luhn_valid("4970100000000006"));
         assert!(luhn_valid("4111111111111111"));
         assert!(!luhn_valid("4111111111111112"));
-        assert_eq!(Pan::parse("4111 1111 1111 1112"), Err(CardError::LuhnCheckFailed));
+        assert_eq!(
+            Pan::parse("4111 1111 1111 1112"),
+            Err(CardError::LuhnCheckFailed)
+        );
     }
 
     #[test]
@@ -321,7 +352,10 @@ mod tests {
         assert_eq!(networks("378282246310005"), vec![CardBrand::Amex]);
         assert_eq!(networks("3530111333300000"), vec![CardBrand::Jcb]);
         assert_eq!(networks("36000000000008"), vec![CardBrand::Diners]);
-        assert_eq!(networks("4970100000000006"), vec![CardBrand::Cb, CardBrand::Visa]);
+        assert_eq!(
+            networks("4970100000000006"),
+            vec![CardBrand::Cb, CardBrand::Visa]
+        );
         assert_eq!(networks("6036160000000007"), vec![CardBrand::Cofinoga]);
     }
 
@@ -334,15 +368,30 @@ mod tests {
 
     #[test]
     fn expiry_is_checked_against_today() {
-        assert_eq!(CardExpiry::parse(13, 2030, 2026, 11), Err(CardError::InvalidExpiryMonth));
-        assert_eq!(CardExpiry::parse(10, 2026, 2026, 11), Err(CardError::Expired));
-        assert_eq!(CardExpiry::parse(11, 26, 2026, 11), Ok(CardExpiry { month: 11, year: 2026 }));
+        assert_eq!(
+            CardExpiry::parse(13, 2030, 2026, 11),
+            Err(CardError::InvalidExpiryMonth)
+        );
+        assert_eq!(
+            CardExpiry::parse(10, 2026, 2026, 11),
+            Err(CardError::Expired)
+        );
+        assert_eq!(
+            CardExpiry::parse(11, 26, 2026, 11),
+            Ok(CardExpiry {
+                month: 11,
+                year: 2026
+            })
+        );
     }
 
     #[test]
     fn amex_cvv_has_four_digits() {
         assert!(Cvv::parse("1234", CardBrand::Amex).is_ok());
-        assert_eq!(Cvv::parse("123", CardBrand::Amex), Err(CardError::InvalidCvv { expected: 4 }));
+        assert_eq!(
+            Cvv::parse("123", CardBrand::Amex),
+            Err(CardError::InvalidCvv { expected: 4 })
+        );
         assert!(Cvv::parse("12a", CardBrand::Visa).is_err());
     }
 }

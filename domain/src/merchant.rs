@@ -17,8 +17,16 @@ pub enum UserRole {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MerchantCommand {
-    Create { merchant_id: MerchantId, name: String, occurred_at: DateTime<Utc> },
-    AddShop { shop_id: ShopId, name: String, occurred_at: DateTime<Utc> },
+    Create {
+        merchant_id: MerchantId,
+        name: String,
+        occurred_at: DateTime<Utc>,
+    },
+    AddShop {
+        shop_id: ShopId,
+        name: String,
+        occurred_at: DateTime<Utc>,
+    },
     /// Stores only the hash of a freshly generated key; the key itself is shown once.
     IssueApiKey {
         key_id: ApiKeyId,
@@ -39,8 +47,16 @@ pub enum MerchantCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MerchantEvent {
-    MerchantCreated { merchant_id: MerchantId, name: String, occurred_at: DateTime<Utc> },
-    ShopCreated { shop_id: ShopId, name: String, occurred_at: DateTime<Utc> },
+    MerchantCreated {
+        merchant_id: MerchantId,
+        name: String,
+        occurred_at: DateTime<Utc>,
+    },
+    ShopCreated {
+        shop_id: ShopId,
+        name: String,
+        occurred_at: DateTime<Utc>,
+    },
     ApiKeyIssued {
         key_id: ApiKeyId,
         shop_id: ShopId,
@@ -124,28 +140,64 @@ impl Aggregate for Merchant {
             return Err(MerchantError::NotFound);
         }
         let event = match command {
-            MerchantCommand::Create { merchant_id, name, occurred_at } => {
+            MerchantCommand::Create {
+                merchant_id,
+                name,
+                occurred_at,
+            } => {
                 if self.merchant_id.is_some() {
                     return Err(MerchantError::AlreadyExists);
                 }
                 if name.trim().is_empty() {
                     return Err(MerchantError::Empty { field: "name" });
                 }
-                MerchantEvent::MerchantCreated { merchant_id, name, occurred_at }
+                MerchantEvent::MerchantCreated {
+                    merchant_id,
+                    name,
+                    occurred_at,
+                }
             }
-            MerchantCommand::AddShop { shop_id, name, occurred_at } => {
+            MerchantCommand::AddShop {
+                shop_id,
+                name,
+                occurred_at,
+            } => {
                 if name.trim().is_empty() {
                     return Err(MerchantError::Empty { field: "shop name" });
                 }
-                MerchantEvent::ShopCreated { shop_id, name, occurred_at }
+                MerchantEvent::ShopCreated {
+                    shop_id,
+                    name,
+                    occurred_at,
+                }
             }
-            MerchantCommand::IssueApiKey { key_id, shop_id, mode, key_prefix, key_hash, occurred_at } => {
+            MerchantCommand::IssueApiKey {
+                key_id,
+                shop_id,
+                mode,
+                key_prefix,
+                key_hash,
+                occurred_at,
+            } => {
                 if !self.shop_ids.contains(&shop_id) {
                     return Err(MerchantError::ShopNotFound);
                 }
-                MerchantEvent::ApiKeyIssued { key_id, shop_id, mode, key_prefix, key_hash, occurred_at }
+                MerchantEvent::ApiKeyIssued {
+                    key_id,
+                    shop_id,
+                    mode,
+                    key_prefix,
+                    key_hash,
+                    occurred_at,
+                }
             }
-            MerchantCommand::CreateUser { user_id, email, password_hash, role, occurred_at } => {
+            MerchantCommand::CreateUser {
+                user_id,
+                email,
+                password_hash,
+                role,
+                occurred_at,
+            } => {
                 let email = email.trim().to_lowercase();
                 if email.is_empty() {
                     return Err(MerchantError::Empty { field: "email" });
@@ -153,7 +205,13 @@ impl Aggregate for Merchant {
                 if self.user_emails.contains(&email) {
                     return Err(MerchantError::EmailTaken);
                 }
-                MerchantEvent::UserCreated { user_id, email, password_hash, role, occurred_at }
+                MerchantEvent::UserCreated {
+                    user_id,
+                    email,
+                    password_hash,
+                    role,
+                    occurred_at,
+                }
             }
         };
         sink.write(event, self).await;
@@ -162,7 +220,9 @@ impl Aggregate for Merchant {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            MerchantEvent::MerchantCreated { merchant_id, name, .. } => {
+            MerchantEvent::MerchantCreated {
+                merchant_id, name, ..
+            } => {
                 self.merchant_id = Some(merchant_id);
                 self.name = name;
             }

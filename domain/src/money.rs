@@ -11,14 +11,58 @@ pub const AMOUNT_MAX: i64 = 1_000_000_000;
 
 /// ISO 4217 codes we accept with their minor units (the number of decimals).
 const CURRENCIES: &[(&str, u32)] = &[
-    ("AED", 2), ("ARS", 2), ("AUD", 2), ("BGN", 2), ("BHD", 3), ("BRL", 2), ("CAD", 2),
-    ("CHF", 2), ("CLP", 0), ("CNY", 2), ("COP", 2), ("CZK", 2), ("DKK", 2), ("EGP", 2),
-    ("EUR", 2), ("GBP", 2), ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2),
-    ("ISK", 0), ("JOD", 3), ("JPY", 0), ("KES", 2), ("KRW", 0), ("KWD", 3), ("MAD", 2),
-    ("MXN", 2), ("MYR", 2), ("NGN", 2), ("NOK", 2), ("NZD", 2), ("OMR", 3), ("PEN", 2),
-    ("PHP", 2), ("PLN", 2), ("RON", 2), ("SAR", 2), ("SEK", 2), ("SGD", 2), ("THB", 2),
-    ("TND", 3), ("TRY", 2), ("TWD", 2), ("UAH", 2), ("USD", 2), ("VND", 0), ("XAF", 0),
-    ("XOF", 0), ("XPF", 0), ("ZAR", 2),
+    ("AED", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MAD", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NGN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PEN", 2),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UAH", 2),
+    ("USD", 2),
+    ("VND", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("ZAR", 2),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +72,11 @@ pub enum MoneyError {
     #[error("`{0}` is not a decimal amount (use digits and an optional `.`, e.g. 12.50)")]
     NotADecimal(String),
     #[error("amount {amount} has more decimals than {currency} allows ({minor_units})")]
-    TooManyDecimals { amount: String, currency: String, minor_units: u32 },
+    TooManyDecimals {
+        amount: String,
+        currency: String,
+        minor_units: u32,
+    },
     #[error("amount must be greater than zero")]
     NotPositive,
     #[error("amount exceeds the maximum of {AMOUNT_MAX}")]
@@ -119,7 +167,9 @@ impl Money {
         let currency = Currency::parse(currency)?;
         let trimmed = amount.trim();
         let valid_shape = !trimmed.is_empty()
-            && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && trimmed
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
             && trimmed.matches('.').count() <= 1;
         if !valid_shape {
             return Err(MoneyError::NotADecimal(amount.to_string()));
@@ -190,8 +240,14 @@ impl Money {
 
     pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let sum = self.amount.checked_add(other.amount).ok_or(MoneyError::TooLarge)?;
-        Ok(Money { amount: sum, currency: self.currency })
+        let sum = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(MoneyError::TooLarge)?;
+        Ok(Money {
+            amount: sum,
+            currency: self.currency,
+        })
     }
 
     pub fn checked_sub(&self, other: &Money) -> Result<Money, MoneyError> {
@@ -200,7 +256,10 @@ impl Money {
         if difference.is_sign_negative() && !difference.is_zero() {
             return Err(MoneyError::Negative);
         }
-        Ok(Money { amount: difference, currency: self.currency })
+        Ok(Money {
+            amount: difference,
+            currency: self.currency,
+        })
     }
 
     /// Compares two amounts of the same currency.
@@ -237,22 +296,52 @@ mod tests {
                 minor_units: 0
             })
         );
-        assert_eq!(Money::parse_positive("100", "JPY").unwrap().amount().to_string(), "100");
+        assert_eq!(
+            Money::parse_positive("100", "JPY")
+                .unwrap()
+                .amount()
+                .to_string(),
+            "100"
+        );
     }
 
     #[test]
     fn trailing_zeros_beyond_minor_units_are_accepted() {
-        assert_eq!(Money::parse_positive("10.500", "EUR").unwrap().amount().to_string(), "10.50");
+        assert_eq!(
+            Money::parse_positive("10.500", "EUR")
+                .unwrap()
+                .amount()
+                .to_string(),
+            "10.50"
+        );
     }
 
     #[test]
     fn zero_negative_and_garbage_are_refused() {
-        assert_eq!(Money::parse_positive("0", "EUR"), Err(MoneyError::NotPositive));
-        assert_eq!(Money::parse_positive("-1", "EUR"), Err(MoneyError::NotPositive));
-        assert!(matches!(Money::parse_positive("1e3", "EUR"), Err(MoneyError::NotADecimal(_))));
-        assert!(matches!(Money::parse_positive("", "EUR"), Err(MoneyError::NotADecimal(_))));
-        assert!(matches!(Money::parse_positive("1", "XYZ"), Err(MoneyError::UnknownCurrency(_))));
-        assert_eq!(Money::parse_positive("1000000000", "EUR"), Err(MoneyError::TooLarge));
+        assert_eq!(
+            Money::parse_positive("0", "EUR"),
+            Err(MoneyError::NotPositive)
+        );
+        assert_eq!(
+            Money::parse_positive("-1", "EUR"),
+            Err(MoneyError::NotPositive)
+        );
+        assert!(matches!(
+            Money::parse_positive("1e3", "EUR"),
+            Err(MoneyError::NotADecimal(_))
+        ));
+        assert!(matches!(
+            Money::parse_positive("", "EUR"),
+            Err(MoneyError::NotADecimal(_))
+        ));
+        assert!(matches!(
+            Money::parse_positive("1", "XYZ"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert_eq!(
+            Money::parse_positive("1000000000", "EUR"),
+            Err(MoneyError::TooLarge)
+        );
     }
 
     #[test]
@@ -261,12 +350,18 @@ mod tests {
         let eleven = Money::parse_positive("11", "EUR").unwrap();
         assert_eq!(ten.checked_sub(&eleven), Err(MoneyError::Negative));
         let yen = Money::parse_positive("10", "JPY").unwrap();
-        assert!(matches!(ten.checked_add(&yen), Err(MoneyError::CurrencyMismatch(..))));
+        assert!(matches!(
+            ten.checked_add(&yen),
+            Err(MoneyError::CurrencyMismatch(..))
+        ));
     }
 
     #[test]
     fn money_serialises_its_amount_as_a_string() {
         let json = serde_json::to_value(Money::parse_positive("1.10", "EUR").unwrap()).unwrap();
-        assert_eq!(json, serde_json::json!({"amount": "1.10", "currency": "EUR"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"amount": "1.10", "currency": "EUR"})
+        );
     }
 }

@@ -91,7 +91,14 @@ impl Aggregate for Remittance {
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
-            RemittanceCommand::Submit { remittance_id, shop_id, mode, business_date, payments, occurred_at } => {
+            RemittanceCommand::Submit {
+                remittance_id,
+                shop_id,
+                mode,
+                business_date,
+                payments,
+                occurred_at,
+            } => {
                 if self.remittance_id.is_some() {
                     return Err(RemittanceError::AlreadySubmitted);
                 }

@@ -13,7 +13,10 @@ use rand::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimulatedOutcome {
     Accept,
-    Decline { code: &'static str, message: &'static str },
+    Decline {
+        code: &'static str,
+        message: &'static str,
+    },
     TechnicalError,
     Timeout,
 }
@@ -21,10 +24,34 @@ pub enum SimulatedOutcome {
 /// The test cards. Any other valid card is accepted in test mode.
 pub const TEST_CARDS: &[(&str, SimulatedOutcome)] = &[
     ("4970100000000006", SimulatedOutcome::Accept),
-    ("4970100000000014", SimulatedOutcome::Decline { code: "05", message: "do not honour" }),
-    ("4970100000000022", SimulatedOutcome::Decline { code: "51", message: "insufficient funds" }),
-    ("4970100000000030", SimulatedOutcome::Decline { code: "54", message: "expired card" }),
-    ("4970100000000048", SimulatedOutcome::Decline { code: "59", message: "suspected fraud" }),
+    (
+        "4970100000000014",
+        SimulatedOutcome::Decline {
+            code: "05",
+            message: "do not honour",
+        },
+    ),
+    (
+        "4970100000000022",
+        SimulatedOutcome::Decline {
+            code: "51",
+            message: "insufficient funds",
+        },
+    ),
+    (
+        "4970100000000030",
+        SimulatedOutcome::Decline {
+            code: "54",
+            message: "expired card",
+        },
+    ),
+    (
+        "4970100000000048",
+        SimulatedOutcome::Decline {
+            code: "59",
+            message: "suspected fraud",
+        },
+    ),
     ("4970100000000055", SimulatedOutcome::TechnicalError),
     ("4970100000000063", SimulatedOutcome::Timeout),
 ];
@@ -44,7 +71,9 @@ pub struct SimulatorAcquirer {
 
 impl Default for SimulatorAcquirer {
     fn default() -> Self {
-        SimulatorAcquirer { timeout: Duration::from_millis(200) }
+        SimulatorAcquirer {
+            timeout: Duration::from_millis(200),
+        }
     }
 }
 
@@ -56,14 +85,19 @@ impl Acquirer for SimulatorAcquirer {
                 let mut rng = rand::thread_rng();
                 AuthorisationOutcome::Approved(Authorisation {
                     authorisation_code: format!("{:06}", rng.gen_range(0..1_000_000)),
-                    acquirer_reference: format!("SIM{:012}", rng.gen_range(0..1_000_000_000_000u64)),
+                    acquirer_reference: format!(
+                        "SIM{:012}",
+                        rng.gen_range(0..1_000_000_000_000u64)
+                    ),
                 })
             }
-            SimulatedOutcome::Decline { code, message } => AuthorisationOutcome::Declined(Refusal {
-                code: code.to_string(),
-                message: message.to_string(),
-                category: RefusalCategory::IssuerDeclined,
-            }),
+            SimulatedOutcome::Decline { code, message } => {
+                AuthorisationOutcome::Declined(Refusal {
+                    code: code.to_string(),
+                    message: message.to_string(),
+                    category: RefusalCategory::IssuerDeclined,
+                })
+            }
             SimulatedOutcome::TechnicalError => AuthorisationOutcome::Declined(Refusal {
                 code: "96".to_string(),
                 message: "system malfunction at the acquirer".to_string(),

@@ -70,7 +70,8 @@ impl Config {
     pub fn load() -> anyhow::Result<Config> {
         let mut config = match std::env::var("CAISSE_CONFIG") {
             Ok(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
                 toml::from_str(&text).with_context(|| format!("parsing {path}"))?
             }
             Err(_) => Config::default(),
@@ -82,7 +83,9 @@ impl Config {
     fn apply_environment(&mut self) -> anyhow::Result<()> {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         if let Some(listen) = var("CAISSE_LISTEN") {
-            self.listen = listen.parse().with_context(|| format!("CAISSE_LISTEN={listen} is not host:port"))?;
+            self.listen = listen
+                .parse()
+                .with_context(|| format!("CAISSE_LISTEN={listen} is not host:port"))?;
         }
         if let Some(url) = var("CAISSE_DATABASE_URL") {
             self.database_url = Some(Secret::new(url));
@@ -107,7 +110,9 @@ impl Config {
             self.request_body_bytes_max = bytes.parse().context("CAISSE_REQUEST_BODY_BYTES_MAX")?;
         }
         if let Some(connections) = var("CAISSE_DATABASE_CONNECTIONS_MAX") {
-            self.database_connections_max = connections.parse().context("CAISSE_DATABASE_CONNECTIONS_MAX")?;
+            self.database_connections_max = connections
+                .parse()
+                .context("CAISSE_DATABASE_CONNECTIONS_MAX")?;
         }
         Ok(())
     }

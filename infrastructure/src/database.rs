@@ -28,9 +28,13 @@ impl Database {
         let url = match &config.database_url {
             Some(url) => url.expose().to_string(),
             None => {
-                std::fs::create_dir_all(&config.data_dir)
-                    .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-                format!("sqlite://{}", config.data_dir.join(SQLITE_FILE_NAME).display())
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!("creating data directory {}", config.data_dir.display())
+                })?;
+                format!(
+                    "sqlite://{}",
+                    config.data_dir.join(SQLITE_FILE_NAME).display()
+                )
             }
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -47,7 +51,10 @@ impl Database {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("connecting to {description}"))?;
-            Ok(Database { db: Db::Postgres(pool), description })
+            Ok(Database {
+                db: Db::Postgres(pool),
+                description,
+            })
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(&url)
                 .context("parsing the SQLite URL")?
@@ -63,7 +70,10 @@ impl Database {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("opening {description}"))?;
-            Ok(Database { db: Db::Sqlite(pool), description })
+            Ok(Database {
+                db: Db::Sqlite(pool),
+                description,
+            })
         } else {
             anyhow::bail!("CAISSE_DATABASE_URL must start with postgres:// or sqlite:")
         }

@@ -74,29 +74,62 @@ impl EventLogReader {
     }
 
     /// Events committed after `cursor`, in commit order, at most `limit`.
-    pub async fn read_after(&self, cursor: LogPosition, limit: usize) -> Result<Vec<LoggedEvent>, AppError> {
-        let sql = if self.db.is_postgres() { PG_READ_AFTER } else { SQLITE_READ_AFTER };
-        let rows = self.db.fetch_all(sql, &read_after_params(cursor, limit)).await?;
+    pub async fn read_after(
+        &self,
+        cursor: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, AppError> {
+        let sql = if self.db.is_postgres() {
+            PG_READ_AFTER
+        } else {
+            SQLITE_READ_AFTER
+        };
+        let rows = self
+            .db
+            .fetch_all(sql, &read_after_params(cursor, limit))
+            .await?;
         rows.iter().map(logged_event).collect()
     }
 
     /// The same read inside a transaction. The projector uses it so that, on
     /// SQLite, it never holds the write lock while waiting for a second pooled
     /// connection that busy writers may all be holding.
-    pub async fn read_after_in(tx: &mut Tx, cursor: LogPosition, limit: usize) -> Result<Vec<LoggedEvent>, AppError> {
-        let sql = if tx.is_postgres() { PG_READ_AFTER } else { SQLITE_READ_AFTER };
+    pub async fn read_after_in(
+        tx: &mut Tx,
+        cursor: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, AppError> {
+        let sql = if tx.is_postgres() {
+            PG_READ_AFTER
+        } else {
+            SQLITE_READ_AFTER
+        };
         let rows = tx.fetch_all(sql, &read_after_params(cursor, limit)).await?;
         rows.iter().map(logged_event).collect()
     }
 
     /// Every event of one aggregate, in sequence order, with its log position.
-    pub async fn aggregate_events(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<LoggedEvent>, AppError> {
-        let sql = if self.db.is_postgres() { PG_AGGREGATE_EVENTS } else { SQLITE_AGGREGATE_EVENTS };
-        let rows = self.db.fetch_all(sql, &[aggregate_type.into(), aggregate_id.into()]).await?;
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<LoggedEvent>, AppError> {
+        let sql = if self.db.is_postgres() {
+            PG_AGGREGATE_EVENTS
+        } else {
+            SQLITE_AGGREGATE_EVENTS
+        };
+        let rows = self
+            .db
+            .fetch_all(sql, &[aggregate_type.into(), aggregate_id.into()])
+            .await?;
         rows.iter().map(logged_event).collect()
     }
 
-    pub async fn find_idempotent_record(&self, scoped_key: &str) -> Result<Option<IdempotentRecord>, AppError> {
+    pub async fn find_idempotent_record(
+        &self,
+        scoped_key: &str,
+    ) -> Result<Option<IdempotentRecord>, AppError> {
         let sql = if self.db.is_postgres() {
             "SELECT aggregate_type, aggregate_id, sequence, metadata::text AS metadata FROM events
               WHERE (metadata ->> 'idempotency_key') = $1"
@@ -107,7 +140,8 @@ impl EventLogReader {
         let Some(row) = self.db.fetch_optional(sql, &[scoped_key.into()]).await? else {
             return Ok(None);
         };
-        let metadata: Value = serde_json::from_str(&row.text("metadata")).map_err(AppError::internal)?;
+        let metadata: Value =
+            serde_json::from_str(&row.text("metadata")).map_err(AppError::internal)?;
         Ok(Some(IdempotentRecord {
             aggregate_type: row.text("aggregate_type"),
             aggregate_id: row.text("aggregate_id"),
@@ -128,7 +162,10 @@ impl EventLogReader {
             "SELECT 0 AS tx_id, COALESCE(MAX(global_position), 0) AS global_position FROM events"
         };
         let row = self.db.fetch_optional(sql, &[]).await?.unwrap_or_default();
-        Ok(LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+        Ok(LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        })
     }
 }
 
@@ -141,10 +178,14 @@ fn read_after_params(cursor: LogPosition, limit: usize) -> [SqlValue; 3] {
 }
 
 fn logged_event(row: &SqlRow) -> Result<LoggedEvent, AppError> {
-    let parse = |column: &str| serde_json::from_str::<Value>(&row.text(column)).map_err(AppError::internal);
+    let parse =
+        |column: &str| serde_json::from_str::<Value>(&row.text(column)).map_err(AppError::internal);
     let recorded_at = row.text("recorded_at");
     Ok(LoggedEvent {
-        position: LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") },
+        position: LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        },
         aggregate_type: row.text("aggregate_type"),
         aggregate_id: row.text("aggregate_id"),
         sequence: row.int("sequence"),
@@ -159,11 +200,19 @@ fn logged_event(row: &SqlRow) -> Result<LoggedEvent, AppError> {
 
 #[async_trait]
 impl EventLog for EventLogReader {
-    async fn find_idempotent(&self, scoped_key: &str) -> Result<Option<IdempotentRecord>, AppError> {
+    async fn find_idempotent(
+        &self,
+        scoped_key: &str,
+    ) -> Result<Option<IdempotentRecord>, AppError> {
         self.find_idempotent_record(scoped_key).await
     }
 
-    async fn position_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: usize) -> Result<LogPosition, AppError> {
+    async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<LogPosition, AppError> {
         let sql = if self.db.is_postgres() {
             "SELECT tx_id::text::bigint AS tx_id, global_position FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
@@ -173,9 +222,19 @@ impl EventLog for EventLogReader {
         };
         let row = self
             .db
-            .fetch_optional(sql, &[aggregate_type.into(), aggregate_id.into(), (sequence as i64).into()])
+            .fetch_optional(
+                sql,
+                &[
+                    aggregate_type.into(),
+                    aggregate_id.into(),
+                    (sequence as i64).into(),
+                ],
+            )
             .await?
             .ok_or_else(|| AppError::internal("event just written is not in the log"))?;
-        Ok(LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+        Ok(LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        })
     }
 }

@@ -38,16 +38,26 @@ impl EventRepository {
             Db::Postgres(pool) => Inner::Postgres(PostgresEventRepository::new(pool.clone())),
             Db::Sqlite(pool) => Inner::Sqlite(SqliteEventRepository::new(pool.clone())),
         };
-        EventRepository { inner: Arc::new(inner), log: EventLogReader::new(db.clone()) }
+        EventRepository {
+            inner: Arc::new(inner),
+            log: EventLogReader::new(db.clone()),
+        }
     }
 }
 
 fn idempotency_key(event: &SerializedEvent) -> Option<String> {
-    event.metadata.get(METADATA_IDEMPOTENCY_KEY).and_then(Value::as_str).map(str::to_string)
+    event
+        .metadata
+        .get(METADATA_IDEMPOTENCY_KEY)
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 impl PersistedEventRepository for EventRepository {
-    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
             Inner::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
@@ -65,7 +75,10 @@ impl PersistedEventRepository for EventRepository {
         }
     }
 
-    async fn get_snapshot<A: Aggregate>(&self, _aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         // Pure event-store mode (DESIGN.md): snapshots are never read.
         Ok(None)
     }
@@ -75,7 +88,10 @@ impl PersistedEventRepository for EventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        assert!(snapshot_update.is_none(), "snapshots are not used (DESIGN.md, event store)");
+        assert!(
+            snapshot_update.is_none(),
+            "snapshots are not used (DESIGN.md, event store)"
+        );
         // One command, one idempotency key: only its first event carries it, so the
         // unique index can hold however many events the command wrote.
         let mut events = events.to_vec();
@@ -93,7 +109,9 @@ impl PersistedEventRepository for EventRepository {
                 // postgres-es reports every unique violation as an optimistic lock and
                 // sqlite-es reports ours as unknown; ask the log which one it was.
                 match self.log.find_idempotent_record(&key).await {
-                    Ok(Some(_)) => Err(PersistenceError::UnknownError(Box::new(IdempotencyKeyTaken))),
+                    Ok(Some(_)) => Err(PersistenceError::UnknownError(Box::new(
+                        IdempotencyKeyTaken,
+                    ))),
                     _ => Err(error),
                 }
             }
@@ -101,7 +119,10 @@ impl PersistedEventRepository for EventRepository {
         }
     }
 
-    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
         match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
             Inner::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,

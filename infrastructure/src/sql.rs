@@ -84,7 +84,8 @@ impl SqlRow {
     }
 
     pub fn int(&self, name: &str) -> i64 {
-        self.opt_int(name).unwrap_or_else(|| panic!("column {name} is NULL"))
+        self.opt_int(name)
+            .unwrap_or_else(|| panic!("column {name} is NULL"))
     }
 
     pub fn opt_int(&self, name: &str) -> Option<i64> {
@@ -95,7 +96,8 @@ impl SqlRow {
     }
 
     pub fn text(&self, name: &str) -> String {
-        self.opt_text(name).unwrap_or_else(|| panic!("column {name} is NULL"))
+        self.opt_text(name)
+            .unwrap_or_else(|| panic!("column {name} is NULL"))
     }
 
     pub fn opt_text(&self, name: &str) -> Option<String> {
@@ -194,18 +196,28 @@ impl Db {
     pub async fn fetch_all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<SqlRow>, AppError> {
         match self {
             Db::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(sql), params).fetch_all(pool).await.map_err(db_error)?;
+                let rows = bind_all!(sqlx::query(sql), params)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
                 Ok(rows.iter().map(pg_row).collect())
             }
             Db::Sqlite(pool) => {
                 let sql = sqlite_sql(sql);
-                let rows = bind_all!(sqlx::query(&sql), params).fetch_all(pool).await.map_err(db_error)?;
+                let rows = bind_all!(sqlx::query(&sql), params)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_error)?;
                 Ok(rows.iter().map(sqlite_row).collect())
             }
         }
     }
 
-    pub async fn fetch_optional(&self, sql: &str, params: &[SqlValue]) -> Result<Option<SqlRow>, AppError> {
+    pub async fn fetch_optional(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Option<SqlRow>, AppError> {
         Ok(self.fetch_all(sql, params).await?.into_iter().next())
     }
 
@@ -256,21 +268,35 @@ impl Tx {
         }
     }
 
-    pub async fn fetch_all(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<SqlRow>, AppError> {
+    pub async fn fetch_all(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<SqlRow>, AppError> {
         match self {
             Tx::Postgres(tx) => {
-                let rows = bind_all!(sqlx::query(sql), params).fetch_all(&mut **tx).await.map_err(db_error)?;
+                let rows = bind_all!(sqlx::query(sql), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
                 Ok(rows.iter().map(pg_row).collect())
             }
             Tx::Sqlite(tx) => {
                 let sql = sqlite_sql(sql);
-                let rows = bind_all!(sqlx::query(&sql), params).fetch_all(&mut **tx).await.map_err(db_error)?;
+                let rows = bind_all!(sqlx::query(&sql), params)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
                 Ok(rows.iter().map(sqlite_row).collect())
             }
         }
     }
 
-    pub async fn fetch_optional(&mut self, sql: &str, params: &[SqlValue]) -> Result<Option<SqlRow>, AppError> {
+    pub async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Option<SqlRow>, AppError> {
         Ok(self.fetch_all(sql, params).await?.into_iter().next())
     }
 

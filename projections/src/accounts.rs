@@ -19,7 +19,12 @@ impl Projection for AccountsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["merchants_view", "shops_view", "api_keys_view", "users_view"]
+        &[
+            "merchants_view",
+            "shops_view",
+            "api_keys_view",
+            "users_view",
+        ]
     }
 
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
@@ -30,21 +35,34 @@ impl Projection for AccountsProjection {
             .map_err(|error| AppError::internal(format!("merchant event: {error}")))?;
         let merchant_id = event.aggregate_id.as_str();
         match merchant_event {
-            MerchantEvent::MerchantCreated { name, occurred_at, .. } => {
+            MerchantEvent::MerchantCreated {
+                name, occurred_at, ..
+            } => {
                 tx.execute(
                     "INSERT INTO merchants_view (merchant_id, name, created_at) VALUES ($1, $2, $3)",
                     &[merchant_id.into(), name.into(), timestamp_text(occurred_at).into()],
                 )
                 .await?;
             }
-            MerchantEvent::ShopCreated { shop_id, name, occurred_at } => {
+            MerchantEvent::ShopCreated {
+                shop_id,
+                name,
+                occurred_at,
+            } => {
                 tx.execute(
                     "INSERT INTO shops_view (shop_id, merchant_id, name, created_at) VALUES ($1, $2, $3, $4)",
                     &[shop_id.to_string().into(), merchant_id.into(), name.into(), timestamp_text(occurred_at).into()],
                 )
                 .await?;
             }
-            MerchantEvent::ApiKeyIssued { key_id, shop_id, mode, key_prefix, key_hash, occurred_at } => {
+            MerchantEvent::ApiKeyIssued {
+                key_id,
+                shop_id,
+                mode,
+                key_prefix,
+                key_hash,
+                occurred_at,
+            } => {
                 tx.execute(
                     "INSERT INTO api_keys_view (key_hash, key_id, key_prefix, shop_id, merchant_id, mode, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -60,7 +78,13 @@ impl Projection for AccountsProjection {
                 )
                 .await?;
             }
-            MerchantEvent::UserCreated { user_id, email, password_hash, role, occurred_at } => {
+            MerchantEvent::UserCreated {
+                user_id,
+                email,
+                password_hash,
+                role,
+                occurred_at,
+            } => {
                 let role = match role {
                     UserRole::Admin => "ADMIN",
                 };

@@ -87,7 +87,10 @@ pub async fn verify(db: &Db) -> Result<AuditReport, AppError> {
                 &[projection.name().into()],
             )
             .await?
-            .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+            .map(|row| LogPosition {
+                tx_id: row.int("tx_id") as u64,
+                global_position: row.int("global_position"),
+            })
             .unwrap_or_default();
         let mut cursor = LogPosition::default();
         let mut tx = replay_db.begin().await?;
@@ -116,15 +119,29 @@ pub async fn verify(db: &Db) -> Result<AuditReport, AppError> {
 }
 
 fn check_payment(payment_id: &str, payment: &Payment, findings: &mut Vec<String>) {
-    let Some(details) = &payment.details else { return };
+    let Some(details) = &payment.details else {
+        return;
+    };
     let authorised = details.amount;
     if let Some(captured) = payment.captured {
-        if captured.cmp_amount(&authorised).map(|o| o.is_gt()).unwrap_or(true) {
-            findings.push(format!("{payment_id}: captured {captured} exceeds authorised {authorised}"));
+        if captured
+            .cmp_amount(&authorised)
+            .map(|o| o.is_gt())
+            .unwrap_or(true)
+        {
+            findings.push(format!(
+                "{payment_id}: captured {captured} exceeds authorised {authorised}"
+            ));
         }
         if let Some(refunded) = payment.refunded {
-            if refunded.cmp_amount(&captured).map(|o| o.is_gt()).unwrap_or(true) {
-                findings.push(format!("{payment_id}: refunded {refunded} exceeds captured {captured}"));
+            if refunded
+                .cmp_amount(&captured)
+                .map(|o| o.is_gt())
+                .unwrap_or(true)
+            {
+                findings.push(format!(
+                    "{payment_id}: refunded {refunded} exceeds captured {captured}"
+                ));
             }
         }
     } else if payment.refunded.is_some() {
@@ -139,12 +156,18 @@ fn compare_tables(
     findings: &mut Vec<String>,
 ) {
     if stored.len() != replayed.len() {
-        findings.push(format!("{table}: {} stored rows, {} in the replay", stored.len(), replayed.len()));
+        findings.push(format!(
+            "{table}: {} stored rows, {} in the replay",
+            stored.len(),
+            replayed.len()
+        ));
         return;
     }
     for (index, (left, right)) in stored.iter().zip(replayed).enumerate() {
         if left.normalized() != right.normalized() {
-            findings.push(format!("{table}: row {index} differs from its replay: stored {left:?}, replayed {right:?}"));
+            findings.push(format!(
+                "{table}: row {index} differs from its replay: stored {left:?}, replayed {right:?}"
+            ));
         }
     }
 }
@@ -157,6 +180,9 @@ async fn fresh_memory_database() -> Result<Db, AppError> {
         .connect_with(options)
         .await
         .map_err(AppError::internal)?;
-    SQLITE_MIGRATIONS.run(&pool).await.map_err(AppError::internal)?;
+    SQLITE_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(AppError::internal)?;
     Ok(Db::Sqlite(pool))
 }

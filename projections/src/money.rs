@@ -21,7 +21,9 @@ pub fn decimal_to_milli(amount: Decimal) -> Option<i64> {
 
 /// The amount as a string with the currency's minor units ("12.50", "100").
 pub fn milli_to_string(milli: i64, currency: &str) -> String {
-    let units = Currency::parse(currency).map(|c| c.minor_units()).unwrap_or(MILLI_SCALE);
+    let units = Currency::parse(currency)
+        .map(|c| c.minor_units())
+        .unwrap_or(MILLI_SCALE);
     let mut amount = Decimal::new(milli, MILLI_SCALE);
     amount.rescale(units);
     amount.to_string()

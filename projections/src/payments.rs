@@ -36,14 +36,20 @@ impl Projection for PaymentsProjection {
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }
-        let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|error| AppError::internal(format!("payment event {}: {error}", event.position.global_position)))?;
+        let payment_event: PaymentEvent =
+            serde_json::from_value(event.payload.clone()).map_err(|error| {
+                AppError::internal(format!(
+                    "payment event {}: {error}",
+                    event.position.global_position
+                ))
+            })?;
         let payment_id = event.aggregate_id.as_str();
         let at = timestamp_text(payment_event.occurred_at());
         let business_date = date_text(payment_event.occurred_at().date_naive());
         let sequence = event.sequence;
         match &payment_event {
-            PaymentEvent::PaymentAuthorised { details, .. } | PaymentEvent::PaymentRefused { details, .. } => {
+            PaymentEvent::PaymentAuthorised { details, .. }
+            | PaymentEvent::PaymentRefused { details, .. } => {
                 let (status, authorisation_code, refusal) = match &payment_event {
                     PaymentEvent::PaymentAuthorised { authorisation, .. } => {
                         let status = match details.capture_mode {
@@ -52,11 +58,14 @@ impl Projection for PaymentsProjection {
                         };
                         (status, Some(authorisation.authorisation_code.clone()), None)
                     }
-                    PaymentEvent::PaymentRefused { refusal, .. } => ("REFUSED", None, Some(refusal.clone())),
+                    PaymentEvent::PaymentRefused { refusal, .. } => {
+                        ("REFUSED", None, Some(refusal.clone()))
+                    }
                     _ => unreachable!("matched above"),
                 };
                 let card = &details.card;
-                let networks: Vec<&str> = card.networks.iter().map(|brand| brand.as_str()).collect();
+                let networks: Vec<&str> =
+                    card.networks.iter().map(|brand| brand.as_str()).collect();
                 let amount = to_milli(&details.amount);
                 let params: Vec<SqlValue> = vec![
                     payment_id.into(),
@@ -92,13 +101,21 @@ impl Projection for PaymentsProjection {
                     sequence.into(),
                 ];
                 tx.execute(INSERT_PAYMENT, &params).await?;
-                let kind = if refusal.is_some() { "REFUSED" } else { "AUTHORISED" };
+                let kind = if refusal.is_some() {
+                    "REFUSED"
+                } else {
+                    "AUTHORISED"
+                };
                 record_movement(tx, event, payment_id, &business_date, kind, amount).await?;
             }
             PaymentEvent::PaymentValidated { .. } => {
                 update(tx, payment_id, sequence, &at, "status = 'AUTHORISED'", &[]).await?;
             }
-            PaymentEvent::PaymentModified { amount, capture_date, .. } => {
+            PaymentEvent::PaymentModified {
+                amount,
+                capture_date,
+                ..
+            } => {
                 update(
                     tx,
                     payment_id,
@@ -111,9 +128,21 @@ impl Projection for PaymentsProjection {
             }
             PaymentEvent::PaymentCancelled { amount, .. } => {
                 update(tx, payment_id, sequence, &at, "status = 'CANCELLED'", &[]).await?;
-                record_movement(tx, event, payment_id, &business_date, "CANCELLED", to_milli(amount)).await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "CANCELLED",
+                    to_milli(amount),
+                )
+                .await?;
             }
-            PaymentEvent::PaymentCaptured { remittance_id, amount, .. } => {
+            PaymentEvent::PaymentCaptured {
+                remittance_id,
+                amount,
+                ..
+            } => {
                 update(
                     tx,
                     payment_id,
@@ -123,9 +152,21 @@ impl Projection for PaymentsProjection {
                     &[to_milli(amount).into(), remittance_id.to_string().into()],
                 )
                 .await?;
-                record_movement(tx, event, payment_id, &business_date, "CAPTURED", to_milli(amount)).await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "CAPTURED",
+                    to_milli(amount),
+                )
+                .await?;
             }
-            PaymentEvent::PaymentRefunded { amount, refunded_total, .. } => {
+            PaymentEvent::PaymentRefunded {
+                amount,
+                refunded_total,
+                ..
+            } => {
                 update(
                     tx,
                     payment_id,
@@ -136,7 +177,15 @@ impl Projection for PaymentsProjection {
                     &[to_milli(refunded_total).into(), to_milli(refunded_total).into()],
                 )
                 .await?;
-                record_movement(tx, event, payment_id, &business_date, "REFUNDED", to_milli(amount)).await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "REFUNDED",
+                    to_milli(amount),
+                )
+                .await?;
             }
             PaymentEvent::PaymentDuplicated { .. } => {
                 // Nothing in the row changes but its sequence and time.
@@ -163,7 +212,9 @@ async fn update(
     params.extend_from_slice(extra);
     let updated = tx.execute(&sql, &params).await?;
     if updated != 1 {
-        return Err(AppError::internal(format!("payments view has no row for {payment_id}")));
+        return Err(AppError::internal(format!(
+            "payments view has no row for {payment_id}"
+        )));
     }
     Ok(())
 }

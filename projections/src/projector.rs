@@ -53,7 +53,13 @@ pub struct Projector {
 impl Projector {
     pub fn new(projection: Arc<dyn Projection>, db: Db) -> Self {
         let (checkpoint, _) = watch::channel(LogPosition::default());
-        Projector { projection, log: EventLogReader::new(db.clone()), db, checkpoint, wake: Notify::new() }
+        Projector {
+            projection,
+            log: EventLogReader::new(db.clone()),
+            db,
+            checkpoint,
+            wake: Notify::new(),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -70,8 +76,11 @@ impl Projector {
     async fn lock_checkpoint(&self, tx: &mut Tx) -> Result<LogPosition, AppError> {
         let name = self.projection.name();
         if tx.is_postgres() {
-            tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('caisse-projection:' || $1, 0))", &[name.into()])
-                .await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('caisse-projection:' || $1, 0))",
+                &[name.into()],
+            )
+            .await?;
         } else {
             tx.execute(
                 "INSERT INTO projection_checkpoints (name, tx_id, global_position) VALUES ($1, 0, 0)
@@ -81,10 +90,16 @@ impl Projector {
             .await?;
         }
         let row = tx
-            .fetch_optional("SELECT tx_id, global_position FROM projection_checkpoints WHERE name = $1", &[name.into()])
+            .fetch_optional(
+                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = $1",
+                &[name.into()],
+            )
             .await?;
         Ok(row
-            .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+            .map(|row| LogPosition {
+                tx_id: row.int("tx_id") as u64,
+                global_position: row.int("global_position"),
+            })
             .unwrap_or_default())
     }
 
@@ -119,20 +134,23 @@ impl Projector {
         let events = EventLogReader::read_after_in(&mut tx, checkpoint, BATCH_SIZE).await?;
         let Some(last) = events.last().map(|event| event.position) else {
             tx.commit().await?;
-            self.checkpoint.send_if_modified(|current| replace_if_newer(current, checkpoint));
+            self.checkpoint
+                .send_if_modified(|current| replace_if_newer(current, checkpoint));
             return Ok(0);
         };
         if tx.is_postgres() {
             // Views are rebuilt from the log, so they need not wait for the WAL
             // flush (DESIGN.md "Performance model"); the events themselves do.
-            tx.execute("SET LOCAL synchronous_commit = off", &[]).await?;
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
         }
         for event in &events {
             self.projection.apply(&mut tx, event).await?;
         }
         self.store_checkpoint(&mut tx, last).await?;
         tx.commit().await?;
-        self.checkpoint.send_if_modified(|current| replace_if_newer(current, last));
+        self.checkpoint
+            .send_if_modified(|current| replace_if_newer(current, last));
         Ok(events.len())
     }
 
@@ -155,7 +173,8 @@ impl Projector {
         for table in self.projection.tables() {
             tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
         }
-        self.store_checkpoint(&mut tx, LogPosition::default()).await?;
+        self.store_checkpoint(&mut tx, LogPosition::default())
+            .await?;
         tx.commit().await?;
         self.checkpoint.send_replace(LogPosition::default());
         self.catch_up().await
@@ -180,16 +199,28 @@ pub struct Projectors {
 
 impl Projectors {
     pub fn new(db: Db, wait_max: Duration) -> Self {
-        let projectors = all_projections().into_iter().map(|p| Arc::new(Projector::new(p, db.clone()))).collect();
-        Projectors { projectors, tasks: Default::default(), wait_max }
+        let projectors = all_projections()
+            .into_iter()
+            .map(|p| Arc::new(Projector::new(p, db.clone())))
+            .collect();
+        Projectors {
+            projectors,
+            tasks: Default::default(),
+            wait_max,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Projector>> {
-        self.projectors.iter().find(|projector| projector.name() == name)
+        self.projectors
+            .iter()
+            .find(|projector| projector.name() == name)
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.projectors.iter().map(|projector| projector.name()).collect()
+        self.projectors
+            .iter()
+            .map(|projector| projector.name())
+            .collect()
     }
 
     pub async fn catch_up_all(&self) -> Result<(), AppError> {
@@ -233,7 +264,10 @@ impl Projectors {
 
     /// Checkpoints as last seen by this process.
     pub fn checkpoints(&self) -> BTreeMap<&'static str, LogPosition> {
-        self.projectors.iter().map(|p| (p.name(), *p.checkpoint.borrow())).collect()
+        self.projectors
+            .iter()
+            .map(|p| (p.name(), *p.checkpoint.borrow()))
+            .collect()
     }
 }
 
@@ -254,7 +288,11 @@ impl ProjectionWaiter for Projectors {
                 projector.wake.notify_one();
                 let step = tokio::time::timeout(Duration::from_millis(50), receiver.changed());
                 if tokio::time::timeout_at(deadline, step).await.is_err() {
-                    tracing::warn!(projection = projector.name(), ?position, "views lag behind a mutation's events");
+                    tracing::warn!(
+                        projection = projector.name(),
+                        ?position,
+                        "views lag behind a mutation's events"
+                    );
                     return;
                 }
             }

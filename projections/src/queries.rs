@@ -139,7 +139,10 @@ impl Conditions {
         if shops.is_empty() {
             self.push("1 = 0".to_string());
         } else {
-            let placeholders: Vec<String> = shops.iter().map(|shop| self.param(shop.to_string())).collect();
+            let placeholders: Vec<String> = shops
+                .iter()
+                .map(|shop| self.param(shop.to_string()))
+                .collect();
             self.push(format!("shop_id IN ({})", placeholders.join(", ")));
         }
         let mode = self.param(scope.mode.as_str());
@@ -151,13 +154,21 @@ impl Conditions {
     }
 }
 
-pub async fn get_payment(db: &Db, scope: &ReadScope, payment_id: &str) -> Result<Option<PaymentRow>, AppError> {
+pub async fn get_payment(
+    db: &Db,
+    scope: &ReadScope,
+    payment_id: &str,
+) -> Result<Option<PaymentRow>, AppError> {
     let mut conditions = Conditions::default();
     conditions.scope(scope, None);
     let id = conditions.param(payment_id);
     conditions.push(format!("payment_id = {id}"));
     let sql = format!("SELECT * FROM payments_view WHERE {}", conditions.sql());
-    Ok(db.fetch_optional(&sql, &conditions.params).await?.as_ref().map(PaymentRow::from_row))
+    Ok(db
+        .fetch_optional(&sql, &conditions.params)
+        .await?
+        .as_ref()
+        .map(PaymentRow::from_row))
 }
 
 /// Newest first; returns up to `first` rows and whether more follow.
@@ -180,7 +191,8 @@ pub async fn list_payments(
         c.push(format!("created_at < {p}"));
     }
     if !filter.statuses.is_empty() {
-        let placeholders: Vec<String> = filter.statuses.iter().map(|s| c.param(s.clone())).collect();
+        let placeholders: Vec<String> =
+            filter.statuses.iter().map(|s| c.param(s.clone())).collect();
         c.push(format!("status IN ({})", placeholders.join(", ")));
     }
     for (column, value) in [
@@ -207,26 +219,45 @@ pub async fn list_payments(
         let created = c.param(cursor.created_at.clone());
         let created_again = c.param(cursor.created_at.clone());
         let id = c.param(cursor.payment_id.clone());
-        c.push(format!("(created_at < {created} OR (created_at = {created_again} AND payment_id < {id}))"));
+        c.push(format!(
+            "(created_at < {created} OR (created_at = {created_again} AND payment_id < {id}))"
+        ));
     }
     let limit = c.param((first + 1) as i64);
     let sql = format!(
         "SELECT * FROM payments_view WHERE {} ORDER BY created_at DESC, payment_id DESC LIMIT {limit}",
         c.sql()
     );
-    let mut rows: Vec<PaymentRow> = db.fetch_all(&sql, &c.params).await?.iter().map(PaymentRow::from_row).collect();
+    let mut rows: Vec<PaymentRow> = db
+        .fetch_all(&sql, &c.params)
+        .await?
+        .iter()
+        .map(PaymentRow::from_row)
+        .collect();
     let has_next = rows.len() > first;
     rows.truncate(first);
     Ok((rows, has_next))
 }
 
-pub async fn payments_of_remittance(db: &Db, scope: &ReadScope, remittance_id: &str) -> Result<Vec<PaymentRow>, AppError> {
+pub async fn payments_of_remittance(
+    db: &Db,
+    scope: &ReadScope,
+    remittance_id: &str,
+) -> Result<Vec<PaymentRow>, AppError> {
     let mut c = Conditions::default();
     c.scope(scope, None);
     let id = c.param(remittance_id);
     c.push(format!("remittance_id = {id}"));
-    let sql = format!("SELECT * FROM payments_view WHERE {} ORDER BY created_at, payment_id", c.sql());
-    Ok(db.fetch_all(&sql, &c.params).await?.iter().map(PaymentRow::from_row).collect())
+    let sql = format!(
+        "SELECT * FROM payments_view WHERE {} ORDER BY created_at, payment_id",
+        c.sql()
+    );
+    Ok(db
+        .fetch_all(&sql, &c.params)
+        .await?
+        .iter()
+        .map(PaymentRow::from_row)
+        .collect())
 }
 
 /// Totals of one day, currency and channel (CM cash management).
@@ -250,7 +281,9 @@ pub async fn cash_summary(
     c.scope(scope, Some(shop_id));
     let from_p = c.param(date_text(from));
     let to_p = c.param(date_text(to));
-    c.push(format!("business_date >= {from_p} AND business_date <= {to_p}"));
+    c.push(format!(
+        "business_date >= {from_p} AND business_date <= {to_p}"
+    ));
     let sql = format!(
         "SELECT business_date, currency, channel, kind, COUNT(*) AS movement_count,
                 CAST(SUM(amount_milli) AS BIGINT) AS total_milli
@@ -261,13 +294,32 @@ pub async fn cash_summary(
     );
     let mut summary: Vec<CashSummaryRow> = Vec::new();
     for row in db.fetch_all(&sql, &c.params).await? {
-        let key = (row.text("business_date"), row.text("currency"), row.text("channel"));
-        let total = (row.text("kind"), row.int("movement_count"), row.int("total_milli"));
+        let key = (
+            row.text("business_date"),
+            row.text("currency"),
+            row.text("channel"),
+        );
+        let total = (
+            row.text("kind"),
+            row.int("movement_count"),
+            row.int("total_milli"),
+        );
         match summary.last_mut() {
-            Some(last) if (last.business_date.clone(), last.currency.clone(), last.channel.clone()) == key => {
+            Some(last)
+                if (
+                    last.business_date.clone(),
+                    last.currency.clone(),
+                    last.channel.clone(),
+                ) == key =>
+            {
                 last.totals.push(total)
             }
-            _ => summary.push(CashSummaryRow { business_date: key.0, currency: key.1, channel: key.2, totals: vec![total] }),
+            _ => summary.push(CashSummaryRow {
+                business_date: key.0,
+                currency: key.1,
+                channel: key.2,
+                totals: vec![total],
+            }),
         }
     }
     Ok(summary)
@@ -329,20 +381,36 @@ pub async fn list_remittances(
         c.push(format!("remittance_id < {p}"));
     }
     let limit = c.param((first + 1) as i64);
-    let sql = format!("SELECT * FROM remittances_view WHERE {} ORDER BY remittance_id DESC LIMIT {limit}", c.sql());
-    let mut rows: Vec<RemittanceRow> = db.fetch_all(&sql, &c.params).await?.iter().map(RemittanceRow::from_row).collect();
+    let sql = format!(
+        "SELECT * FROM remittances_view WHERE {} ORDER BY remittance_id DESC LIMIT {limit}",
+        c.sql()
+    );
+    let mut rows: Vec<RemittanceRow> = db
+        .fetch_all(&sql, &c.params)
+        .await?
+        .iter()
+        .map(RemittanceRow::from_row)
+        .collect();
     let has_next = rows.len() > first;
     rows.truncate(first);
     Ok((rows, has_next))
 }
 
-pub async fn get_remittance(db: &Db, scope: &ReadScope, remittance_id: &str) -> Result<Option<RemittanceRow>, AppError> {
+pub async fn get_remittance(
+    db: &Db,
+    scope: &ReadScope,
+    remittance_id: &str,
+) -> Result<Option<RemittanceRow>, AppError> {
     let mut c = Conditions::default();
     c.scope(scope, None);
     let id = c.param(remittance_id);
     c.push(format!("remittance_id = {id}"));
     let sql = format!("SELECT * FROM remittances_view WHERE {}", c.sql());
-    Ok(db.fetch_optional(&sql, &c.params).await?.as_ref().map(RemittanceRow::from_row))
+    Ok(db
+        .fetch_optional(&sql, &c.params)
+        .await?
+        .as_ref()
+        .map(RemittanceRow::from_row))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,8 +440,16 @@ pub async fn find_api_key(db: &Db, key_hash: &str) -> Result<Option<ApiKeyRow>, 
 
 /// Merchants already set up, oldest first: `(merchant_id, name)`.
 pub async fn list_merchants(db: &Db) -> Result<Vec<(String, String)>, AppError> {
-    let rows = db.fetch_all("SELECT merchant_id, name FROM merchants_view ORDER BY created_at", &[]).await?;
-    Ok(rows.iter().map(|row| (row.text("merchant_id"), row.text("name"))).collect())
+    let rows = db
+        .fetch_all(
+            "SELECT merchant_id, name FROM merchants_view ORDER BY created_at",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.text("merchant_id"), row.text("name")))
+        .collect())
 }
 
 /// The remittance's source of due payments: the payments view.
@@ -383,14 +459,23 @@ pub struct ViewDuePayments {
 
 #[async_trait]
 impl DuePayments for ViewDuePayments {
-    async fn list_due(&self, shop_id: ShopId, mode: Mode, today: NaiveDate) -> Result<Vec<DuePayment>, AppError> {
+    async fn list_due(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+        today: NaiveDate,
+    ) -> Result<Vec<DuePayment>, AppError> {
         let rows = self
             .db
             .fetch_all(
                 "SELECT payment_id, currency FROM payments_view
                   WHERE shop_id = $1 AND mode = $2 AND status = 'AUTHORISED' AND capture_date <= $3
                   ORDER BY payment_id",
-                &[shop_id.to_string().into(), mode.as_str().into(), date_text(today).into()],
+                &[
+                    shop_id.to_string().into(),
+                    mode.as_str().into(),
+                    date_text(today).into(),
+                ],
             )
             .await?;
         rows.iter()
@@ -426,14 +511,21 @@ impl DuePayments for ViewDuePayments {
             .await?;
         rows.iter()
             .map(|row| {
-                let currency = Currency::parse(&row.text("currency")).map_err(AppError::internal)?;
-                let amount = rust_decimal::Decimal::new(row.int("captured_milli"), crate::money::MILLI_SCALE);
+                let currency =
+                    Currency::parse(&row.text("currency")).map_err(AppError::internal)?;
+                let amount = rust_decimal::Decimal::new(
+                    row.int("captured_milli"),
+                    crate::money::MILLI_SCALE,
+                );
                 Ok(OrphanCapture {
                     remittance_id: caisse_domain::RemittanceId::parse(&row.text("remittance_id"))
-                        .ok_or_else(|| AppError::internal("bad remittance id in view"))?,
+                        .ok_or_else(|| {
+                        AppError::internal("bad remittance id in view")
+                    })?,
                     payment_id: PaymentId::parse(&row.text("payment_id"))
                         .ok_or_else(|| AppError::internal("bad payment id in view"))?,
-                    amount: caisse_domain::Money::positive(amount, currency).map_err(AppError::internal)?,
+                    amount: caisse_domain::Money::positive(amount, currency)
+                        .map_err(AppError::internal)?,
                 })
             })
             .collect()

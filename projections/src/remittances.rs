@@ -31,7 +31,14 @@ impl Projection for RemittancesProjection {
             .map_err(|error| AppError::internal(format!("remittance event: {error}")))?;
         match remittance_event {
             RemittanceEvent::RemittanceSubmitted {
-                remittance_id, shop_id, mode, business_date, count, total, occurred_at, ..
+                remittance_id,
+                shop_id,
+                mode,
+                business_date,
+                count,
+                total,
+                occurred_at,
+                ..
             } => {
                 tx.execute(
                     "INSERT INTO remittances_view (remittance_id, shop_id, mode, currency, business_date,

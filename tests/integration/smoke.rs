@@ -10,7 +10,10 @@ async fn create_then_read(app: TestApp) {
     assert_eq!(payment["card"]["brand"], "CB");
     assert_eq!(payment["card"]["lastFour"], "0006");
     let response = app
-        .graphql("query($id: ID!) { payment(id: $id) { id status history { type sequence } } }", json!({ "id": payment["id"] }))
+        .graphql(
+            "query($id: ID!) { payment(id: $id) { id status history { type sequence } } }",
+            json!({ "id": payment["id"] }),
+        )
         .await;
     let read = &data(&response)["payment"];
     assert_eq!(read["status"], "AUTHORISED");
@@ -20,22 +23,54 @@ async fn create_then_read(app: TestApp) {
 caisse_tests::both_backends!(create_then_read_works, super::create_then_read);
 
 async fn malformed_query_ids_are_bad_input_and_omitted_page_sizes_take_their_default(app: TestApp) {
-    let response = app.graphql("{ payment(id: \"garbage\") { id } }", json!({})).await;
-    assert_eq!(caisse_tests::error_code(&response), "BAD_USER_INPUT", "{response}");
+    let response = app
+        .graphql("{ payment(id: \"garbage\") { id } }", json!({}))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "BAD_USER_INPUT",
+        "{response}"
+    );
     assert_eq!(response["errors"][0]["extensions"]["field"], "id");
-    let response = app.graphql("{ remittance(id: \"garbage\") { id } }", json!({})).await;
-    assert_eq!(caisse_tests::error_code(&response), "BAD_USER_INPUT", "{response}");
+    let response = app
+        .graphql("{ remittance(id: \"garbage\") { id } }", json!({}))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "BAD_USER_INPUT",
+        "{response}"
+    );
     for amount in ["1.00", "2.00", "3.00"] {
-        app.create_payment(payment_input(amount, &format!("ORD-{amount}"))).await;
+        app.create_payment(payment_input(amount, &format!("ORD-{amount}")))
+            .await;
     }
     // `$first` declared but not sent: the argument's default applies.
     let response = app
-        .graphql("query($first: Int) { payments(first: $first) { edges { node { id } } } }", json!({}))
+        .graphql(
+            "query($first: Int) { payments(first: $first) { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(data(&response)["payments"]["edges"].as_array().unwrap().len(), 3);
-    let response =
-        app.graphql("query($first: Int) { events(first: $first) { events { type } } }", json!({})).await;
-    assert_eq!(data(&response)["events"]["events"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        data(&response)["payments"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let response = app
+        .graphql(
+            "query($first: Int) { events(first: $first) { events { type } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data(&response)["events"]["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 caisse_tests::both_backends!(
@@ -46,14 +81,28 @@ caisse_tests::both_backends!(
 async fn card_numbers_typed_into_free_text_fields_are_refused(app: TestApp) {
     let mut input = payment_input("5.00", "ORDER 4970 1000 0000 0006");
     input["orderReference"] = json!("ORDER-4970100000000006");
-    let response = app.graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input })).await;
-    assert_eq!(caisse_tests::error_code(&response), "INVALID_ORDER_REFERENCE", "{response}");
+    let response = app
+        .graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input }))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "INVALID_ORDER_REFERENCE",
+        "{response}"
+    );
     let mut input = payment_input("5.00", "ORD-OK");
     input["buyerEmail"] = json!("4970100000000006@example.com");
-    let response = app.graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input })).await;
-    assert_eq!(caisse_tests::error_code(&response), "INVALID_EMAIL", "{response}");
+    let response = app
+        .graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input }))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "INVALID_EMAIL",
+        "{response}"
+    );
     // A long number that is not Luhn-valid is an ordinary reference.
-    let payment = app.create_payment(payment_input("5.00", "ORDER-4970100000000007")).await;
+    let payment = app
+        .create_payment(payment_input("5.00", "ORDER-4970100000000007"))
+        .await;
     assert_eq!(payment["status"], "AUTHORISED");
 }
 

@@ -14,7 +14,10 @@ fn decode(cursor: &str) -> Option<String> {
 }
 
 pub fn log_cursor(position: LogPosition) -> String {
-    encode(format!("log1:{}:{}", position.tx_id, position.global_position))
+    encode(format!(
+        "log1:{}:{}",
+        position.tx_id, position.global_position
+    ))
 }
 
 pub fn parse_log_cursor(cursor: &str) -> Option<LogPosition> {
@@ -22,7 +25,10 @@ pub fn parse_log_cursor(cursor: &str) -> Option<LogPosition> {
     let mut parts = text.strip_prefix("log1:")?.split(':');
     let tx_id = parts.next()?.parse().ok()?;
     let global_position = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some(LogPosition { tx_id, global_position })
+    parts.next().is_none().then_some(LogPosition {
+        tx_id,
+        global_position,
+    })
 }
 
 pub fn payment_cursor(cursor: &PaymentCursor) -> String {
@@ -34,7 +40,10 @@ pub fn parse_payment_cursor(cursor: &str) -> Option<PaymentCursor> {
     let mut parts = text.strip_prefix("pay1|")?.split('|');
     let created_at = parts.next()?.to_string();
     let payment_id = parts.next()?.to_string();
-    parts.next().is_none().then_some(PaymentCursor { created_at, payment_id })
+    parts.next().is_none().then_some(PaymentCursor {
+        created_at,
+        payment_id,
+    })
 }
 
 pub fn remittance_cursor(remittance_id: &str) -> String {
@@ -51,10 +60,16 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let position = LogPosition { tx_id: 42, global_position: 7 };
+        let position = LogPosition {
+            tx_id: 42,
+            global_position: 7,
+        };
         assert_eq!(parse_log_cursor(&log_cursor(position)), Some(position));
         assert_eq!(parse_log_cursor("not a cursor"), None);
-        let cursor = PaymentCursor { created_at: "2026-11-26T10:00:00.000000Z".into(), payment_id: "pay_1".into() };
+        let cursor = PaymentCursor {
+            created_at: "2026-11-26T10:00:00.000000Z".into(),
+            payment_id: "pay_1".into(),
+        };
         assert_eq!(parse_payment_cursor(&payment_cursor(&cursor)), Some(cursor));
     }
 }

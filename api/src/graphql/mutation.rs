@@ -3,7 +3,9 @@
 
 use async_graphql::{Context, InputObject, Object, ID};
 use caisse_application::context::IdempotencyRequest;
-use caisse_application::payments::{CardInput as AppCardInput, CreatePaymentInput as AppCreatePaymentInput};
+use caisse_application::payments::{
+    CardInput as AppCardInput, CreatePaymentInput as AppCreatePaymentInput,
+};
 use caisse_application::{AppError, RequestContext};
 use caisse_domain::PaymentId;
 use caisse_projections::queries;
@@ -53,8 +55,14 @@ fn context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext> {
     let idempotency = match &data.idempotency_key {
         Some(key) => {
             let arguments = ctx.field().arguments()?;
-            let arguments = serde_json::to_string(&arguments).map_err(|e| bad_input("arguments", e.to_string()))?;
-            Some(IdempotencyRequest::new(&data.caller.principal(), key, ctx.field().name(), &arguments))
+            let arguments = serde_json::to_string(&arguments)
+                .map_err(|e| bad_input("arguments", e.to_string()))?;
+            Some(IdempotencyRequest::new(
+                &data.caller.principal(),
+                key,
+                ctx.field().name(),
+                &arguments,
+            ))
         }
         None => None,
     };
@@ -82,11 +90,18 @@ fn non_negative_u32(field: &'static str, value: i32) -> Result<u32, AppError> {
 impl MutationRoot {
     /// Authorises a card payment (CM-2). A refusal is a payment with status
     /// REFUSED and its reason, not an error.
-    async fn create_payment(&self, ctx: &Context<'_>, input: CreatePaymentInput) -> async_graphql::Result<PaymentNode> {
+    async fn create_payment(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePaymentInput,
+    ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let context = context(ctx)?;
-        let capture_delay_days =
-            input.capture_delay_days.map(|days| non_negative_u32("captureDelayDays", days)).transpose().map_err(app_error)?;
+        let capture_delay_days = input
+            .capture_delay_days
+            .map(|days| non_negative_u32("captureDelayDays", days))
+            .transpose()
+            .map_err(app_error)?;
         let card = input.card;
         let expiry_month = u32::try_from(card.expiry_month).unwrap_or(0);
         let input = AppCreatePaymentInput {
@@ -107,15 +122,27 @@ impl MutationRoot {
             buyer_email: input.buyer_email,
             buyer_ip: input.buyer_ip,
         };
-        let result = state.payments.create(&context, input).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .create(&context, input)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
     /// Validates a payment waiting for validation, so the next remittance captures it (CM-6).
-    async fn validate_payment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PaymentNode> {
+    async fn validate_payment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let id = parse_payment_id("id", &id)?;
-        let result = state.payments.validate(&context(ctx)?, id).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .validate(&context(ctx)?, id)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
@@ -131,26 +158,50 @@ impl MutationRoot {
         let id = parse_payment_id("id", &id)?;
         let capture_date = capture_date
             .as_deref()
-            .map(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad_input("captureDate", "expected YYYY-MM-DD")))
+            .map(|text| {
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map_err(|_| bad_input("captureDate", "expected YYYY-MM-DD"))
+            })
             .transpose()?;
-        let result = state.payments.modify(&context(ctx)?, id, amount, capture_date).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .modify(&context(ctx)?, id, amount, capture_date)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
     /// Cancels a payment before remittance (CM-5).
-    async fn cancel_payment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PaymentNode> {
+    async fn cancel_payment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let id = parse_payment_id("id", &id)?;
-        let result = state.payments.cancel(&context(ctx)?, id).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .cancel(&context(ctx)?, id)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
     /// Refunds part or all of a captured payment, never more than captured minus
     /// already refunded (CM-4).
-    async fn refund_payment(&self, ctx: &Context<'_>, id: ID, amount: String) -> async_graphql::Result<PaymentNode> {
+    async fn refund_payment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        amount: String,
+    ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let id = parse_payment_id("id", &id)?;
-        let result = state.payments.refund(&context(ctx)?, id, amount).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .refund(&context(ctx)?, id, amount)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
@@ -165,25 +216,41 @@ impl MutationRoot {
     ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
         let id = parse_payment_id("id", &id)?;
-        let result = state.payments.duplicate(&context(ctx)?, id, amount, order_reference).await.map_err(app_error)?;
+        let result = state
+            .payments
+            .duplicate(&context(ctx)?, id, amount, order_reference)
+            .await
+            .map_err(app_error)?;
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
     /// Sends the shop's due payments to the bank: captures them and records one
     /// remittance per currency (CM-10). Returns the remittances created (none if
     /// nothing was due). Running it twice captures nothing twice.
-    async fn run_remittance(&self, ctx: &Context<'_>, shop_id: ID) -> async_graphql::Result<Vec<RemittanceNode>> {
+    async fn run_remittance(
+        &self,
+        ctx: &Context<'_>,
+        shop_id: ID,
+    ) -> async_graphql::Result<Vec<RemittanceNode>> {
         let state = state(ctx)?;
         let shop_id = parse_shop_id("shopId", &shop_id)?;
         let context = context(ctx)?;
         let caller = &request(ctx)?.caller;
-        let ids = state.remittances.run(&context, shop_id).await.map_err(app_error)?;
+        let ids = state
+            .remittances
+            .run(&context, shop_id)
+            .await
+            .map_err(app_error)?;
         let mut remittances = Vec::new();
         for id in ids {
             let row = queries::get_remittance(state.db(), &caller.read_scope(), &id.to_string())
                 .await
                 .map_err(app_error)?
-                .ok_or_else(|| app_error(AppError::internal("remittance missing from its view after the wait")))?;
+                .ok_or_else(|| {
+                    app_error(AppError::internal(
+                        "remittance missing from its view after the wait",
+                    ))
+                })?;
             remittances.push(RemittanceNode::from(row));
         }
         Ok(remittances)

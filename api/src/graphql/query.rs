@@ -10,11 +10,12 @@ use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::SqlValue;
 use caisse_projections::money::to_milli;
-use caisse_projections::queries::{self, PaymentFilter, PaymentCursor, PAGE_SIZE_MAX};
+use caisse_projections::queries::{self, PaymentCursor, PaymentFilter, PAGE_SIZE_MAX};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::cursors::{
-    log_cursor, parse_log_cursor, parse_payment_cursor, parse_remittance_cursor, payment_cursor, remittance_cursor,
+    log_cursor, parse_log_cursor, parse_payment_cursor, parse_remittance_cursor, payment_cursor,
+    remittance_cursor,
 };
 use super::types::*;
 use super::RequestData;
@@ -59,8 +60,15 @@ pub fn parse_shop_id(field: &str, id: &ID) -> async_graphql::Result<ShopId> {
 
 fn parse_bound(field: &str, text: &str, end_of_day: bool) -> async_graphql::Result<String> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let date = if end_of_day { date + Days::new(1) } else { date };
-        let start = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+        let date = if end_of_day {
+            date + Days::new(1)
+        } else {
+            date
+        };
+        let start = date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
         return Ok(timestamp_text(start));
     }
     DateTime::parse_from_rfc3339(text)
@@ -69,12 +77,14 @@ fn parse_bound(field: &str, text: &str, end_of_day: bool) -> async_graphql::Resu
 }
 
 fn parse_date(field: &str, text: &str) -> async_graphql::Result<NaiveDate> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad_input(field, "expected a date YYYY-MM-DD"))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| bad_input(field, "expected a date YYYY-MM-DD"))
 }
 
 fn amount_bound(field: &str, text: &str) -> async_graphql::Result<i64> {
     // Bounds are compared in thousandths, so any currency's precision fits.
-    let money = Money::parse_positive(text, "KWD").map_err(|error| bad_input(field, error.to_string()))?;
+    let money =
+        Money::parse_positive(text, "KWD").map_err(|error| bad_input(field, error.to_string()))?;
     Ok(to_milli(&money))
 }
 
@@ -88,26 +98,64 @@ fn page_size(field: &str, first: i32, max: i32) -> async_graphql::Result<usize> 
 impl PaymentFilterInput {
     fn to_filter(&self) -> async_graphql::Result<PaymentFilter> {
         Ok(PaymentFilter {
-            shop_id: self.shop_id.as_ref().map(|id| parse_shop_id("filter.shopId", id)).transpose()?,
-            created_from: self.created_from.as_deref().map(|t| parse_bound("filter.createdFrom", t, false)).transpose()?,
-            created_to: self.created_to.as_deref().map(|t| parse_bound("filter.createdTo", t, true)).transpose()?,
-            statuses: self.statuses.iter().flatten().map(|s| s.as_str().to_string()).collect(),
+            shop_id: self
+                .shop_id
+                .as_ref()
+                .map(|id| parse_shop_id("filter.shopId", id))
+                .transpose()?,
+            created_from: self
+                .created_from
+                .as_deref()
+                .map(|t| parse_bound("filter.createdFrom", t, false))
+                .transpose()?,
+            created_to: self
+                .created_to
+                .as_deref()
+                .map(|t| parse_bound("filter.createdTo", t, true))
+                .transpose()?,
+            statuses: self
+                .statuses
+                .iter()
+                .flatten()
+                .map(|s| s.as_str().to_string())
+                .collect(),
             order_reference: self.order_reference.clone(),
-            amount_min_milli: self.amount_min.as_deref().map(|t| amount_bound("filter.amountMin", t)).transpose()?,
-            amount_max_milli: self.amount_max.as_deref().map(|t| amount_bound("filter.amountMax", t)).transpose()?,
+            amount_min_milli: self
+                .amount_min
+                .as_deref()
+                .map(|t| amount_bound("filter.amountMin", t))
+                .transpose()?,
+            amount_max_milli: self
+                .amount_max
+                .as_deref()
+                .map(|t| amount_bound("filter.amountMax", t))
+                .transpose()?,
             currency: match &self.currency {
                 Some(code) => Some(
-                    Currency::parse(code).map_err(|e| bad_input("filter.currency", e.to_string()))?.code().to_string(),
+                    Currency::parse(code)
+                        .map_err(|e| bad_input("filter.currency", e.to_string()))?
+                        .code()
+                        .to_string(),
                 ),
                 None => None,
             },
-            card_brand: self.card_brand.map(|b| caisse_domain::card::CardBrand::from(b).as_str().to_string()),
+            card_brand: self
+                .card_brand
+                .map(|b| caisse_domain::card::CardBrand::from(b).as_str().to_string()),
             card_last_four: match &self.last_four {
-                Some(digits) if digits.len() == 4 && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.clone()),
-                Some(_) => return Err(bad_input("filter.lastFour", "expected exactly four digits")),
+                Some(digits) if digits.len() == 4 && digits.chars().all(|c| c.is_ascii_digit()) => {
+                    Some(digits.clone())
+                }
+                Some(_) => {
+                    return Err(bad_input("filter.lastFour", "expected exactly four digits"))
+                }
                 None => None,
             },
-            channel: self.channel.map(|c| caisse_domain::payment::Channel::from(c).as_str().to_string()),
+            channel: self.channel.map(|c| {
+                caisse_domain::payment::Channel::from(c)
+                    .as_str()
+                    .to_string()
+            }),
         })
     }
 }
@@ -122,8 +170,11 @@ impl QueryRoot {
         let Some(id) = caisse_domain::PaymentId::parse(id.as_str()) else {
             return Err(bad_input("id", "not a payment id (pay_…)"));
         };
-        let row = queries::get_payment(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
-        row.map(PaymentNode::from_row).ok_or_else(|| not_found("payment"))
+        let row = queries::get_payment(state.db(), &caller.read_scope(), &id.to_string())
+            .await
+            .map_err(app_error)?;
+        row.map(PaymentNode::from_row)
+            .ok_or_else(|| not_found("payment"))
     }
 
     /// Payments newest first, filtered, with keyset pagination (Relay connection).
@@ -142,20 +193,38 @@ impl QueryRoot {
         let filter = filter.unwrap_or_default().to_filter()?;
         let after = after
             .as_deref()
-            .map(|cursor| parse_payment_cursor(cursor).ok_or_else(|| bad_input("after", "not a payments cursor")))
+            .map(|cursor| {
+                parse_payment_cursor(cursor)
+                    .ok_or_else(|| bad_input("after", "not a payments cursor"))
+            })
             .transpose()?;
-        let (rows, has_next_page) = queries::list_payments(state.db(), &caller.read_scope(), &filter, first, after.as_ref())
-            .await
-            .map_err(app_error)?;
+        let (rows, has_next_page) = queries::list_payments(
+            state.db(),
+            &caller.read_scope(),
+            &filter,
+            first,
+            after.as_ref(),
+        )
+        .await
+        .map_err(app_error)?;
         let edges: Vec<PaymentEdge> = rows
             .into_iter()
             .map(|row| PaymentEdge {
-                cursor: payment_cursor(&PaymentCursor { created_at: row.created_at.clone(), payment_id: row.payment_id.clone() }),
+                cursor: payment_cursor(&PaymentCursor {
+                    created_at: row.created_at.clone(),
+                    payment_id: row.payment_id.clone(),
+                }),
                 node: PaymentNode::from_row(row),
             })
             .collect();
         let end_cursor = edges.last().map(|edge| edge.cursor.clone());
-        Ok(PaymentConnection { edges, page_info: PageInfo { has_next_page, end_cursor } })
+        Ok(PaymentConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
     }
 
     /// Totals per day, currency and channel of what was authorised, captured,
@@ -177,7 +246,9 @@ impl QueryRoot {
         if to < from {
             return Err(bad_input("to", "must not be before `from`"));
         }
-        let rows = queries::cash_summary(state.db(), &caller.read_scope(), shop_id, from, to).await.map_err(app_error)?;
+        let rows = queries::cash_summary(state.db(), &caller.read_scope(), shop_id, from, to)
+            .await
+            .map_err(app_error)?;
         Ok(rows.into_iter().map(CashSummaryEntry::from).collect())
     }
 
@@ -204,18 +275,37 @@ impl QueryRoot {
         let to = to.as_deref().map(|t| parse_date("to", t)).transpose()?;
         let after = after
             .as_deref()
-            .map(|cursor| parse_remittance_cursor(cursor).ok_or_else(|| bad_input("after", "not a remittances cursor")))
+            .map(|cursor| {
+                parse_remittance_cursor(cursor)
+                    .ok_or_else(|| bad_input("after", "not a remittances cursor"))
+            })
             .transpose()?;
-        let (rows, has_next_page) =
-            queries::list_remittances(state.db(), &caller.read_scope(), shop_id, from, to, first, after.as_deref())
-                .await
-                .map_err(app_error)?;
+        let (rows, has_next_page) = queries::list_remittances(
+            state.db(),
+            &caller.read_scope(),
+            shop_id,
+            from,
+            to,
+            first,
+            after.as_deref(),
+        )
+        .await
+        .map_err(app_error)?;
         let edges: Vec<RemittanceEdge> = rows
             .into_iter()
-            .map(|row| RemittanceEdge { cursor: remittance_cursor(&row.remittance_id), node: RemittanceNode::from(row) })
+            .map(|row| RemittanceEdge {
+                cursor: remittance_cursor(&row.remittance_id),
+                node: RemittanceNode::from(row),
+            })
             .collect();
         let end_cursor = edges.last().map(|edge| edge.cursor.clone());
-        Ok(RemittanceConnection { edges, page_info: PageInfo { has_next_page, end_cursor } })
+        Ok(RemittanceConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor,
+            },
+        })
     }
 
     async fn remittance(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<RemittanceNode> {
@@ -224,8 +314,11 @@ impl QueryRoot {
         let Some(id) = caisse_domain::RemittanceId::parse(id.as_str()) else {
             return Err(bad_input("id", "not a remittance id (rem_…)"));
         };
-        let row = queries::get_remittance(state.db(), &caller.read_scope(), &id.to_string()).await.map_err(app_error)?;
-        row.map(RemittanceNode::from).ok_or_else(|| not_found("remittance"))
+        let row = queries::get_remittance(state.db(), &caller.read_scope(), &id.to_string())
+            .await
+            .map_err(app_error)?;
+        row.map(RemittanceNode::from)
+            .ok_or_else(|| not_found("remittance"))
     }
 
     /// The global event log in commit order, for auditors and integrators: the
@@ -240,7 +333,9 @@ impl QueryRoot {
         let caller = &request(ctx)?.caller;
         let first = page_size("first", first.unwrap_or(100), EVENTS_PAGE_SIZE_MAX)?;
         let mut cursor = match after.as_deref() {
-            Some(text) => parse_log_cursor(text).ok_or_else(|| bad_input("after", "not an events cursor"))?,
+            Some(text) => {
+                parse_log_cursor(text).ok_or_else(|| bad_input("after", "not an events cursor"))?
+            }
             None => LogPosition::default(),
         };
         // Ownership of an event is read from the views, so never scan past what
@@ -262,7 +357,9 @@ impl QueryRoot {
             if page.is_empty() {
                 break;
             }
-            let owned = owned_aggregates(state, caller, &page).await.map_err(app_error)?;
+            let owned = owned_aggregates(state, caller, &page)
+                .await
+                .map_err(app_error)?;
             for event in page {
                 if event.position > horizon {
                     break 'scan;
@@ -277,7 +374,11 @@ impl QueryRoot {
                 }
             }
         }
-        Ok(LogEventConnection { events, end_cursor: log_cursor(cursor), has_next_page })
+        Ok(LogEventConnection {
+            events,
+            end_cursor: log_cursor(cursor),
+            has_next_page,
+        })
     }
 }
 
@@ -294,7 +395,10 @@ async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_appli
     }
     Ok(rows
         .iter()
-        .map(|row| LogPosition { tx_id: row.int("tx_id") as u64, global_position: row.int("global_position") })
+        .map(|row| LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        })
         .min()
         .unwrap_or_default())
 }
@@ -306,9 +410,10 @@ async fn owned_aggregates(
     page: &[LoggedEvent],
 ) -> Result<HashSet<String>, caisse_application::AppError> {
     let mut owned = HashSet::new();
-    for (aggregate_type, table, column) in
-        [("Payment", "payments_view", "payment_id"), ("Remittance", "remittances_view", "remittance_id")]
-    {
+    for (aggregate_type, table, column) in [
+        ("Payment", "payments_view", "payment_id"),
+        ("Remittance", "remittances_view", "remittance_id"),
+    ] {
         let ids: Vec<&str> = page
             .iter()
             .filter(|event| event.aggregate_type == aggregate_type)
@@ -319,7 +424,10 @@ async fn owned_aggregates(
         if ids.is_empty() {
             continue;
         }
-        let mut params: Vec<SqlValue> = vec![caller.shop_id.to_string().into(), caller.mode.as_str().into()];
+        let mut params: Vec<SqlValue> = vec![
+            caller.shop_id.to_string().into(),
+            caller.mode.as_str().into(),
+        ];
         let placeholders: Vec<String> = ids
             .iter()
             .map(|id| {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject};
 use caisse_domain::card::CardBrand as DomainBrand;
-use caisse_domain::payment::{CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment, PaymentEvent};
+use caisse_domain::payment::{
+    CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment, PaymentEvent,
+};
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, timestamp_text};
 use caisse_projections::money::{milli_to_string, to_milli};
@@ -138,12 +140,18 @@ pub struct PaymentNode {
 
 impl PaymentNode {
     pub fn from_row(row: PaymentRow) -> Self {
-        PaymentNode { row, duplicates: None }
+        PaymentNode {
+            row,
+            duplicates: None,
+        }
     }
 
     /// The state an aggregate is in right after a command, in the view's shape.
     pub fn from_aggregate(payment: &Payment) -> Self {
-        let details = payment.details.as_ref().expect("mutations return existing payments");
+        let details = payment
+            .details
+            .as_ref()
+            .expect("mutations return existing payments");
         let amount = payment.amount.expect("existing payments have an amount");
         let card = &details.card;
         let created_at = timestamp_text(details.occurred_at);
@@ -166,7 +174,12 @@ impl PaymentNode {
             .to_string(),
             capture_date: date_text(payment.capture_date.unwrap_or(details.capture_date)),
             card_brand: card.brand.as_str().to_string(),
-            card_networks: card.networks.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
+            card_networks: card
+                .networks
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             card_bin: card.bin.clone(),
             card_last_four: card.last_four.clone(),
             card_expiry_month: i64::from(card.expiry.month),
@@ -179,11 +192,17 @@ impl PaymentNode {
             refusal_message: payment.refusal.as_ref().map(|r| r.message.clone()),
             remittance_id: payment.remittance_id.map(|id| id.to_string()),
             duplicated_from: details.duplicated_from.map(|id| id.to_string()),
-            updated_at: payment.updated_at.map(timestamp_text).unwrap_or_else(|| created_at.clone()),
+            updated_at: payment
+                .updated_at
+                .map(timestamp_text)
+                .unwrap_or_else(|| created_at.clone()),
             created_at,
             last_sequence: 0,
         };
-        PaymentNode { row, duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()) }
+        PaymentNode {
+            row,
+            duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()),
+        }
     }
 
     fn money(&self, milli: i64) -> String {
@@ -242,7 +261,12 @@ impl PaymentNode {
     async fn card(&self) -> Card {
         Card {
             brand: self.row.card_brand.clone(),
-            networks: self.row.card_networks.split(',').map(str::to_string).collect(),
+            networks: self
+                .row
+                .card_networks
+                .split(',')
+                .map(str::to_string)
+                .collect(),
             bin: self.row.card_bin.clone(),
             last_four: self.row.card_last_four.clone(),
             expiry_month: self.row.card_expiry_month,
@@ -277,9 +301,13 @@ impl PaymentNode {
         let history = load_history(ctx, &self.row.payment_id).await?;
         Ok(history
             .iter()
-            .filter_map(|event| match serde_json::from_value::<PaymentEvent>(event.payload.clone()) {
-                Ok(PaymentEvent::PaymentDuplicated { new_payment_id, .. }) => Some(new_payment_id.to_string()),
-                _ => None,
+            .filter_map(|event| {
+                match serde_json::from_value::<PaymentEvent>(event.payload.clone()) {
+                    Ok(PaymentEvent::PaymentDuplicated { new_payment_id, .. }) => {
+                        Some(new_payment_id.to_string())
+                    }
+                    _ => None,
+                }
             })
             .collect())
     }
@@ -291,13 +319,24 @@ impl PaymentNode {
     }
     /// Every event of this payment, oldest first (RP-1).
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
-        Ok(load_history(ctx, &self.row.payment_id).await?.into_iter().map(HistoryEvent).collect())
+        Ok(load_history(ctx, &self.row.payment_id)
+            .await?
+            .into_iter()
+            .map(HistoryEvent)
+            .collect())
     }
 }
 
-async fn load_history(ctx: &Context<'_>, payment_id: &str) -> async_graphql::Result<Vec<LoggedEvent>> {
+async fn load_history(
+    ctx: &Context<'_>,
+    payment_id: &str,
+) -> async_graphql::Result<Vec<LoggedEvent>> {
     let state = ctx.data::<Arc<AppState>>()?;
-    state.log.aggregate_events(Payment::TYPE, payment_id).await.map_err(app_error)
+    state
+        .log
+        .aggregate_events(Payment::TYPE, payment_id)
+        .await
+        .map_err(app_error)
 }
 
 /// One event of a payment's history.
@@ -307,7 +346,8 @@ pub struct HistoryEvent(pub LoggedEvent);
 fn event_amount(event: &LoggedEvent) -> Option<(String, String)> {
     let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone()).ok()?;
     let money = match payment_event {
-        PaymentEvent::PaymentAuthorised { details, .. } | PaymentEvent::PaymentRefused { details, .. } => details.amount,
+        PaymentEvent::PaymentAuthorised { details, .. }
+        | PaymentEvent::PaymentRefused { details, .. } => details.amount,
         PaymentEvent::PaymentModified { amount, .. }
         | PaymentEvent::PaymentCancelled { amount, .. }
         | PaymentEvent::PaymentCaptured { amount, .. }
@@ -315,7 +355,10 @@ fn event_amount(event: &LoggedEvent) -> Option<(String, String)> {
         | PaymentEvent::PaymentDuplicated { amount, .. } => amount,
         PaymentEvent::PaymentValidated { .. } => return None,
     };
-    Some((money.amount().to_string(), money.currency().code().to_string()))
+    Some((
+        money.amount().to_string(),
+        money.currency().code().to_string(),
+    ))
 }
 
 fn occurred_at(event: &LoggedEvent) -> String {
@@ -352,7 +395,11 @@ impl HistoryEvent {
     }
     /// Who caused it: `api_key:…`, `cli:…`, `system:…`.
     async fn actor(&self) -> Option<String> {
-        self.0.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_string)
+        self.0
+            .metadata
+            .get("actor")
+            .and_then(|a| a.as_str())
+            .map(str::to_string)
     }
     async fn amount(&self) -> Option<String> {
         event_amount(&self.0).map(|(amount, _)| amount)
@@ -396,7 +443,11 @@ impl LogEvent {
         timestamp_text(self.0.recorded_at)
     }
     async fn actor(&self) -> Option<String> {
-        self.0.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_string)
+        self.0
+            .metadata
+            .get("actor")
+            .and_then(|a| a.as_str())
+            .map(str::to_string)
     }
     async fn data(&self) -> String {
         self.0.payload.to_string()
@@ -457,7 +508,10 @@ impl From<CashSummaryRow> for CashSummaryEntry {
                 .find(|(k, _, _)| k == kind)
                 .map(|(_, count, milli)| (*count, *milli))
                 .unwrap_or((0, 0));
-            CountAndAmount { count, amount: milli_to_string(milli, &row.currency) }
+            CountAndAmount {
+                count,
+                amount: milli_to_string(milli, &row.currency),
+            }
         };
         CashSummaryEntry {
             authorised: pick("AUTHORISED"),

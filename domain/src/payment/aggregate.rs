@@ -104,7 +104,9 @@ impl Payment {
             | PaymentStatus::Expired
             | PaymentStatus::Cancelled
             | PaymentStatus::Refused => Ok(details),
-            status => Err(PaymentError::NotDuplicable { status: status.as_str().to_string() }),
+            status => Err(PaymentError::NotDuplicable {
+                status: status.as_str().to_string(),
+            }),
         }
     }
 
@@ -131,8 +133,12 @@ impl Payment {
     }
 
     fn refundable(&self) -> Result<Money, PaymentError> {
-        let captured = self.captured.expect("captured payments have a captured amount");
-        let refunded = self.refunded.unwrap_or_else(|| Money::zero(captured.currency()));
+        let captured = self
+            .captured
+            .expect("captured payments have a captured amount");
+        let refunded = self
+            .refunded
+            .unwrap_or_else(|| Money::zero(captured.currency()));
         Ok(captured.checked_sub(&refunded)?)
     }
 }
@@ -157,11 +163,15 @@ impl Aggregate for Payment {
                 }
                 let event = match outcome {
                     AuthorisationOutcome::Approved(authorisation) => {
-                        PaymentEvent::PaymentAuthorised { details: *details, authorisation }
+                        PaymentEvent::PaymentAuthorised {
+                            details: *details,
+                            authorisation,
+                        }
                     }
-                    AuthorisationOutcome::Declined(refusal) => {
-                        PaymentEvent::PaymentRefused { details: *details, refusal }
-                    }
+                    AuthorisationOutcome::Declined(refusal) => PaymentEvent::PaymentRefused {
+                        details: *details,
+                        refusal,
+                    },
                 };
                 sink.write(event, self).await;
             }
@@ -173,9 +183,16 @@ impl Aggregate for Payment {
                         status: self.status.as_str().to_string(),
                     });
                 }
-                sink.write(PaymentEvent::PaymentValidated { occurred_at }, self).await;
+                sink.write(PaymentEvent::PaymentValidated { occurred_at }, self)
+                    .await;
             }
-            PaymentCommand::Modify { scope, amount, capture_date, today, occurred_at } => {
+            PaymentCommand::Modify {
+                scope,
+                amount,
+                capture_date,
+                today,
+                occurred_at,
+            } => {
                 self.visible_details(&scope)?;
                 self.ensure_before_remittance()?;
                 if amount.is_none() && capture_date.is_none() {
@@ -209,9 +226,20 @@ impl Aggregate for Payment {
                 self.visible_details(&scope)?;
                 self.ensure_before_remittance()?;
                 let amount = self.current_amount();
-                sink.write(PaymentEvent::PaymentCancelled { amount, occurred_at }, self).await;
+                sink.write(
+                    PaymentEvent::PaymentCancelled {
+                        amount,
+                        occurred_at,
+                    },
+                    self,
+                )
+                .await;
             }
-            PaymentCommand::Capture { remittance_id, today, occurred_at } => {
+            PaymentCommand::Capture {
+                remittance_id,
+                today,
+                occurred_at,
+            } => {
                 if self.details.is_none() {
                     return Err(PaymentError::NotFound);
                 }
@@ -220,10 +248,19 @@ impl Aggregate for Payment {
                     return Err(PaymentError::NotDue);
                 }
                 let amount = self.current_amount();
-                let event = PaymentEvent::PaymentCaptured { remittance_id, amount, occurred_at };
+                let event = PaymentEvent::PaymentCaptured {
+                    remittance_id,
+                    amount,
+                    occurred_at,
+                };
                 sink.write(event, self).await;
             }
-            PaymentCommand::Refund { scope, refund_id, amount, occurred_at } => {
+            PaymentCommand::Refund {
+                scope,
+                refund_id,
+                amount,
+                occurred_at,
+            } => {
                 self.visible_details(&scope)?;
                 if !self.status.is_captured() {
                     self.ensure_before_remittance()?;
@@ -239,15 +276,30 @@ impl Aggregate for Payment {
                         refundable: refundable.to_string(),
                     });
                 }
-                let already = self.refunded.unwrap_or_else(|| Money::zero(amount.currency()));
+                let already = self
+                    .refunded
+                    .unwrap_or_else(|| Money::zero(amount.currency()));
                 let refunded_total = already.checked_add(&amount)?;
-                let event =
-                    PaymentEvent::PaymentRefunded { refund_id, amount, refunded_total, occurred_at };
+                let event = PaymentEvent::PaymentRefunded {
+                    refund_id,
+                    amount,
+                    refunded_total,
+                    occurred_at,
+                };
                 sink.write(event, self).await;
             }
-            PaymentCommand::RecordDuplicate { scope, new_payment_id, amount, occurred_at } => {
+            PaymentCommand::RecordDuplicate {
+                scope,
+                new_payment_id,
+                amount,
+                occurred_at,
+            } => {
                 self.ensure_duplicable(&scope)?;
-                let event = PaymentEvent::PaymentDuplicated { new_payment_id, amount, occurred_at };
+                let event = PaymentEvent::PaymentDuplicated {
+                    new_payment_id,
+                    amount,
+                    occurred_at,
+                };
                 sink.write(event, self).await;
             }
         }
@@ -277,14 +329,22 @@ impl Aggregate for Payment {
                 self.validated = true;
                 self.status = PaymentStatus::Authorised;
             }
-            PaymentEvent::PaymentModified { amount, capture_date, .. } => {
+            PaymentEvent::PaymentModified {
+                amount,
+                capture_date,
+                ..
+            } => {
                 self.amount = Some(amount);
                 self.capture_date = Some(capture_date);
             }
             PaymentEvent::PaymentCancelled { .. } => {
                 self.status = PaymentStatus::Cancelled;
             }
-            PaymentEvent::PaymentCaptured { remittance_id, amount, .. } => {
+            PaymentEvent::PaymentCaptured {
+                remittance_id,
+                amount,
+                ..
+            } => {
                 self.status = PaymentStatus::Captured;
                 self.captured = Some(amount);
                 self.remittance_id = Some(remittance_id);

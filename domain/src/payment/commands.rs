@@ -18,7 +18,10 @@ pub struct AccessScope {
 
 impl AccessScope {
     pub fn single(shop_id: ShopId, mode: Mode) -> Self {
-        AccessScope { shop_ids: vec![shop_id], mode }
+        AccessScope {
+            shop_ids: vec![shop_id],
+            mode,
+        }
     }
 
     pub fn allows(&self, shop_id: ShopId, mode: Mode) -> bool {

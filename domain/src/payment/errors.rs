@@ -21,7 +21,10 @@ pub enum PaymentError {
     #[error("payment is not captured yet; cancel or modify it instead of refunding")]
     NotCaptured,
     #[error("refund of {requested} exceeds the refundable {refundable}")]
-    RefundExceedsCaptured { requested: String, refundable: String },
+    RefundExceedsCaptured {
+        requested: String,
+        refundable: String,
+    },
     #[error("a modified amount can only be lower than the authorised {authorised}")]
     ModifyAmountExceedsAuthorised { authorised: String },
     #[error("the capture date cannot be before today")]
@@ -49,7 +52,9 @@ impl PaymentError {
             PaymentError::Expired => "PAYMENT_EXPIRED",
             PaymentError::NotCaptured => "PAYMENT_NOT_CAPTURED",
             PaymentError::RefundExceedsCaptured { .. } => "REFUND_EXCEEDS_CAPTURED",
-            PaymentError::ModifyAmountExceedsAuthorised { .. } => "MODIFY_AMOUNT_EXCEEDS_AUTHORISED",
+            PaymentError::ModifyAmountExceedsAuthorised { .. } => {
+                "MODIFY_AMOUNT_EXCEEDS_AUTHORISED"
+            }
             PaymentError::CaptureDateInPast => "CAPTURE_DATE_IN_PAST",
             PaymentError::NothingToModify => "NOTHING_TO_MODIFY",
             PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
