@@ -303,15 +303,8 @@ where
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        let current = self.get(context, payment_id).await?;
-        let currency = current
-            .amount
-            .expect("visible payments have an amount")
-            .currency();
         let amount = match amount {
-            Some(text) => Some(
-                Money::parse_positive(&text, currency.code()).map_err(AppError::money("amount"))?,
-            ),
+            Some(text) => Some(self.amount_in_currency_of(context, payment_id, &text).await?),
             None => None,
         };
         let command = PaymentCommand::Modify {
@@ -322,6 +315,18 @@ where
             occurred_at: self.clock.now(),
         };
         self.run(context, payment_id, command, true).await
+    }
+
+    /// Reads a merchant's amount in the currency of a payment the caller may see.
+    async fn amount_in_currency_of(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        text: &str,
+    ) -> Result<Money, AppError> {
+        let payment = self.get(context, payment_id).await?;
+        let currency = payment.amount.expect("visible payments have an amount").currency();
+        Money::parse_positive(text, currency.code()).map_err(AppError::money("amount"))
     }
 
     pub async fn cancel(
@@ -346,13 +351,7 @@ where
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        let current = self.get(context, payment_id).await?;
-        let currency = current
-            .amount
-            .expect("visible payments have an amount")
-            .currency();
-        let amount =
-            Money::parse_positive(&amount, currency.code()).map_err(AppError::money("amount"))?;
+        let amount = self.amount_in_currency_of(context, payment_id, &amount).await?;
         let command = PaymentCommand::Refund {
             scope: context.scope.clone(),
             refund_id: RefundId::new(),
