@@ -304,7 +304,10 @@ where
             return Ok(replayed);
         }
         let amount = match amount {
-            Some(text) => Some(self.amount_in_currency_of(context, payment_id, &text).await?),
+            Some(text) => Some(
+                self.amount_in_currency_of(context, payment_id, &text)
+                    .await?,
+            ),
             None => None,
         };
         let command = PaymentCommand::Modify {
@@ -325,7 +328,10 @@ where
         text: &str,
     ) -> Result<Money, AppError> {
         let payment = self.get(context, payment_id).await?;
-        let currency = payment.amount.expect("visible payments have an amount").currency();
+        let currency = payment
+            .amount
+            .expect("visible payments have an amount")
+            .currency();
         Money::parse_positive(text, currency.code()).map_err(AppError::money("amount"))
     }
 
@@ -351,7 +357,9 @@ where
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        let amount = self.amount_in_currency_of(context, payment_id, &amount).await?;
+        let amount = self
+            .amount_in_currency_of(context, payment_id, &amount)
+            .await?;
         let command = PaymentCommand::Refund {
             scope: context.scope.clone(),
             refund_id: RefundId::new(),
