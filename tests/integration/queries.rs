@@ -113,7 +113,7 @@ async fn filtering_by_creation_date_accepts_dates_and_instants(app: TestApp) {
             json!({ "createdFrom": "2026-03-03", "createdTo": "2026-03-03" })
         )
         .await,
-        [tue.clone()]
+        std::slice::from_ref(&tue)
     );
     assert_eq!(
         payment_ids(&app, json!({ "createdFrom": "2026-03-05" })).await,
@@ -135,11 +135,11 @@ async fn filtering_by_creation_date_accepts_dates_and_instants(app: TestApp) {
             json!({ "createdFrom": "2026-03-03T10:00:00.000001Z" })
         )
         .await,
-        [wed.clone()]
+        std::slice::from_ref(&wed)
     );
     assert_eq!(
         payment_ids(&app, json!({ "createdTo": "2026-03-03T10:00:00Z" })).await,
-        [mon.clone()]
+        std::slice::from_ref(&mon)
     );
     assert_eq!(
         payment_ids(&app, json!({ "createdTo": "2026-03-03T11:00:01+01:00" })).await,
