@@ -13,4 +13,4 @@ pub mod projector;
 pub mod queries;
 pub mod remittances;
 
-pub use projector::{Projection, Projector, Projectors};
+pub use projector::{Projection, ProjectionHandle, Projector, Projectors};

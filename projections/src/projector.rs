@@ -1,7 +1,8 @@
-//! The catch-up projector: one task per projection reads the global log after its
-//! checkpoint and applies each event and the new checkpoint in one transaction.
-//! Several processes may run it on one database: the checkpoint row is locked by
-//! the first statement of the transaction, so batches never overlap.
+//! The catch-up projector: one task reads the global log after the projections'
+//! checkpoints and applies each event to every projection still behind it, with
+//! the new checkpoints, in one transaction. Several processes may run it on one
+//! database: the transaction first takes the projector's lock, so batches never
+//! overlap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use caisse_infrastructure::event_log::{EventLogReader, LoggedEvent};
 use caisse_infrastructure::{Db, Tx};
 use tokio::sync::{watch, Notify};
 
-/// Events applied per transaction.
+/// Events read per transaction.
 pub const BATCH_SIZE: usize = 500;
 /// How often an idle projector looks for events written by other processes.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -40,79 +41,102 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// Runs every projection in one transaction per batch (docs/adr/0007): one read
+/// of the log and one commit serve all views. Each projection keeps its own
+/// checkpoint, so one can be rebuilt while the others stay where they are.
 pub struct Projector {
-    projection: Arc<dyn Projection>,
+    projections: Vec<Arc<dyn Projection>>,
     db: Db,
     log: EventLogReader,
-    checkpoint: watch::Sender<LogPosition>,
-    /// Wakes this projector's task when it is idle. `notify_waiters` on purpose:
-    /// a busy task is not woken again, so under load batches grow instead of
-    /// splitting into many small transactions (`notify_one` measured about 20 %
-    /// slower in `caisse bench`); a missed wake-up costs at most one poll interval.
+    /// Last checkpoint seen by this process, per projection (same order).
+    checkpoints: Vec<watch::Sender<LogPosition>>,
+    /// Wakes the task when it is idle. `notify_waiters` on purpose: a busy task is
+    /// not woken again, so under load batches grow instead of splitting into many
+    /// small transactions (`notify_one` measured about 20 % slower in `caisse
+    /// bench`); a missed wake-up costs at most one poll interval.
     wake: Notify,
 }
 
 impl Projector {
-    pub fn new(projection: Arc<dyn Projection>, db: Db) -> Self {
-        let (checkpoint, _) = watch::channel(LogPosition::default());
+    pub fn new(projections: Vec<Arc<dyn Projection>>, db: Db) -> Self {
+        let checkpoints = projections
+            .iter()
+            .map(|_| watch::channel(LogPosition::default()).0)
+            .collect();
         Projector {
-            projection,
+            projections,
             log: EventLogReader::new(db.clone()),
             db,
-            checkpoint,
+            checkpoints,
             wake: Notify::new(),
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.projection.name()
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.projections
+            .iter()
+            .position(|projection| projection.name() == name)
     }
 
-    /// Takes this projection's lock for the transaction and returns its checkpoint.
+    /// Takes the projector's lock for the transaction and returns every checkpoint.
     ///
     /// PostgreSQL: a transaction-scoped advisory lock, which gives the transaction
     /// no xid; the log is then read before anything is written, so the reader's
     /// `pg_snapshot_xmin` horizon is not held back by this very transaction.
-    /// SQLite: a write first, so the transaction holds the write lock from the start
-    /// and never fails to upgrade a stale read.
-    async fn lock_checkpoint(&self, tx: &mut Tx) -> Result<LogPosition, AppError> {
-        let name = self.projection.name();
+    /// SQLite: a write first (any INSERT takes the write lock, conflict or not), so
+    /// the transaction holds the write lock from the start and never fails to
+    /// upgrade a stale read.
+    async fn lock(&self, tx: &mut Tx) -> Result<Vec<LogPosition>, AppError> {
         if tx.is_postgres() {
             tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('caisse-projection:' || $1, 0))",
-                &[name.into()],
+                "SELECT pg_advisory_xact_lock(hashtextextended('caisse-projector', 0))",
+                &[],
             )
             .await?;
         } else {
-            tx.execute(
-                "INSERT INTO projection_checkpoints (name, tx_id, global_position) VALUES ($1, 0, 0)
-                 ON CONFLICT (name) DO UPDATE SET name = excluded.name",
-                &[name.into()],
-            )
-            .await?;
+            for projection in &self.projections {
+                tx.execute(
+                    "INSERT INTO projection_checkpoints (name, tx_id, global_position) VALUES ($1, 0, 0)
+                     ON CONFLICT (name) DO NOTHING",
+                    &[projection.name().into()],
+                )
+                .await?;
+            }
         }
-        let row = tx
-            .fetch_optional(
-                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = $1",
-                &[name.into()],
+        let rows = tx
+            .fetch_all(
+                "SELECT name, tx_id, global_position FROM projection_checkpoints",
+                &[],
             )
             .await?;
-        Ok(row
-            .map(|row| LogPosition {
-                tx_id: row.int("tx_id") as u64,
-                global_position: row.int("global_position"),
+        Ok(self
+            .projections
+            .iter()
+            .map(|projection| {
+                rows.iter()
+                    .find(|row| row.text("name") == projection.name())
+                    .map(|row| LogPosition {
+                        tx_id: row.int("tx_id") as u64,
+                        global_position: row.int("global_position"),
+                    })
+                    .unwrap_or_default()
             })
-            .unwrap_or_default())
+            .collect())
     }
 
-    /// Writes the checkpoint, creating its row the first time.
-    async fn store_checkpoint(&self, tx: &mut Tx, position: LogPosition) -> Result<(), AppError> {
+    /// Writes one projection's checkpoint, creating its row the first time.
+    async fn store_checkpoint(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        position: LogPosition,
+    ) -> Result<(), AppError> {
         tx.execute(
             "INSERT INTO projection_checkpoints (name, tx_id, global_position, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE
                 SET tx_id = excluded.tx_id, global_position = excluded.global_position, updated_at = excluded.updated_at",
             &[
-                self.projection.name().into(),
+                name.into(),
                 (position.tx_id as i64).into(),
                 position.global_position.into(),
                 caisse_infrastructure::time::timestamp_text(chrono::Utc::now()).into(),
@@ -122,23 +146,43 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies one batch; returns how many events it applied.
-    pub async fn run_batch(&self) -> Result<usize, AppError> {
+    fn publish(&self, positions: &[LogPosition]) {
+        for (sender, position) in self.checkpoints.iter().zip(positions) {
+            let position = *position;
+            sender.send_if_modified(|current| {
+                if position > *current {
+                    *current = position;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Applies one batch; returns, per projection, how many events it applied.
+    pub async fn run_batch(&self) -> Result<Vec<usize>, AppError> {
+        let mut applied = vec![0; self.projections.len()];
         // A read-only look first: an idle pass writes nothing and takes no lock.
         // The position it starts from may be stale (another process may have moved
-        // the checkpoint); the locked read below is the one that counts.
-        let last_seen = *self.checkpoint.borrow();
+        // the checkpoints); the locked read below is the one that counts.
+        let last_seen = self
+            .checkpoints
+            .iter()
+            .map(|sender| *sender.borrow())
+            .min()
+            .unwrap_or_default();
         if self.log.read_after(last_seen, 1).await?.is_empty() {
-            return Ok(0);
+            return Ok(applied);
         }
         let mut tx = self.db.begin().await?;
-        let checkpoint = self.lock_checkpoint(&mut tx).await?;
-        let events = EventLogReader::read_after_in(&mut tx, checkpoint, BATCH_SIZE).await?;
+        let checkpoints = self.lock(&mut tx).await?;
+        let start = checkpoints.iter().copied().min().unwrap_or_default();
+        let events = EventLogReader::read_after_in(&mut tx, start, BATCH_SIZE).await?;
         let Some(last) = events.last().map(|event| event.position) else {
             tx.commit().await?;
-            self.checkpoint
-                .send_if_modified(|current| replace_if_newer(current, checkpoint));
-            return Ok(0);
+            self.publish(&checkpoints);
+            return Ok(applied);
         };
         if tx.is_postgres() {
             // Views are rebuilt from the log, so they need not wait for the WAL
@@ -147,117 +191,128 @@ impl Projector {
                 .await?;
         }
         for event in &events {
-            self.projection.apply(&mut tx, event).await?;
+            for (index, projection) in self.projections.iter().enumerate() {
+                if event.position > checkpoints[index] {
+                    projection.apply(&mut tx, event).await?;
+                    applied[index] += 1;
+                }
+            }
         }
-        self.store_checkpoint(&mut tx, last).await?;
+        let mut moved = checkpoints.clone();
+        for (index, projection) in self.projections.iter().enumerate() {
+            if last > checkpoints[index] {
+                self.store_checkpoint(&mut tx, projection.name(), last)
+                    .await?;
+                moved[index] = last;
+            }
+        }
         tx.commit().await?;
-        self.checkpoint
-            .send_if_modified(|current| replace_if_newer(current, last));
-        Ok(events.len())
+        self.publish(&moved);
+        Ok(applied)
     }
 
-    /// Applies batches until the log has nothing more for this projection.
-    pub async fn catch_up(&self) -> Result<usize, AppError> {
-        let mut total = 0;
+    /// Applies batches until the log has nothing more; returns events applied per projection.
+    pub async fn catch_up(&self) -> Result<Vec<usize>, AppError> {
+        let mut total = vec![0; self.projections.len()];
         loop {
             let applied = self.run_batch().await?;
-            total += applied;
-            if applied == 0 {
+            if applied.iter().all(|count| *count == 0) {
                 return Ok(total);
+            }
+            for (sum, count) in total.iter_mut().zip(applied) {
+                *sum += count;
             }
         }
     }
 
-    /// Empties the views and the checkpoint in one transaction, then replays.
-    pub async fn rebuild(&self) -> Result<usize, AppError> {
+    /// Empties one projection's views and resets its checkpoint in one transaction,
+    /// then replays the log into it; returns how many events it applied.
+    pub async fn rebuild(&self, name: &str) -> Result<usize, AppError> {
+        let index = self.index_of(name).ok_or(AppError::NotFound)?;
+        let projection = &self.projections[index];
         let mut tx = self.db.begin().await?;
-        self.lock_checkpoint(&mut tx).await?;
-        for table in self.projection.tables() {
+        self.lock(&mut tx).await?;
+        for table in projection.tables() {
             tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
         }
-        self.store_checkpoint(&mut tx, LogPosition::default())
+        self.store_checkpoint(&mut tx, projection.name(), LogPosition::default())
             .await?;
         tx.commit().await?;
-        self.checkpoint.send_replace(LogPosition::default());
-        self.catch_up().await
+        self.checkpoints[index].send_replace(LogPosition::default());
+        Ok(self.catch_up().await?[index])
     }
 }
 
-fn replace_if_newer(current: &mut LogPosition, candidate: LogPosition) -> bool {
-    if candidate > *current {
-        *current = candidate;
-        true
-    } else {
-        false
+/// One projection of the projector, by name: what `projections rebuild` acts on.
+pub struct ProjectionHandle {
+    projector: Arc<Projector>,
+    name: &'static str,
+}
+
+impl ProjectionHandle {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// See [`Projector::rebuild`].
+    pub async fn rebuild(&self) -> Result<usize, AppError> {
+        self.projector.rebuild(self.name).await
     }
 }
 
-/// The running projectors of one process, and the waiter mutations use.
+/// The projector of one process, its background task and the waiter mutations use.
 pub struct Projectors {
-    projectors: Vec<Arc<Projector>>,
+    projector: Arc<Projector>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     wait_max: Duration,
 }
 
 impl Projectors {
     pub fn new(db: Db, wait_max: Duration) -> Self {
-        let projectors = all_projections()
-            .into_iter()
-            .map(|p| Arc::new(Projector::new(p, db.clone())))
-            .collect();
         Projectors {
-            projectors,
+            projector: Arc::new(Projector::new(all_projections(), db)),
             tasks: Default::default(),
             wait_max,
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Projector>> {
-        self.projectors
-            .iter()
-            .find(|projector| projector.name() == name)
+    pub fn get(&self, name: &str) -> Option<ProjectionHandle> {
+        let index = self.projector.index_of(name)?;
+        Some(ProjectionHandle {
+            projector: self.projector.clone(),
+            name: self.projector.projections[index].name(),
+        })
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.projectors
+        self.projector
+            .projections
             .iter()
-            .map(|projector| projector.name())
+            .map(|projection| projection.name())
             .collect()
     }
 
     pub async fn catch_up_all(&self) -> Result<(), AppError> {
-        for projector in &self.projectors {
-            projector.catch_up().await?;
-        }
-        Ok(())
+        self.projector.catch_up().await.map(|_| ())
     }
 
-    /// Starts one background task per projection. Errors are logged and retried:
-    /// a projection that fails stops advancing but never skips an event.
+    /// Starts the background task. Errors are logged and retried: a projection
+    /// that fails stops advancing but never skips an event.
     pub fn spawn(self: &Arc<Self>) {
-        let handles: Vec<_> = self
-            .projectors
-            .iter()
-            .map(|projector| {
-                let projector = projector.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match projector.catch_up().await {
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::error!(projection = projector.name(), %error, "projection batch failed; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                        let _ = tokio::time::timeout(POLL_INTERVAL, projector.wake.notified()).await;
-                    }
-                })
-            })
-            .collect();
-        self.tasks.lock().expect("projector tasks").extend(handles);
+        let projector = self.projector.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(error) = projector.catch_up().await {
+                    tracing::error!(%error, "projection batch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let _ = tokio::time::timeout(POLL_INTERVAL, projector.wake.notified()).await;
+            }
+        });
+        self.tasks.lock().expect("projector tasks").push(task);
     }
 
-    /// Stops the background tasks (a test app being dropped, a server stopping).
+    /// Stops the background task (a test app being dropped, a server stopping).
     pub fn stop(&self) {
         for task in self.tasks.lock().expect("projector tasks").drain(..) {
             task.abort();
@@ -266,9 +321,11 @@ impl Projectors {
 
     /// Checkpoints as last seen by this process.
     pub fn checkpoints(&self) -> BTreeMap<&'static str, LogPosition> {
-        self.projectors
+        self.projector
+            .projections
             .iter()
-            .map(|p| (p.name(), *p.checkpoint.borrow()))
+            .zip(&self.projector.checkpoints)
+            .map(|(projection, sender)| (projection.name(), *sender.borrow()))
             .collect()
     }
 }
@@ -276,22 +333,25 @@ impl Projectors {
 #[async_trait]
 impl ProjectionWaiter for Projectors {
     async fn wait_for(&self, position: LogPosition) {
-        for projector in &self.projectors {
-            projector.wake.notify_waiters();
-        }
+        self.projector.wake.notify_waiters();
         let deadline = tokio::time::Instant::now() + self.wait_max;
-        for projector in &self.projectors {
-            let mut receiver = projector.checkpoint.subscribe();
+        for (projection, sender) in self
+            .projector
+            .projections
+            .iter()
+            .zip(&self.projector.checkpoints)
+        {
+            let mut receiver = sender.subscribe();
             loop {
                 if *receiver.borrow_and_update() >= position {
                     break;
                 }
                 // Another process may have applied it: wake our task to look.
-                projector.wake.notify_waiters();
+                self.projector.wake.notify_waiters();
                 let step = tokio::time::timeout(Duration::from_millis(50), receiver.changed());
                 if tokio::time::timeout_at(deadline, step).await.is_err() {
                     tracing::warn!(
-                        projection = projector.name(),
+                        projection = projection.name(),
                         ?position,
                         "views lag behind a mutation's events"
                     );
