@@ -7,7 +7,6 @@ use caisse_application::merchants::MerchantService;
 use caisse_application::payments::{Acquirers, PaymentService};
 use caisse_application::ports::{Clock, ProjectionWaiter};
 use caisse_application::remittances::RemittanceService;
-use caisse_domain::card::CardRanges;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
@@ -55,7 +54,7 @@ impl AppState {
             clock.clone(),
             Arc::new(log.clone()),
             waiter.clone(),
-            CardRanges::default(),
+            config.card_ranges.clone(),
         );
         let remittances = RemittanceService::new(
             repository.clone(),

@@ -48,6 +48,10 @@ pub struct Config {
     pub projection_wait_ms_max: u64,
     /// Connections in the database pool.
     pub database_connections_max: u32,
+    /// Card brand table: the private-label ranges (COFINOGA, AURORE, SOFINCO have
+    /// no public IIN; their issuers give them) and the BIN prefixes co-badged CB.
+    /// Defaults are the test-environment ranges of docs/test-cards.md.
+    pub card_ranges: caisse_domain::card::CardRanges,
 }
 
 impl Default for Config {
@@ -61,6 +65,7 @@ impl Default for Config {
             request_body_bytes_max: 64 * 1024,
             projection_wait_ms_max: 5_000,
             database_connections_max: 16,
+            card_ranges: caisse_domain::card::CardRanges::default(),
         }
     }
 }
@@ -115,5 +120,42 @@ impl Config {
                 .context("CAISSE_DATABASE_CONNECTIONS_MAX")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caisse_domain::card::{CardBrand, PrefixRange};
+
+    #[test]
+    fn card_ranges_come_from_the_configuration_file() {
+        let config: Config = toml::from_str(
+            r#"
+            [card_ranges]
+            cb_cobadge_prefixes = ["4973"]
+            [[card_ranges.private_ranges]]
+            prefix = "600000"
+            brand = "COFINOGA"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.card_ranges.cb_cobadge_prefixes,
+            vec!["4973".to_string()]
+        );
+        assert_eq!(
+            config.card_ranges.private_ranges,
+            vec![PrefixRange {
+                prefix: "600000".into(),
+                brand: CardBrand::Cofinoga
+            }]
+        );
+        assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
     }
 }
