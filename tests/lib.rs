@@ -183,6 +183,14 @@ pub fn test_start() -> chrono::DateTime<Utc> {
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with a change to the server's configuration.
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
     init_logs();
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let (postgres_database, database_url) = match backend {
@@ -195,7 +203,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
             (Some(name), url)
         }
     };
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Some(caisse_infrastructure::config::Secret::new(
             database_url.clone(),
@@ -203,6 +211,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         data_dir: data_dir.path().to_path_buf(),
         ..Config::default()
     };
+    configure(&mut config);
     let clock = Arc::new(ManualClock::new(test_start()));
     let application = Application::build_with_clock(config, clock.clone())
         .await

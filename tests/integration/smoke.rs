@@ -110,3 +110,42 @@ caisse_tests::both_backends!(
     card_numbers_in_free_text,
     super::card_numbers_typed_into_free_text_fields_are_refused
 );
+
+/// The card brand table comes from the configuration: a configured private range
+/// is recognised, and a default range left out of it is no longer accepted.
+#[tokio::test]
+async fn configured_private_card_ranges_are_used_by_the_server() {
+    use caisse_domain::card::{CardBrand, CardRanges, PrefixRange};
+    let app = caisse_tests::spawn_app_with(caisse_tests::Backend::Sqlite, |config| {
+        config.card_ranges = CardRanges {
+            private_ranges: vec![PrefixRange {
+                prefix: "504910".into(),
+                brand: CardBrand::Sofinco,
+            }],
+            cb_cobadge_prefixes: vec![],
+        };
+    })
+    .await
+    .expect("SQLite app");
+    let mut input = payment_input("9.00", "ORD-RANGES");
+    input["card"]["number"] = json!("5049100000000000");
+    let payment = app.create_payment(input).await;
+    assert_eq!(payment["card"]["brand"], "SOFINCO");
+    // No co-badge prefixes configured: the CB test card is plain VISA now.
+    let payment = app
+        .create_payment(payment_input("9.00", "ORD-RANGES-2"))
+        .await;
+    assert_eq!(payment["card"]["brand"], "VISA");
+    assert_eq!(payment["card"]["networks"], json!(["VISA"]));
+    // COFINOGA's default range is not configured: no brand recognises it.
+    let mut input = payment_input("9.00", "ORD-RANGES-3");
+    input["card"]["number"] = json!("6036160000000007");
+    let response = app
+        .graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": input }))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "CARD_BRAND_NOT_ACCEPTED",
+        "{response}"
+    );
+}
