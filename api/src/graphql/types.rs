@@ -318,11 +318,11 @@ impl PaymentNode {
         &self.row.updated_at
     }
     /// Every event of this payment, oldest first (RP-1).
-    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LogEvent>> {
         Ok(load_history(ctx, &self.row.payment_id)
             .await?
             .into_iter()
-            .map(HistoryEvent)
+            .map(LogEvent)
             .collect())
     }
 }
@@ -339,8 +339,8 @@ async fn load_history(
         .map_err(app_error)
 }
 
-/// One event of a payment's history.
-pub struct HistoryEvent(pub LoggedEvent);
+/// One event of the log: a payment's history entry (RP-1) or an `events` item.
+pub struct LogEvent(pub LoggedEvent);
 
 /// Amount and time carried by an event, whatever its type.
 fn event_amount(event: &LoggedEvent) -> Option<(String, String)> {
@@ -368,24 +368,30 @@ fn occurred_at(event: &LoggedEvent) -> String {
 }
 
 #[Object]
-impl HistoryEvent {
+impl LogEvent {
+    /// Cursor to pass to `events(after:)` to read the log from this event on.
+    async fn cursor(&self) -> String {
+        log_cursor(self.0.position)
+    }
+    /// Position in the global log.
+    async fn global_position(&self) -> i64 {
+        self.0.position.global_position
+    }
+    async fn aggregate_type(&self) -> &str {
+        &self.0.aggregate_type
+    }
+    async fn aggregate_id(&self) -> &str {
+        &self.0.aggregate_id
+    }
+    async fn sequence(&self) -> i64 {
+        self.0.sequence
+    }
     /// Event type, e.g. PaymentRefunded. Stable once shipped.
     async fn r#type(&self) -> &str {
         &self.0.event_type
     }
     async fn version(&self) -> &str {
         &self.0.event_version
-    }
-    async fn sequence(&self) -> i64 {
-        self.0.sequence
-    }
-    /// Position in the global log.
-    async fn global_position(&self) -> i64 {
-        self.0.position.global_position
-    }
-    /// Cursor to pass to `events(after:)` to read the log from this event on.
-    async fn cursor(&self) -> String {
-        log_cursor(self.0.position)
     }
     async fn occurred_at(&self) -> String {
         occurred_at(&self.0)
@@ -401,6 +407,7 @@ impl HistoryEvent {
             .and_then(|a| a.as_str())
             .map(str::to_string)
     }
+    /// The amount a payment event carries, if any.
     async fn amount(&self) -> Option<String> {
         event_amount(&self.0).map(|(amount, _)| amount)
     }
@@ -408,47 +415,6 @@ impl HistoryEvent {
         event_amount(&self.0).map(|(_, currency)| currency)
     }
     /// The event's payload as JSON text (card as token, BIN and last four only).
-    async fn data(&self) -> String {
-        self.0.payload.to_string()
-    }
-}
-
-/// One event of the global log (`events` query).
-pub struct LogEvent(pub LoggedEvent);
-
-#[Object]
-impl LogEvent {
-    async fn cursor(&self) -> String {
-        log_cursor(self.0.position)
-    }
-    async fn global_position(&self) -> i64 {
-        self.0.position.global_position
-    }
-    async fn aggregate_type(&self) -> &str {
-        &self.0.aggregate_type
-    }
-    async fn aggregate_id(&self) -> &str {
-        &self.0.aggregate_id
-    }
-    async fn sequence(&self) -> i64 {
-        self.0.sequence
-    }
-    async fn r#type(&self) -> &str {
-        &self.0.event_type
-    }
-    async fn version(&self) -> &str {
-        &self.0.event_version
-    }
-    async fn recorded_at(&self) -> String {
-        timestamp_text(self.0.recorded_at)
-    }
-    async fn actor(&self) -> Option<String> {
-        self.0
-            .metadata
-            .get("actor")
-            .and_then(|a| a.as_str())
-            .map(str::to_string)
-    }
     async fn data(&self) -> String {
         self.0.payload.to_string()
     }
