@@ -56,6 +56,13 @@ impl AppState {
             waiter.clone(),
             config.card_ranges.clone(),
         );
+        // Several `caisse serve` may share one PostgreSQL: lock idempotency keys there.
+        let payments = match &db {
+            Db::Postgres(pool) => payments.with_key_lock(Arc::new(
+                caisse_infrastructure::key_lock::PostgresKeyLock::new(pool.clone()),
+            )),
+            Db::Sqlite(_) => payments,
+        };
         let remittances = RemittanceService::new(
             repository.clone(),
             Arc::new(ViewDuePayments { db: db.clone() }),

@@ -17,7 +17,10 @@ use cqrs_es::Aggregate;
 use crate::command_runner::{CommandRunner, Executed};
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, ProjectionWaiter};
+use crate::ports::{
+    Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, InProcessOnly, KeyLease, KeyLock,
+    ProjectionWaiter,
+};
 
 /// Longest merchant order reference accepted.
 pub const ORDER_REFERENCE_LENGTH_MAX: usize = 64;
@@ -76,6 +79,7 @@ where
     waiter: Arc<dyn ProjectionWaiter>,
     card_ranges: CardRanges,
     idempotency_locks: KeyLocks,
+    key_lock: Arc<dyn KeyLock>,
 }
 
 /// In-process locks per idempotency key: two concurrent requests with the same key
@@ -151,13 +155,29 @@ where
             waiter,
             card_ranges,
             idempotency_locks: KeyLocks::default(),
+            key_lock: Arc::new(InProcessOnly),
         }
     }
 
-    async fn lock_idempotency_key(&self, context: &RequestContext) -> Option<KeyGuard<'_>> {
+    /// Serialises same-key requests across processes too (PostgreSQL deployments).
+    pub fn with_key_lock(mut self, key_lock: Arc<dyn KeyLock>) -> Self {
+        self.key_lock = key_lock;
+        self
+    }
+
+    /// Both locks for the request's idempotency key: this process's first, so a
+    /// process holds at most one database lock per key.
+    async fn lock_idempotency_key(
+        &self,
+        context: &RequestContext,
+    ) -> Result<Option<(KeyGuard<'_>, Box<dyn KeyLease>)>, AppError> {
         match &context.idempotency {
-            Some(idempotency) => Some(self.idempotency_locks.lock(&idempotency.scoped_key).await),
-            None => None,
+            Some(idempotency) => {
+                let guard = self.idempotency_locks.lock(&idempotency.scoped_key).await;
+                let lease = self.key_lock.acquire(&idempotency.scoped_key).await?;
+                Ok(Some((guard, lease)))
+            }
+            None => Ok(None),
         }
     }
 
@@ -177,7 +197,7 @@ where
         context: &RequestContext,
         input: CreatePaymentInput,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await;
+        let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -299,7 +319,7 @@ where
         amount: Option<String>,
         capture_date: Option<NaiveDate>,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await;
+        let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -353,7 +373,7 @@ where
         payment_id: PaymentId,
         amount: String,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await;
+        let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
@@ -377,7 +397,7 @@ where
         amount: String,
         order_reference: String,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await;
+        let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             // The first attempt may have stopped between creating the new payment
             // and linking it on the source: a retry completes the link.
@@ -459,7 +479,7 @@ where
         payment_id: PaymentId,
         command: PaymentCommand,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await;
+        let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }

@@ -128,6 +128,31 @@ pub trait DuePayments: Send + Sync {
     ) -> Result<Vec<OrphanCapture>, AppError>;
 }
 
+/// Held while a request with an idempotency key runs; dropping it releases the key.
+pub trait KeyLease: Send + Sync {}
+
+/// Serialises requests carrying the same idempotency key across processes, so a
+/// repeat reaching another `caisse serve` waits and replays instead of calling
+/// the acquirer a second time.
+#[async_trait]
+pub trait KeyLock: Send + Sync {
+    async fn acquire(&self, scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError>;
+}
+
+/// For a single process (the embedded SQLite default): the in-process lock of the
+/// payment service is all there is to it.
+pub struct InProcessOnly;
+
+struct NoLease;
+impl KeyLease for NoLease {}
+
+#[async_trait]
+impl KeyLock for InProcessOnly {
+    async fn acquire(&self, _scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError> {
+        Ok(Box::new(NoLease))
+    }
+}
+
 /// A clock that only moves when told to: tests and benchmarks use it to move
 /// time forward instead of sleeping.
 pub struct ManualClock {

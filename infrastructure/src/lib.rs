@@ -10,6 +10,7 @@ pub mod config;
 pub mod database;
 pub mod event_log;
 pub mod event_repository;
+pub mod key_lock;
 pub mod sql;
 pub mod time;
 pub mod vault;

@@ -510,3 +510,91 @@ caisse_tests::both_backends!(
     an_invalid_idempotency_key_is_refused_with_http_400,
     super::invalid_idempotency_keys_are_refused_with_http_400
 );
+
+/// Two `caisse serve` processes on one PostgreSQL database: the same key sent to
+/// both at once makes one payment, and the card is vaulted (and so authorised)
+/// once — the second request waits for the first and replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_sent_to_two_servers_on_one_database_authorises_once() {
+    let Some(app) = caisse_tests::spawn_app(caisse_tests::Backend::Postgres).await else {
+        return;
+    };
+    let config = caisse_infrastructure::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(caisse_infrastructure::config::Secret::new(
+            app.database_url.clone(),
+        )),
+        data_dir: app.data_dir.path().to_path_buf(),
+        ..caisse_infrastructure::Config::default()
+    };
+    let second = caisse_api::Application::build_with_clock(config, app.clock.clone())
+        .await
+        .expect("second server");
+    let second_address = format!("http://127.0.0.1:{}", second.port());
+    let second_state = second.state();
+    let server = tokio::spawn(async move {
+        let _ = second.run_until_stopped().await;
+    });
+
+    for round in 0..5 {
+        let key = format!("two-servers-{round}");
+        // The timeout test card makes the simulated acquirer answer after 200 ms,
+        // so without a lock shared by the servers both would be inside it at once.
+        let mut input = payment_input("15.00", &format!("ORD-TWO-{round}"));
+        input["card"]["number"] = json!("4970100000000063");
+        let body =
+            json!({ "query": caisse_tests::CREATE_PAYMENT, "variables": { "input": input } });
+        let requests = [
+            app.address.clone(),
+            second_address.clone(),
+            app.address.clone(),
+            second_address.clone(),
+        ]
+        .into_iter()
+        .map(|address| {
+            let client = app.client.clone();
+            let (key, body, api_key) = (key.clone(), body.clone(), app.test_key.clone());
+            tokio::spawn(async move {
+                let response: serde_json::Value = client
+                    .post(format!("{address}/graphql"))
+                    .bearer_auth(api_key)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                response
+            })
+        })
+        // Spawn all four before awaiting any.
+        .collect::<Vec<_>>();
+        let mut ids = std::collections::BTreeSet::new();
+        for request in requests {
+            let response = request.await.unwrap();
+            ids.insert(
+                data(&response)["createPayment"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(ids.len(), 1, "round {round}: {ids:?}");
+    }
+    let vaulted = app
+        .state
+        .db()
+        .fetch_optional("SELECT COUNT(*) AS n FROM card_vault", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vaulted.int("n"),
+        5,
+        "one vaulted card (one authorisation) per key"
+    );
+    second_state.projectors.stop();
+    server.abort();
+}

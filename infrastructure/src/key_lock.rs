@@ -1,0 +1,53 @@
+//! Idempotency keys locked across processes on PostgreSQL: a transaction-scoped
+//! advisory lock per key, held while the request runs and released by rolling
+//! the (empty) transaction back.
+
+use async_trait::async_trait;
+use caisse_application::ports::{KeyLease, KeyLock};
+use caisse_application::AppError;
+use sqlx::{PgPool, Postgres, Transaction};
+
+pub struct PostgresKeyLock {
+    pool: PgPool,
+}
+
+impl PostgresKeyLock {
+    pub fn new(pool: PgPool) -> Self {
+        PostgresKeyLock { pool }
+    }
+}
+
+struct PostgresLease {
+    transaction: Option<Transaction<'static, Postgres>>,
+}
+
+impl KeyLease for PostgresLease {}
+
+impl Drop for PostgresLease {
+    fn drop(&mut self) {
+        if let Some(transaction) = self.transaction.take() {
+            // Ending the transaction releases the lock. Do it now rather than
+            // whenever the pooled connection is next used.
+            tokio::spawn(async move {
+                let _ = transaction.rollback().await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl KeyLock for PostgresKeyLock {
+    async fn acquire(&self, scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError> {
+        let mut transaction = self.pool.begin().await.map_err(AppError::internal)?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('caisse-idempotency:' || $1, 0))",
+        )
+        .bind(scoped_key)
+        .execute(&mut *transaction)
+        .await
+        .map_err(AppError::internal)?;
+        Ok(Box::new(PostgresLease {
+            transaction: Some(transaction),
+        }))
+    }
+}
