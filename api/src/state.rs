@@ -59,7 +59,10 @@ impl AppState {
         // Several `caisse serve` may share one PostgreSQL: lock idempotency keys there.
         let payments = match &db {
             Db::Postgres(pool) => payments.with_key_lock(Arc::new(
-                caisse_infrastructure::key_lock::PostgresKeyLock::new(pool.clone()),
+                caisse_infrastructure::key_lock::PostgresKeyLock::new(
+                    pool,
+                    config.database_connections_max,
+                ),
             )),
             Db::Sqlite(_) => payments,
         };

@@ -8,11 +8,20 @@ use caisse_application::AppError;
 use sqlx::{PgPool, Postgres, Transaction};
 
 pub struct PostgresKeyLock {
+    /// A pool of its own: a request holds its lock's connection while it works on
+    /// connections of the main pool, so sharing one pool could starve it (every
+    /// connection held by a lock, every holder waiting for one more).
     pool: PgPool,
 }
 
 impl PostgresKeyLock {
-    pub fn new(pool: PgPool) -> Self {
+    /// Opens lazily a pool of `connections_max` connections to the same database.
+    pub fn new(main_pool: &PgPool, connections_max: u32) -> Self {
+        let options = (*main_pool.connect_options()).clone();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(connections_max)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_lazy_with(options);
         PostgresKeyLock { pool }
     }
 }
