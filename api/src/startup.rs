@@ -119,7 +119,8 @@ fn router(app: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/graphql", post(graphql_handler))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if !production {
         router = router.route("/graphiql", get(graphiql));
     }
@@ -154,6 +155,59 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }
+}
+
+/// Prometheus text exposition: the log's head and each projection's checkpoint (read
+/// from the database, so every process reports the same lag), and build info.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let db = state.app.db();
+    let head = match state.app.log.head().await {
+        Ok(head) => head,
+        Err(error) => {
+            tracing::error!(%error, "metrics: reading the log head failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+        }
+    };
+    let checkpoints = db
+        .fetch_all(
+            "SELECT name, global_position FROM projection_checkpoints ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    let mut body = String::new();
+    body.push_str(
+        "# HELP caisse_build_info Version of the running binary.\n# TYPE caisse_build_info gauge\n",
+    );
+    body.push_str(&format!(
+        "caisse_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    body.push_str("# HELP caisse_log_head_position Highest global position in the event log.\n");
+    body.push_str("# TYPE caisse_log_head_position gauge\n");
+    body.push_str(&format!(
+        "caisse_log_head_position {}\n",
+        head.global_position
+    ));
+    body.push_str(
+        "# HELP caisse_projection_checkpoint_position Last log position a projection applied.\n",
+    );
+    body.push_str("# TYPE caisse_projection_checkpoint_position gauge\n");
+    for row in &checkpoints {
+        body.push_str(&format!(
+            "caisse_projection_checkpoint_position{{projection=\"{}\"}} {}\n",
+            row.text("name"),
+            row.int("global_position")
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A GraphQL-shaped error for failures before the schema runs.

@@ -149,3 +149,41 @@ async fn configured_private_card_ranges_are_used_by_the_server() {
         "{response}"
     );
 }
+
+async fn metrics_show_the_log_head_and_each_projections_checkpoint(app: TestApp) {
+    app.create_payment(payment_input("3.00", "ORD-METRICS"))
+        .await;
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let body = response.text().await.unwrap();
+    let value = |name: &str| -> i64 {
+        body.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
+    };
+    let head = value("caisse_log_head_position ");
+    assert!(
+        head >= 6,
+        "merchant setup and the payment are in the log: {body}"
+    );
+    // The mutation waited for its views, so every projection has reached the head.
+    for projection in ["payments", "remittances", "accounts"] {
+        let checkpoint = value(&format!(
+            "caisse_projection_checkpoint_position{{projection=\"{projection}\"}}"
+        ));
+        assert_eq!(checkpoint, head, "{projection}: {body}");
+    }
+    assert!(body.contains("caisse_build_info{version="));
+}
+
+caisse_tests::both_backends!(
+    metrics,
+    super::metrics_show_the_log_head_and_each_projections_checkpoint
+);
