@@ -88,16 +88,30 @@ where
         command: A::Command,
         metadata: HashMap<String, String>,
     ) -> Result<Executed<A>, AppError> {
+        self.execute_with(aggregate_id, |_| Ok(command.clone()), metadata)
+            .await
+    }
+
+    /// Like `execute`, with the command built from the freshly loaded state on each
+    /// attempt: for commands that need something of the aggregate (a payment's
+    /// currency to read an amount in) without loading it a second time.
+    pub async fn execute_with(
+        &self,
+        aggregate_id: &str,
+        build_command: impl Fn(&A) -> Result<A::Command, AppError>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Executed<A>, AppError> {
         for _attempt in 0..CONFLICT_ATTEMPTS_MAX {
             let mut context = self
                 .store
                 .load_aggregate(aggregate_id)
                 .await
                 .map_err(store_error)?;
+            let command = build_command(&context.aggregate)?;
             let sink: EventSink<A> = EventSink::default();
             context
                 .aggregate
-                .handle(command.clone(), &(), &sink)
+                .handle(command, &(), &sink)
                 .await
                 .map_err(Into::into)?;
             let events = sink.collect().await;

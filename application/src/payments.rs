@@ -7,7 +7,8 @@ use caisse_domain::card::{
 };
 use caisse_domain::ids::RefundId;
 use caisse_domain::payment::{
-    AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand, PaymentDetails,
+    AccessScope, AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand,
+    PaymentDetails,
 };
 use caisse_domain::{Money, PaymentId};
 use chrono::{Datelike, Days, NaiveDate};
@@ -323,36 +324,21 @@ where
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        let amount = match amount {
-            Some(text) => Some(
-                self.amount_in_currency_of(context, payment_id, &text)
-                    .await?,
-            ),
-            None => None,
+        let (today, occurred_at) = (self.clock.today(), self.clock.now());
+        let build = |payment: &Payment| {
+            let amount = match &amount {
+                Some(text) => Some(amount_in_currency_of(payment, &context.scope, text)?),
+                None => None,
+            };
+            Ok(PaymentCommand::Modify {
+                scope: context.scope.clone(),
+                amount,
+                capture_date,
+                today,
+                occurred_at,
+            })
         };
-        let command = PaymentCommand::Modify {
-            scope: context.scope.clone(),
-            amount,
-            capture_date,
-            today: self.clock.today(),
-            occurred_at: self.clock.now(),
-        };
-        self.run(context, payment_id, command, true).await
-    }
-
-    /// Reads a merchant's amount in the currency of a payment the caller may see.
-    async fn amount_in_currency_of(
-        &self,
-        context: &RequestContext,
-        payment_id: PaymentId,
-        text: &str,
-    ) -> Result<Money, AppError> {
-        let payment = self.get(context, payment_id).await?;
-        let currency = payment
-            .amount
-            .expect("visible payments have an amount")
-            .currency();
-        Money::parse_positive(text, currency.code()).map_err(AppError::money("amount"))
+        self.run_with(context, payment_id, build, true).await
     }
 
     pub async fn cancel(
@@ -377,16 +363,17 @@ where
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        let amount = self
-            .amount_in_currency_of(context, payment_id, &amount)
-            .await?;
-        let command = PaymentCommand::Refund {
-            scope: context.scope.clone(),
-            refund_id: RefundId::new(),
-            amount,
-            occurred_at: self.clock.now(),
+        // One refund id for every attempt: a conflict retry is the same refund.
+        let (refund_id, occurred_at) = (RefundId::new(), self.clock.now());
+        let build = |payment: &Payment| {
+            Ok(PaymentCommand::Refund {
+                scope: context.scope.clone(),
+                refund_id,
+                amount: amount_in_currency_of(payment, &context.scope, &amount)?,
+                occurred_at,
+            })
         };
-        self.run(context, payment_id, command, true).await
+        self.run_with(context, payment_id, build, true).await
     }
 
     /// CM-3: a new authorisation on the card of an earlier payment.
@@ -494,9 +481,30 @@ where
         command: PaymentCommand,
         with_idempotency: bool,
     ) -> Result<PaymentResult, AppError> {
+        self.run_with(
+            context,
+            payment_id,
+            |_| Ok(command.clone()),
+            with_idempotency,
+        )
+        .await
+    }
+
+    /// `run` with the command built from the payment as loaded for it.
+    async fn run_with(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        build_command: impl Fn(&Payment) -> Result<PaymentCommand, AppError>,
+        with_idempotency: bool,
+    ) -> Result<PaymentResult, AppError> {
         let aggregate_id = payment_id.to_string();
         let metadata = context.metadata(with_idempotency);
-        let executed = match self.runner.execute(&aggregate_id, command, metadata).await {
+        let executed = match self
+            .runner
+            .execute_with(&aggregate_id, build_command, metadata)
+            .await
+        {
             Ok(executed) => executed,
             Err(error @ (AppError::Internal(_) | AppError::ConcurrencyExhausted))
                 if with_idempotency =>
@@ -559,6 +567,21 @@ where
     pub fn runner(&self) -> &CommandRunner<R, Payment> {
         &self.runner
     }
+}
+
+/// Reads a merchant's amount in the currency of a payment the caller may see; a
+/// payment the caller may not see is not found, whatever the amount says.
+fn amount_in_currency_of(
+    payment: &Payment,
+    scope: &AccessScope,
+    text: &str,
+) -> Result<Money, AppError> {
+    payment.visible_details(scope)?;
+    let currency = payment
+        .amount
+        .expect("visible payments have an amount")
+        .currency();
+    Money::parse_positive(text, currency.code()).map_err(AppError::money("amount"))
 }
 
 fn choose_brand(
