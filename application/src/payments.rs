@@ -182,17 +182,6 @@ where
         }
     }
 
-    /// The payment's current state, if the caller may see it.
-    pub async fn get(
-        &self,
-        context: &RequestContext,
-        payment_id: PaymentId,
-    ) -> Result<Payment, AppError> {
-        let payment = self.runner.load(&payment_id.to_string()).await?;
-        payment.visible_details(&context.scope)?;
-        Ok(payment)
-    }
-
     pub async fn create(
         &self,
         context: &RequestContext,
@@ -310,7 +299,8 @@ where
             scope: context.scope.clone(),
             occurred_at: self.clock.now(),
         };
-        self.run_idempotent(context, payment_id, command).await
+        self.run_idempotent(context, payment_id, |_| Ok(command.clone()))
+            .await
     }
 
     pub async fn modify(
@@ -320,10 +310,6 @@ where
         amount: Option<String>,
         capture_date: Option<NaiveDate>,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await?;
-        if let Some(replayed) = self.replay(context).await? {
-            return Ok(replayed);
-        }
         let (today, occurred_at) = (self.clock.today(), self.clock.now());
         let build = |payment: &Payment| {
             let amount = match &amount {
@@ -338,7 +324,7 @@ where
                 occurred_at,
             })
         };
-        self.run_with(context, payment_id, build, true).await
+        self.run_idempotent(context, payment_id, build).await
     }
 
     pub async fn cancel(
@@ -350,7 +336,8 @@ where
             scope: context.scope.clone(),
             occurred_at: self.clock.now(),
         };
-        self.run_idempotent(context, payment_id, command).await
+        self.run_idempotent(context, payment_id, |_| Ok(command.clone()))
+            .await
     }
 
     pub async fn refund(
@@ -359,10 +346,6 @@ where
         payment_id: PaymentId,
         amount: String,
     ) -> Result<PaymentResult, AppError> {
-        let _key_lock = self.lock_idempotency_key(context).await?;
-        if let Some(replayed) = self.replay(context).await? {
-            return Ok(replayed);
-        }
         // One refund id for every attempt: a conflict retry is the same refund.
         let (refund_id, occurred_at) = (RefundId::new(), self.clock.now());
         let build = |payment: &Payment| {
@@ -373,7 +356,7 @@ where
                 occurred_at,
             })
         };
-        self.run_with(context, payment_id, build, true).await
+        self.run_idempotent(context, payment_id, build).await
     }
 
     /// CM-3: a new authorisation on the card of an earlier payment.
@@ -460,17 +443,21 @@ where
         Ok(created)
     }
 
+    /// A command on an existing payment, under its idempotency key: an earlier
+    /// request with the key is replayed, otherwise the command is built from the
+    /// payment as loaded to run it.
     async fn run_idempotent(
         &self,
         context: &RequestContext,
         payment_id: PaymentId,
-        command: PaymentCommand,
+        build_command: impl Fn(&Payment) -> Result<PaymentCommand, AppError>,
     ) -> Result<PaymentResult, AppError> {
         let _key_lock = self.lock_idempotency_key(context).await?;
         if let Some(replayed) = self.replay(context).await? {
             return Ok(replayed);
         }
-        self.run(context, payment_id, command, true).await
+        self.run_with(context, payment_id, build_command, true)
+            .await
     }
 
     /// Executes, then waits until the views show the new events.

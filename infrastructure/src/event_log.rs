@@ -69,10 +69,6 @@ impl EventLogReader {
         EventLogReader { db }
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Events committed after `cursor`, in commit order, at most `limit`.
     pub async fn read_after(
         &self,

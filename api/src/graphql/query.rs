@@ -370,7 +370,7 @@ impl QueryRoot {
                 }
                 cursor = event.position;
                 if owned.contains(&event.aggregate_id) {
-                    events.push(LogEvent(event));
+                    events.push(LogEvent::new(event));
                 }
             }
         }

@@ -322,7 +322,7 @@ impl PaymentNode {
         Ok(load_history(ctx, &self.row.payment_id)
             .await?
             .into_iter()
-            .map(LogEvent)
+            .map(LogEvent::new)
             .collect())
     }
 }
@@ -340,68 +340,72 @@ async fn load_history(
 }
 
 /// One event of the log: a payment's history entry (RP-1) or an `events` item.
-pub struct LogEvent(pub LoggedEvent);
-
-/// Amount and time carried by an event, whatever its type.
-fn event_amount(event: &LoggedEvent) -> Option<(String, String)> {
-    let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone()).ok()?;
-    let money = match payment_event {
-        PaymentEvent::PaymentAuthorised { details, .. }
-        | PaymentEvent::PaymentRefused { details, .. } => details.amount,
-        PaymentEvent::PaymentModified { amount, .. }
-        | PaymentEvent::PaymentCancelled { amount, .. }
-        | PaymentEvent::PaymentCaptured { amount, .. }
-        | PaymentEvent::PaymentRefunded { amount, .. }
-        | PaymentEvent::PaymentDuplicated { amount, .. } => amount,
-        PaymentEvent::PaymentValidated { .. } => return None,
-    };
-    Some((
-        money.amount().to_string(),
-        money.currency().code().to_string(),
-    ))
+pub struct LogEvent {
+    event: LoggedEvent,
+    /// The payload read once as a payment event (None for other aggregates).
+    payment_event: Option<PaymentEvent>,
 }
 
-fn occurred_at(event: &LoggedEvent) -> String {
-    serde_json::from_value::<PaymentEvent>(event.payload.clone())
-        .map(|e| timestamp_text(e.occurred_at()))
-        .unwrap_or_else(|_| timestamp_text(event.recorded_at))
+impl LogEvent {
+    pub fn new(event: LoggedEvent) -> Self {
+        let payment_event = serde_json::from_value(event.payload.clone()).ok();
+        LogEvent {
+            event,
+            payment_event,
+        }
+    }
+
+    /// The amount a payment event carries, if any.
+    fn money(&self) -> Option<caisse_domain::Money> {
+        match self.payment_event.as_ref()? {
+            PaymentEvent::PaymentAuthorised { details, .. }
+            | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount),
+            PaymentEvent::PaymentModified { amount, .. }
+            | PaymentEvent::PaymentCancelled { amount, .. }
+            | PaymentEvent::PaymentCaptured { amount, .. }
+            | PaymentEvent::PaymentRefunded { amount, .. }
+            | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
+            PaymentEvent::PaymentValidated { .. } => None,
+        }
+    }
 }
 
 #[Object]
 impl LogEvent {
     /// Cursor to pass to `events(after:)` to read the log from this event on.
     async fn cursor(&self) -> String {
-        log_cursor(self.0.position)
+        log_cursor(self.event.position)
     }
     /// Position in the global log.
     async fn global_position(&self) -> i64 {
-        self.0.position.global_position
+        self.event.position.global_position
     }
     async fn aggregate_type(&self) -> &str {
-        &self.0.aggregate_type
+        &self.event.aggregate_type
     }
     async fn aggregate_id(&self) -> &str {
-        &self.0.aggregate_id
+        &self.event.aggregate_id
     }
     async fn sequence(&self) -> i64 {
-        self.0.sequence
+        self.event.sequence
     }
     /// Event type, e.g. PaymentRefunded. Stable once shipped.
     async fn r#type(&self) -> &str {
-        &self.0.event_type
+        &self.event.event_type
     }
     async fn version(&self) -> &str {
-        &self.0.event_version
+        &self.event.event_version
     }
     async fn occurred_at(&self) -> String {
-        occurred_at(&self.0)
+        let at = self.payment_event.as_ref().map(PaymentEvent::occurred_at);
+        timestamp_text(at.unwrap_or(self.event.recorded_at))
     }
     async fn recorded_at(&self) -> String {
-        timestamp_text(self.0.recorded_at)
+        timestamp_text(self.event.recorded_at)
     }
     /// Who caused it: `api_key:…`, `cli:…`, `system:…`.
     async fn actor(&self) -> Option<String> {
-        self.0
+        self.event
             .metadata
             .get("actor")
             .and_then(|a| a.as_str())
@@ -409,14 +413,15 @@ impl LogEvent {
     }
     /// The amount a payment event carries, if any.
     async fn amount(&self) -> Option<String> {
-        event_amount(&self.0).map(|(amount, _)| amount)
+        self.money().map(|money| money.amount().to_string())
     }
     async fn currency(&self) -> Option<String> {
-        event_amount(&self.0).map(|(_, currency)| currency)
+        self.money()
+            .map(|money| money.currency().code().to_string())
     }
     /// The event's payload as JSON text (card as token, BIN and last four only).
     async fn data(&self) -> String {
-        self.0.payload.to_string()
+        self.event.payload.to_string()
     }
 }
 
