@@ -163,10 +163,25 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
-        self.state.projectors.stop();
+        self.state.stop_background();
         if let Some(name) = &self.postgres_database {
             drop_postgres_database(name);
         }
+    }
+}
+
+/// Another `caisse serve` on the same database and clock as a test app (several
+/// processes on one PostgreSQL, or a restart). Stopped when dropped.
+pub struct SecondServer {
+    pub address: String,
+    pub state: Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecondServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.state.stop_background();
     }
 }
 
@@ -211,6 +226,9 @@ pub async fn spawn_app_with(
         data_dir: data_dir.path().to_path_buf(),
         ..Config::default()
     };
+    // Tests move the clock and run the scheduler by hand (`app.run_scheduler()`);
+    // those about the background loop turn it back on.
+    config.scheduler.enabled = false;
     configure(&mut config);
     let clock = Arc::new(ManualClock::new(test_start()));
     let application = Application::build_with_clock(config, clock.clone())
@@ -340,7 +358,50 @@ pub fn payment_input(amount: &str, order_reference: &str) -> Value {
     })
 }
 
+/// A number unique within this test process, for order references.
+pub fn next_reference_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl TestApp {
+    /// Starts another server on this app's database and clock; `configure` changes
+    /// its configuration (its scheduler is off unless `configure` turns it on).
+    pub async fn second_server(&self, configure: impl FnOnce(&mut Config)) -> SecondServer {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: Some(caisse_infrastructure::config::Secret::new(
+                self.database_url.clone(),
+            )),
+            data_dir: self.data_dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.scheduler.enabled = false;
+        configure(&mut config);
+        let application = Application::build_with_clock(config, self.clock.clone())
+            .await
+            .expect("second server starts");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let state = application.state();
+        let server = tokio::spawn(async move {
+            let _ = application.run_until_stopped().await;
+        });
+        SecondServer {
+            address,
+            state,
+            server,
+        }
+    }
+
+    /// Runs the work due at the test clock's time, as the scheduler loop would.
+    pub async fn run_scheduler(&self) -> caisse_application::scheduler::SchedulerRun {
+        self.state
+            .scheduler
+            .run_due()
+            .await
+            .expect("scheduled work runs")
+    }
+
     /// Creates a payment and returns the `createPayment` object.
     pub async fn create_payment(&self, input: Value) -> Value {
         let response = self
@@ -365,7 +426,9 @@ impl TestApp {
         let payment = self
             .create_payment(payment_input(
                 amount,
-                &format!("ORD-{}", uuid::Uuid::new_v4().simple()),
+                // A counter, not a random UUID: a run of a UUID's hex digits can
+                // be a Luhn-valid card-like number, which createPayment refuses.
+                &format!("ORD-CAPTURED-{}", next_reference_number()),
             ))
             .await;
         assert_eq!(payment["status"], "AUTHORISED", "{payment}");

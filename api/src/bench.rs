@@ -972,7 +972,7 @@ async fn client_loop(index: usize, context: Arc<RunContext>) -> Stats {
         let input = json!({
             "amount": AMOUNT,
             "currency": "EUR",
-            "orderReference": format!("BENCH-{}-{index}-{sequence}", context.tag),
+            "orderReference": format!("BENCH-{}-C{index}-S{sequence}", context.tag),
             "channel": "ECOMMERCE",
             "captureMode": "MANUAL",
             "card": { "number": TEST_CARD, "expiryMonth": 12, "expiryYear": 2030, "cvv": "123", "holderName": "Bench Buyer" },

@@ -1,10 +1,13 @@
-//! The `caisse` command line: serve, migrate, init, projections rebuild, audit verify, bench.
+//! The `caisse` command line: serve, migrate, init, projections rebuild, audit verify,
+//! schedule list/run, retention run, export, bench.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use caisse_application::merchants::InitInput;
 use caisse_application::ports::SystemClock;
+use caisse_application::retention::created_before;
+use caisse_infrastructure::time::{date_text, timestamp_text};
 use caisse_infrastructure::{Config, Database};
 use caisse_projections::{audit, queries, Projectors};
 use clap::{Parser, Subcommand};
@@ -54,8 +57,20 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// History kept online (CM-12).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// The scheduler's due work (expiries, daily remittance cut-offs).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Throughput and latency benchmark through the HTTP GraphQL endpoint.
     Bench(crate::bench::BenchArgs),
+    /// Export payments as CSV or Excel .xlsx (docs/exports.md).
+    Export(Box<crate::export::ExportArgs>),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +79,20 @@ enum ProjectionsCommand {
     Rebuild { name: String },
     /// List projections and their checkpoints.
     Status,
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// List the work scheduled, soonest first, and what is due now.
+    List,
+    /// Do the work due now, once, and exit (what `caisse serve` does in the background).
+    Run,
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Drop from the online views what is older than `retention_months` (the log keeps it).
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -225,9 +254,131 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             println!("audit: no findings");
         }
+        Command::Retention {
+            command: RetentionCommand::Run,
+        } => {
+            let database = connect(&config).await?;
+            let state = AppState::build(config, database, Arc::new(SystemClock))?;
+            state
+                .projectors
+                .catch_up_all()
+                .await
+                .map_err(anyhow_error)?;
+            // The service waits for the views to apply the trim.
+            state.projectors.spawn();
+            println!("{}", retention_run(&state, "cli:retention").await?);
+        }
+        Command::Schedule { command } => {
+            let database = connect(&config).await?;
+            let state = AppState::build(config, database, Arc::new(SystemClock))?;
+            state
+                .projectors
+                .catch_up_all()
+                .await
+                .map_err(anyhow_error)?;
+            match command {
+                ScheduleCommand::List => print!("{}", schedule_list(&state).await?),
+                ScheduleCommand::Run => {
+                    // The work waits for its views, so they must be running.
+                    state.projectors.spawn();
+                    let run = state.scheduler.run_due().await.map_err(anyhow_error)?;
+                    println!(
+                        "schedule: {} done {:?}, {} already done, {} locked by another process",
+                        run.done_total(),
+                        run.done,
+                        run.already_done,
+                        run.skipped_locked
+                    );
+                }
+            }
+        }
         Command::Bench(args) => crate::bench::run(args, config).await?,
+        Command::Export(args) => crate::export::run(*args, config).await?,
     }
     Ok(())
+}
+
+/// `caisse retention run`: trims the online views as of the state's clock and
+/// says what left them. The counts are of rows older than the cutoff just before
+/// the run, which the trim then removed.
+pub async fn retention_run(state: &AppState, actor: &str) -> anyhow::Result<String> {
+    let now = state.clock.now();
+    let months = state.retention.retention_months();
+    let cutoff = created_before(now, months).map_err(anyhow_error)?;
+    let count = |sql: &'static str, bound: String| async move {
+        state
+            .db()
+            .fetch_optional(sql, &[bound.into()])
+            .await
+            .map(|row| row.map(|row| row.int("n")).unwrap_or(0))
+            .map_err(anyhow_error)
+    };
+    let payments = count(
+        "SELECT COUNT(*) AS n FROM payments_view WHERE created_at < $1",
+        timestamp_text(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+    )
+    .await?;
+    let movements = count(
+        "SELECT COUNT(*) AS n FROM cash_movements WHERE business_date < $1",
+        date_text(cutoff),
+    )
+    .await?;
+    let outcome = state
+        .retention
+        .run_as(now, actor)
+        .await
+        .map_err(anyhow_error)?;
+    Ok(if outcome.trimmed {
+        format!(
+            "retention: online views trimmed as of {} ({months} months): {payments} payments archived \
+             (still readable with `payment(id)`), {movements} cash movements dropped; the event log keeps everything",
+            outcome.created_before
+        )
+    } else {
+        format!(
+            "retention: online views already trimmed as of {} ({months} months would give {}); nothing to do",
+            outcome
+                .trimmed_before
+                .map(|date| date.to_string())
+                .unwrap_or_default(),
+            outcome.created_before
+        )
+    })
+}
+
+/// `caisse schedule list`: one line per scheduled item, soonest first.
+pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
+    let now = state.clock.now();
+    let items = caisse_projections::schedule::ViewScheduledWork {
+        db: state.db().clone(),
+    }
+    .all()
+    .await
+    .map_err(anyhow_error)?;
+    let mut text = format!(
+        "{} scheduled item(s) at {}\n",
+        items.len(),
+        timestamp_text(now)
+    );
+    for item in items {
+        let subject = match &item.kind {
+            caisse_application::ports::ScheduledKind::ExpireAuthorisation { payment_id } => {
+                format!("payment {payment_id}")
+            }
+            caisse_application::ports::ScheduledKind::RemittanceCutOff { business_date } => {
+                format!("business day {business_date}")
+            }
+        };
+        text.push_str(&format!(
+            "{}  {:<5}  {:<21} shop {} {:<4} {subject}\n",
+            timestamp_text(item.due_at),
+            if item.due_at <= now { "DUE" } else { "later" },
+            item.kind.as_str(),
+            item.shop_id,
+            item.mode.as_str(),
+        ));
+    }
+    Ok(text)
 }
 
 fn anyhow_error(error: caisse_application::AppError) -> anyhow::Error {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod errors;
+pub mod export;
 pub mod graphql;
 pub mod startup;
 pub mod state;

@@ -57,6 +57,9 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.projectors.spawn();
+        if state.config.scheduler.enabled {
+            state.spawn_scheduler();
+        }
         let router = router(state.clone());
         tracing::info!(
             address = %listener.local_addr()?,
@@ -120,7 +123,9 @@ fn router(app: Arc<AppState>) -> Router {
         .route("/graphql", post(graphql_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/exports/payments.csv", crate::export::payments_route(state.app.clone(), crate::export::Format::Csv))
+        .route("/exports/payments.xlsx", crate::export::payments_route(state.app.clone(), crate::export::Format::Xlsx));
     if !production {
         router = router.route("/graphiql", get(graphiql));
     }

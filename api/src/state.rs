@@ -6,13 +6,17 @@ use std::time::Duration;
 use caisse_application::merchants::MerchantService;
 use caisse_application::payments::{Acquirers, PaymentService};
 use caisse_application::ports::{Clock, ProjectionWaiter};
+use caisse_application::ports::{InProcessOnly, KeyLock};
 use caisse_application::remittances::RemittanceService;
+use caisse_application::scheduler::Scheduler;
+use caisse_application::retention::RetentionService;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
 use caisse_infrastructure::vault::{DatabaseVault, VaultKey};
 use caisse_infrastructure::{Config, Database, Db};
 use caisse_projections::queries::ViewDuePayments;
+use caisse_projections::schedule::ViewScheduledWork;
 use caisse_projections::Projectors;
 
 pub struct AppState {
@@ -22,8 +26,12 @@ pub struct AppState {
     pub projectors: Arc<Projectors>,
     pub clock: Arc<dyn Clock>,
     pub payments: PaymentService<EventRepository>,
-    pub remittances: RemittanceService<EventRepository>,
+    pub remittances: Arc<RemittanceService<EventRepository>>,
+    pub scheduler: Scheduler<EventRepository>,
+    /// Background tasks besides the projectors (the scheduler loop), stopped by `stop_background`.
+    pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub merchants: MerchantService<EventRepository>,
+    pub retention: RetentionService<EventRepository>,
     pub api_keys: crate::auth::ApiKeyCache,
 }
 
@@ -33,6 +41,7 @@ impl AppState {
         database: Database,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<AppState>> {
+        config.validate()?;
         let db = database.db.clone();
         let repository = EventRepository::new(&db);
         let log = EventLogReader::new(db.clone());
@@ -56,20 +65,37 @@ impl AppState {
             waiter.clone(),
             config.card_ranges.clone(),
         );
-        // Several `caisse serve` may share one PostgreSQL: lock idempotency keys there.
-        let payments = match &db {
-            Db::Postgres(pool) => payments.with_key_lock(Arc::new(
-                caisse_infrastructure::key_lock::PostgresKeyLock::new(
-                    pool,
-                    config.database_connections_max,
-                ),
+        // Several `caisse serve` may share one PostgreSQL: lock idempotency keys and
+        // scheduled work there.
+        let key_lock: Arc<dyn KeyLock> = match &db {
+            Db::Postgres(pool) => Arc::new(caisse_infrastructure::key_lock::PostgresKeyLock::new(
+                pool,
+                config.database_connections_max,
             )),
-            Db::Sqlite(_) => payments,
+            Db::Sqlite(_) => Arc::new(InProcessOnly),
         };
-        let remittances = RemittanceService::new(
+        let payments = payments
+            .with_key_lock(key_lock.clone())
+            .with_authorisation_validity(config.authorisation_validity.clone());
+        let remittances = Arc::new(RemittanceService::new(
             repository.clone(),
             Arc::new(ViewDuePayments { db: db.clone() }),
             clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
+        let scheduler = Scheduler::new(
+            repository.clone(),
+            remittances.clone(),
+            Arc::new(ViewScheduledWork { db: db.clone() }),
+            key_lock,
+            clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        );
+        let retention = RetentionService::new(
+            repository.clone(),
+            config.retention_months,
             Arc::new(log.clone()),
             waiter.clone(),
         );
@@ -83,9 +109,40 @@ impl AppState {
             clock,
             payments,
             remittances,
+            scheduler,
+            background: Default::default(),
             merchants,
+            retention,
             api_keys: Default::default(),
         }))
+    }
+
+    /// Runs the scheduler in the background: at once (work missed while the service
+    /// was down), then every `scheduler.interval_ms`.
+    pub fn spawn_scheduler(self: &Arc<Self>) {
+        let state = self.clone();
+        let interval = Duration::from_millis(self.config.scheduler.interval_ms);
+        let task = tokio::spawn(async move {
+            loop {
+                match state.scheduler.run_due().await {
+                    Ok(run) if run.done_total() > 0 => {
+                        tracing::info!(done = ?run.done, "scheduled work done")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "scheduled work failed; retrying"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        self.background.lock().expect("background tasks").push(task);
+    }
+
+    /// Stops the projectors and the scheduler (a server stopping, a test app dropped).
+    pub fn stop_background(&self) {
+        self.projectors.stop();
+        for task in self.background.lock().expect("background tasks").drain(..) {
+            task.abort();
+        }
     }
 
     pub fn db(&self) -> &Db {

@@ -1,6 +1,7 @@
 //! The application error: every way a use case can fail, each with a stable code.
 
 use caisse_domain::card::CardError;
+use caisse_domain::cut_off::CutOffError;
 use caisse_domain::merchant::MerchantError;
 use caisse_domain::money::MoneyError;
 use caisse_domain::payment::PaymentError;
@@ -14,6 +15,8 @@ pub enum AppError {
     Merchant(#[from] MerchantError),
     #[error("{0}")]
     Remittance(#[from] RemittanceError),
+    #[error("{0}")]
+    CutOff(#[from] CutOffError),
     #[error("{field}: {source}")]
     Card {
         field: &'static str,
@@ -52,6 +55,7 @@ impl AppError {
                 "REMITTANCE_ALREADY_SUBMITTED"
             }
             AppError::Remittance(RemittanceError::Empty) => "REMITTANCE_EMPTY",
+            AppError::CutOff(error) => error.code(),
             AppError::Card { source, .. } => source.code(),
             AppError::Money { source, .. } => source.code(),
             AppError::Invalid { code, .. } => code,

@@ -6,11 +6,14 @@
 
 pub mod command_runner;
 pub mod context;
+pub mod cut_off;
 pub mod error;
 pub mod merchants;
 pub mod payments;
 pub mod ports;
 pub mod remittances;
+pub mod retention;
+pub mod scheduler;
 
 pub use command_runner::CommandRunner;
 pub use context::{IdempotencyRequest, RequestContext};

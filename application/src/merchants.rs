@@ -92,6 +92,44 @@ where
         }
     }
 
+    /// Sets when the daily remittance cut-off of a shop runs, in the caller's mode.
+    /// Returns the setting in force afterwards.
+    pub async fn set_remittance_cut_off(
+        &self,
+        context: &RequestContext,
+        merchant_id: MerchantId,
+        shop_id: ShopId,
+        remittance_cut_off: caisse_domain::merchant::CutOffSchedule,
+    ) -> Result<caisse_domain::merchant::CutOffSchedule, AppError> {
+        if !context.scope.shop_ids.contains(&shop_id) {
+            return Err(caisse_domain::merchant::MerchantError::ShopNotFound.into());
+        }
+        crate::cut_off::time_zone(&remittance_cut_off)?;
+        let aggregate_id = merchant_id.to_string();
+        let command = MerchantCommand::SetRemittanceCutOff {
+            shop_id,
+            mode: context.scope.mode,
+            remittance_cut_off,
+            occurred_at: self.clock.now(),
+        };
+        let executed = self
+            .runner
+            .execute(&aggregate_id, command, context.metadata(false))
+            .await?;
+        if !executed.events.is_empty() {
+            let position = self
+                .log
+                .position_of(Merchant::TYPE, &aggregate_id, executed.last_sequence())
+                .await?;
+            self.waiter.wait_for(position).await;
+        }
+        executed
+            .aggregate
+            .cut_off(shop_id, context.scope.mode)
+            .cloned()
+            .ok_or_else(|| caisse_domain::merchant::MerchantError::ShopNotFound.into())
+    }
+
     pub async fn init(&self, input: InitInput) -> Result<InitOutput, AppError> {
         let merchant_id = MerchantId::new();
         let shop_id = ShopId::new();
@@ -116,6 +154,7 @@ where
             MerchantCommand::AddShop {
                 shop_id,
                 name: input.shop_name,
+                remittance_cut_off: Default::default(),
                 occurred_at: now,
             },
         ];

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use caisse_domain::card::{
+    AuthorisationValidity,
     detect_networks, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv, Pan,
 };
 use caisse_domain::ids::RefundId;
@@ -79,6 +80,7 @@ where
     log: Arc<dyn EventLog>,
     waiter: Arc<dyn ProjectionWaiter>,
     card_ranges: CardRanges,
+    authorisation_validity: AuthorisationValidity,
     idempotency_locks: KeyLocks,
     key_lock: Arc<dyn KeyLock>,
 }
@@ -155,9 +157,16 @@ where
             log,
             waiter,
             card_ranges,
+            authorisation_validity: AuthorisationValidity::default(),
             idempotency_locks: KeyLocks::default(),
             key_lock: Arc::new(InProcessOnly),
         }
+    }
+
+    /// How long authorisations stay valid, per brand (configuration).
+    pub fn with_authorisation_validity(mut self, validity: AuthorisationValidity) -> Self {
+        self.authorisation_validity = validity;
+        self
     }
 
     /// Serialises same-key requests across processes too (PostgreSQL deployments).
@@ -271,6 +280,7 @@ where
             buyer_email,
             buyer_ip,
             duplicated_from: None,
+            authorisation_validity_days: self.authorisation_validity.days_for(brand),
             occurred_at: self.clock.now(),
         };
         self.authorise(context, details, outcome).await
@@ -430,6 +440,7 @@ where
             buyer_email: source_details.buyer_email.clone(),
             buyer_ip: None,
             duplicated_from: Some(source_id),
+            authorisation_validity_days: self.authorisation_validity.days_for(source_details.card.brand),
             occurred_at: self.clock.now(),
         };
         let created = self.authorise(context, details, outcome).await?;
@@ -624,8 +635,11 @@ fn validate_order_reference(text: &str) -> Result<String, AppError> {
 
 /// Whether free text carries something that looks like a card number: 13 to 19
 /// Luhn-valid digits, written together or in groups separated by one space or
-/// dash ("4970 1000 0000 0006"), as `card.number` itself accepts. Such text is
-/// refused so a PAN typed into the wrong field never reaches the log.
+/// dash ("4970 1000 0000 0006"), as `card.number` itself accepts, that start like
+/// a card of a known scheme (or with 6: private-label, Maestro, UnionPay…). Such
+/// text is refused so a PAN typed into the wrong field never reaches the log.
+/// The scheme check keeps false alarms on numeric order references rare: a random
+/// Luhn-valid 16-digit reference starting with 1, 7, 8, 9 or 0 is never refused.
 fn contains_card_number(text: &str) -> bool {
     // Runs of digit groups joined by single separators.
     let mut runs: Vec<Vec<String>> = vec![vec![String::new()]];
@@ -647,10 +661,18 @@ fn contains_card_number(text: &str) -> bool {
             let mut digits = String::new();
             groups[start..].iter().any(|group| {
                 digits.push_str(group);
-                (13..=19).contains(&digits.len()) && caisse_domain::card::luhn_valid(&digits)
+                looks_like_card_number(&digits)
             })
         })
     })
+}
+
+fn looks_like_card_number(digits: &str) -> bool {
+    use caisse_domain::card::{detect_networks, CardRanges, Pan};
+    let Ok(pan) = Pan::parse(digits) else {
+        return false;
+    };
+    digits.starts_with('6') || detect_networks(&pan, &CardRanges::default()).is_ok()
 }
 
 fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
@@ -723,5 +745,9 @@ mod tests {
         assert!(!contains_card_number("ORDER-4970100000000007"));
         assert!(!contains_card_number("ORD-2026-11-26-0001"));
         assert!(!contains_card_number("invoice 12345"));
+        // Luhn-valid, but no card scheme starts with 1, 7, 8 or 9.
+        assert!(!contains_card_number("ORD-1000000000000008"));
+        assert!(!contains_card_number("ORD-7000000000000005"));
+        assert!(contains_card_number("ORD-6036160000000007"));
     }
 }

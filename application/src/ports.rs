@@ -137,6 +137,9 @@ pub trait KeyLease: Send + Sync {}
 #[async_trait]
 pub trait KeyLock: Send + Sync {
     async fn acquire(&self, scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError>;
+    /// The lock if nobody holds it, without waiting: a scheduler skips work another
+    /// process is doing.
+    async fn try_acquire(&self, scoped_key: &str) -> Result<Option<Box<dyn KeyLease>>, AppError>;
 }
 
 /// For a single process (the embedded SQLite default): the in-process lock of the
@@ -148,6 +151,10 @@ impl KeyLease for NoLease {}
 
 #[async_trait]
 impl KeyLock for InProcessOnly {
+    async fn try_acquire(&self, _scoped_key: &str) -> Result<Option<Box<dyn KeyLease>>, AppError> {
+        Ok(Some(Box::new(NoLease)))
+    }
+
     async fn acquire(&self, _scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError> {
         Ok(Box::new(NoLease))
     }
@@ -180,4 +187,39 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().expect("clock lock")
     }
+}
+
+/// One piece of work the scheduler must do once its time has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledItem {
+    /// Stable across restarts and processes: the lock key of the work.
+    pub item_id: String,
+    pub kind: ScheduledKind,
+    pub shop_id: caisse_domain::ShopId,
+    pub mode: caisse_domain::Mode,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduledKind {
+    /// An authorisation nobody validated has lapsed: the payment expires.
+    ExpireAuthorisation { payment_id: caisse_domain::PaymentId },
+    /// The shop's daily remittance cut-off of a business day.
+    RemittanceCutOff { business_date: NaiveDate },
+}
+
+impl ScheduledKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScheduledKind::ExpireAuthorisation { .. } => "EXPIRE_AUTHORISATION",
+            ScheduledKind::RemittanceCutOff { .. } => "REMITTANCE_CUT_OFF",
+        }
+    }
+}
+
+/// The scheduler's list of due work, derived from events (the `schedule` view).
+#[async_trait]
+pub trait ScheduledWork: Send + Sync {
+    /// Items due at `now`, soonest first, at most `limit`.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ScheduledItem>, AppError>;
 }

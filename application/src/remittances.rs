@@ -62,11 +62,21 @@ where
         context: &RequestContext,
         shop_id: ShopId,
     ) -> Result<Vec<RemittanceId>, AppError> {
+        self.run_as_of(context, shop_id, self.clock.today()).await
+    }
+
+    /// `run` for the business day `today`: the daily cut-off of a day that ended
+    /// while the service was down still captures what was due that day.
+    pub async fn run_as_of(
+        &self,
+        context: &RequestContext,
+        shop_id: ShopId,
+        today: chrono::NaiveDate,
+    ) -> Result<Vec<RemittanceId>, AppError> {
         if !context.scope.shop_ids.contains(&shop_id) {
             return Err(caisse_domain::merchant::MerchantError::ShopNotFound.into());
         }
         let mode = context.scope.mode;
-        let today = self.clock.today();
         let mut created = self.recover_orphan_captures(context, shop_id).await?;
         let due = self.due.list_due(shop_id, mode, today).await?;
         let mut by_currency: BTreeMap<Currency, Vec<_>> = BTreeMap::new();
@@ -111,7 +121,7 @@ where
             if remitted.is_empty() {
                 continue;
             }
-            self.submit(context, shop_id, remittance_id, remitted)
+            self.submit(context, shop_id, remittance_id, today, remitted)
                 .await?;
             created.push(remittance_id);
         }
@@ -123,13 +133,14 @@ where
         context: &RequestContext,
         shop_id: ShopId,
         remittance_id: RemittanceId,
+        business_date: chrono::NaiveDate,
         payments: Vec<RemittedPayment>,
     ) -> Result<(), AppError> {
         let command = RemittanceCommand::Submit {
             remittance_id,
             shop_id,
             mode: context.scope.mode,
-            business_date: self.clock.today(),
+            business_date,
             payments,
             occurred_at: self.clock.now(),
         };
@@ -173,7 +184,11 @@ where
         let mut recovered = Vec::new();
         for (remittance_id, payments) in by_remittance {
             tracing::warn!(%remittance_id, payments = payments.len(), "recording a remittance left half-done");
-            match self.submit(context, shop_id, remittance_id, payments).await {
+            let business_date = self.clock.today();
+            match self
+                .submit(context, shop_id, remittance_id, business_date, payments)
+                .await
+            {
                 Ok(()) => recovered.push(remittance_id),
                 // Recorded meanwhile by someone else: nothing left to do.
                 Err(AppError::Remittance(

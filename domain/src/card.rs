@@ -300,6 +300,34 @@ pub fn detect_networks(pan: &Pan, ranges: &CardRanges) -> Result<Vec<CardBrand>,
     })
 }
 
+/// How many days an issuer holds an authorisation, per brand: an authorisation
+/// still waiting for validation after that expires. Configurable because issuers
+/// and schemes differ; 7 days unless configured otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthorisationValidity {
+    pub default_days: u32,
+    pub by_brand: std::collections::HashMap<CardBrand, u32>,
+}
+
+impl Default for AuthorisationValidity {
+    fn default() -> Self {
+        AuthorisationValidity {
+            default_days: crate::payment::DEFAULT_AUTHORISATION_VALIDITY_DAYS,
+            by_brand: Default::default(),
+        }
+    }
+}
+
+impl AuthorisationValidity {
+    pub fn days_for(&self, brand: CardBrand) -> u32 {
+        self.by_brand
+            .get(&brand)
+            .copied()
+            .unwrap_or(self.default_days)
+    }
+}
+
 /// What events and views know about a card: enough to show, search and fingerprint
 /// it, never enough to charge it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,11 +6,13 @@
 //! through commands.
 
 pub mod card;
+pub mod cut_off;
 pub mod ids;
 pub mod merchant;
 pub mod money;
 pub mod payment;
 pub mod remittance;
+pub mod retention;
 
 pub use ids::{Mode, PaymentId, RemittanceId, ShopId};
 pub use money::{Currency, Money, MoneyError};

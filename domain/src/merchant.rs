@@ -1,7 +1,7 @@
 //! The `Merchant` aggregate: a merchant account, its shops, API keys and users.
 //! Account changes are events like payments, so auditors see who set up what.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,24 @@ pub enum UserRole {
     Admin,
 }
 
+/// When a shop's daily remittance cut-off happens (CM-10): a local time in an IANA
+/// time zone. The application checks the zone name; the domain keeps it as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutOffSchedule {
+    pub time: NaiveTime,
+    pub time_zone: String,
+}
+
+impl Default for CutOffSchedule {
+    /// 22:00 in Paris, the bank's usual remittance time.
+    fn default() -> Self {
+        CutOffSchedule {
+            time: NaiveTime::from_hms_opt(22, 0, 0).expect("valid time"),
+            time_zone: "Europe/Paris".to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MerchantCommand {
     Create {
@@ -25,6 +43,14 @@ pub enum MerchantCommand {
     AddShop {
         shop_id: ShopId,
         name: String,
+        remittance_cut_off: CutOffSchedule,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Per mode: a test key changes the test-mode cut-off, never the live one.
+    SetRemittanceCutOff {
+        shop_id: ShopId,
+        mode: Mode,
+        remittance_cut_off: CutOffSchedule,
         occurred_at: DateTime<Utc>,
     },
     /// Stores only the hash of a freshly generated key; the key itself is shown once.
@@ -55,6 +81,16 @@ pub enum MerchantEvent {
     ShopCreated {
         shop_id: ShopId,
         name: String,
+        /// Absent from shops created before cut-offs were configurable: the default.
+        #[serde(default)]
+        remittance_cut_off: CutOffSchedule,
+        occurred_at: DateTime<Utc>,
+    },
+    RemittanceCutOffChanged {
+        shop_id: ShopId,
+        mode: Mode,
+        previous: CutOffSchedule,
+        remittance_cut_off: CutOffSchedule,
         occurred_at: DateTime<Utc>,
     },
     ApiKeyIssued {
@@ -79,6 +115,7 @@ impl DomainEvent for MerchantEvent {
         match self {
             MerchantEvent::MerchantCreated { .. } => "MerchantCreated",
             MerchantEvent::ShopCreated { .. } => "ShopCreated",
+            MerchantEvent::RemittanceCutOffChanged { .. } => "RemittanceCutOffChanged",
             MerchantEvent::ApiKeyIssued { .. } => "ApiKeyIssued",
             MerchantEvent::UserCreated { .. } => "UserCreated",
         }
@@ -121,6 +158,18 @@ pub struct Merchant {
     pub name: String,
     pub shop_ids: Vec<ShopId>,
     pub user_emails: Vec<String>,
+    /// Each shop's cut-off per mode (both set at the shop's creation).
+    pub cut_offs: Vec<(ShopId, Mode, CutOffSchedule)>,
+}
+
+impl Merchant {
+    /// A shop's remittance cut-off in one mode.
+    pub fn cut_off(&self, shop_id: ShopId, mode: Mode) -> Option<&CutOffSchedule> {
+        self.cut_offs
+            .iter()
+            .find(|(shop, shop_mode, _)| (*shop, *shop_mode) == (shop_id, mode))
+            .map(|(_, _, schedule)| schedule)
+    }
 }
 
 impl Aggregate for Merchant {
@@ -160,6 +209,7 @@ impl Aggregate for Merchant {
             MerchantCommand::AddShop {
                 shop_id,
                 name,
+                remittance_cut_off,
                 occurred_at,
             } => {
                 if name.trim().is_empty() {
@@ -168,6 +218,31 @@ impl Aggregate for Merchant {
                 MerchantEvent::ShopCreated {
                     shop_id,
                     name,
+                    remittance_cut_off,
+                    occurred_at,
+                }
+            }
+            MerchantCommand::SetRemittanceCutOff {
+                shop_id,
+                mode,
+                remittance_cut_off,
+                occurred_at,
+            } => {
+                let Some(previous) = self.cut_off(shop_id, mode).cloned() else {
+                    return Err(MerchantError::ShopNotFound);
+                };
+                if remittance_cut_off.time_zone.trim().is_empty() {
+                    return Err(MerchantError::Empty { field: "timeZone" });
+                }
+                if previous == remittance_cut_off {
+                    // Setting what is already set records nothing.
+                    return Ok(());
+                }
+                MerchantEvent::RemittanceCutOffChanged {
+                    shop_id,
+                    mode,
+                    previous,
+                    remittance_cut_off,
                     occurred_at,
                 }
             }
@@ -226,7 +301,27 @@ impl Aggregate for Merchant {
                 self.merchant_id = Some(merchant_id);
                 self.name = name;
             }
-            MerchantEvent::ShopCreated { shop_id, .. } => self.shop_ids.push(shop_id),
+            MerchantEvent::ShopCreated {
+                shop_id,
+                remittance_cut_off,
+                ..
+            } => {
+                self.shop_ids.push(shop_id);
+                for mode in [Mode::Test, Mode::Live] {
+                    self.cut_offs
+                        .push((shop_id, mode, remittance_cut_off.clone()));
+                }
+            }
+            MerchantEvent::RemittanceCutOffChanged {
+                shop_id,
+                mode,
+                remittance_cut_off,
+                ..
+            } => {
+                self.cut_offs
+                    .retain(|(shop, shop_mode, _)| (*shop, *shop_mode) != (shop_id, mode));
+                self.cut_offs.push((shop_id, mode, remittance_cut_off));
+            }
             MerchantEvent::ApiKeyIssued { .. } => {}
             MerchantEvent::UserCreated { email, .. } => self.user_emails.push(email),
         }

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use caisse_domain::retention::{
+    RETENTION_MONTHS_DEFAULT, RETENTION_MONTHS_MAX, RETENTION_MONTHS_MIN,
+};
 use serde::Deserialize;
 
 /// A value that must not reach a log line.
@@ -52,6 +55,34 @@ pub struct Config {
     /// no public IIN; their issuers give them) and the BIN prefixes co-badged CB.
     /// Defaults are the test-environment ranges of docs/test-cards.md.
     pub card_ranges: caisse_domain::card::CardRanges,
+    /// Months of history the online list and search views keep (CM-12); the
+    /// retention job drops older rows from them, never from the event log.
+    pub retention_months: u32,
+    /// How long issuers hold an authorisation, per brand: `[authorisation_validity]`
+    /// with `default_days` and a `by_brand` table (e.g. `AMEX = 7`).
+    pub authorisation_validity: caisse_domain::card::AuthorisationValidity,
+    /// The scheduler of due work (expiries, daily cut-offs, retention).
+    pub scheduler: SchedulerConfig,
+}
+
+/// `[scheduler]`: whether this process runs due work, and how often it looks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// Off only for processes that must not run background work (and in tests
+    /// that drive the scheduler by hand). Env `CAISSE_SCHEDULER_ENABLED`.
+    pub enabled: bool,
+    /// Milliseconds between two looks at what is due. Env `CAISSE_SCHEDULER_INTERVAL_MS`.
+    pub interval_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            interval_ms: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +97,9 @@ impl Default for Config {
             projection_wait_ms_max: 5_000,
             database_connections_max: 16,
             card_ranges: caisse_domain::card::CardRanges::default(),
+            retention_months: RETENTION_MONTHS_DEFAULT,
+            authorisation_validity: Default::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -82,7 +116,30 @@ impl Config {
             Err(_) => Config::default(),
         };
         config.apply_environment()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks the values the file and the environment may both have set.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.scheduler.interval_ms == 0 {
+            bail!("scheduler.interval_ms (CAISSE_SCHEDULER_INTERVAL_MS) must be at least 1");
+        }
+        let validity = &self.authorisation_validity;
+        if let Some(days) = std::iter::once(&validity.default_days)
+            .chain(validity.by_brand.values())
+            .find(|days| !(1..=30).contains(*days))
+        {
+            bail!("authorisation_validity: {days} days: must be between 1 and 30");
+        }
+        if !(RETENTION_MONTHS_MIN..=RETENTION_MONTHS_MAX).contains(&self.retention_months) {
+            bail!(
+                "retention_months (CAISSE_RETENTION_MONTHS) = {}: must be between {RETENTION_MONTHS_MIN} \
+                 and {RETENTION_MONTHS_MAX} months",
+                self.retention_months
+            );
+        }
+        Ok(())
     }
 
     fn apply_environment(&mut self) -> anyhow::Result<()> {
@@ -119,6 +176,23 @@ impl Config {
                 .parse()
                 .context("CAISSE_DATABASE_CONNECTIONS_MAX")?;
         }
+        if let Some(enabled) = var("CAISSE_SCHEDULER_ENABLED") {
+            self.scheduler.enabled = match enabled.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                other => bail!("CAISSE_SCHEDULER_ENABLED={other}: expected true or false"),
+            };
+        }
+        if let Some(interval) = var("CAISSE_SCHEDULER_INTERVAL_MS") {
+            self.scheduler.interval_ms = interval
+                .parse()
+                .with_context(|| format!("CAISSE_SCHEDULER_INTERVAL_MS={interval}: expected milliseconds"))?;
+        }
+        if let Some(months) = var("CAISSE_RETENTION_MONTHS") {
+            self.retention_months = months.parse().with_context(|| {
+                format!("CAISSE_RETENTION_MONTHS={months}: expected a number of months")
+            })?;
+        }
         Ok(())
     }
 }
@@ -152,6 +226,27 @@ mod tests {
             }]
         );
         assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn retention_months_defaults_to_fifteen_and_comes_from_the_file() {
+        assert_eq!(Config::default().retention_months, 15);
+        let config: Config = toml::from_str("retention_months = 24").unwrap();
+        assert_eq!(config.retention_months, 24);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn retention_months_outside_one_to_one_hundred_twenty_is_a_configuration_error() {
+        for months in [0, 121] {
+            let config = Config {
+                retention_months: months,
+                ..Config::default()
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("retention_months"), "{error}");
+            assert!(error.contains("between 1 and 120"), "{error}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Idempotency keys locked across processes on PostgreSQL: a transaction-scoped
+//! Keys (idempotency keys, scheduled work) locked across processes on PostgreSQL: a transaction-scoped
 //! advisory lock per key, held while the request runs and released by rolling
 //! the (empty) transaction back.
 
@@ -46,6 +46,24 @@ impl Drop for PostgresLease {
 
 #[async_trait]
 impl KeyLock for PostgresKeyLock {
+    async fn try_acquire(&self, scoped_key: &str) -> Result<Option<Box<dyn KeyLease>>, AppError> {
+        let mut transaction = self.pool.begin().await.map_err(AppError::internal)?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('caisse-idempotency:' || $1, 0))",
+        )
+        .bind(scoped_key)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(AppError::internal)?;
+        if !locked {
+            let _ = transaction.rollback().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PostgresLease {
+            transaction: Some(transaction),
+        })))
+    }
+
     async fn acquire(&self, scoped_key: &str) -> Result<Box<dyn KeyLease>, AppError> {
         let mut transaction = self.pool.begin().await.map_err(AppError::internal)?;
         sqlx::query(

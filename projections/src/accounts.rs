@@ -48,6 +48,7 @@ impl Projection for AccountsProjection {
                 shop_id,
                 name,
                 occurred_at,
+                ..
             } => {
                 tx.execute(
                     "INSERT INTO shops_view (shop_id, merchant_id, name, created_at) VALUES ($1, $2, $3, $4)",
@@ -55,6 +56,8 @@ impl Projection for AccountsProjection {
                 )
                 .await?;
             }
+            // Kept by the `schedule` projection, which plans the cut-offs.
+            MerchantEvent::RemittanceCutOffChanged { .. } => {}
             MerchantEvent::ApiKeyIssued {
                 key_id,
                 shop_id,

@@ -152,6 +152,7 @@ async fn finish(
             compare_tables(table, &stored, &replayed, &mut report.findings);
         }
     }
+    report.findings.extend(crate::journal::audit_findings(db).await?);
     Ok(report)
 }
 

@@ -7,10 +7,13 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod journal;
+pub mod journal_queries;
 pub mod money;
 pub mod payments;
 pub mod projector;
 pub mod queries;
 pub mod remittances;
+pub mod schedule;
 
 pub use projector::{Projection, ProjectionHandle, Projector, Projectors};

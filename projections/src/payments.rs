@@ -1,9 +1,18 @@
 //! The `payments` projection: one row per payment (payments_view) and one row per
 //! money movement (cash_movements) for the cash-management totals.
+//!
+//! Retention (CM-12): on `OnlineViewsTrimmed` the payments created before the date
+//! leave payments_view for archived_payments (a few columns each, kept for good),
+//! and the cash movements of business dates before it are deleted. An event that
+//! arrives later for an archived payment (a refund of an old capture) records its
+//! cash movement, which is recent, from the archived_payments row, and leaves
+//! payments_view without a row for it: the payment's state is read from the log
+//! (`payment(id)` answers `archived: true`), not resurrected as a partial row.
 
 use async_trait::async_trait;
 use caisse_application::AppError;
 use caisse_domain::payment::{CaptureMode, Payment, PaymentEvent};
+use caisse_domain::retention::{RetentionEvent, ViewRetention};
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, timestamp_text};
 use caisse_infrastructure::{SqlValue, Tx};
@@ -29,10 +38,13 @@ impl Projection for PaymentsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["payments_view", "cash_movements"]
+        &["payments_view", "cash_movements", "archived_payments"]
     }
 
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type == ViewRetention::TYPE {
+            return trim(tx, event).await;
+        }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }
@@ -138,6 +150,18 @@ impl Projection for PaymentsProjection {
                 )
                 .await?;
             }
+            PaymentEvent::PaymentExpired { amount, .. } => {
+                update(tx, payment_id, sequence, &at, "status = 'EXPIRED'", &[]).await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "EXPIRED",
+                    to_milli(amount),
+                )
+                .await?;
+            }
             PaymentEvent::PaymentCaptured {
                 remittance_id,
                 amount,
@@ -196,7 +220,52 @@ impl Projection for PaymentsProjection {
     }
 }
 
-/// Updates one payment row; `assignments` may use `$4` onwards.
+/// Moves the payments created before the event's date from payments_view to
+/// archived_payments and deletes the cash movements dated before it.
+async fn trim(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+    let retention_event: RetentionEvent =
+        serde_json::from_value(event.payload.clone()).map_err(|error| {
+            AppError::internal(format!(
+                "retention event {}: {error}",
+                event.position.global_position
+            ))
+        })?;
+    let RetentionEvent::OnlineViewsTrimmed { created_before, .. } = retention_event;
+    // payments_view.created_at is fixed-width RFC 3339 text, so the first instant
+    // of the date compares as text exactly as the instants do.
+    let first_instant_kept = timestamp_text(
+        created_before
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc(),
+    );
+    let first_instant_kept = SqlValue::from(first_instant_kept);
+    // ON CONFLICT: a payment is archived once; the clause only keeps a view able
+    // to accept whatever the log holds.
+    tx.execute(
+        "INSERT INTO archived_payments (payment_id, shop_id, mode, currency, channel, created_at)
+         SELECT payment_id, shop_id, mode, currency, channel, created_at
+           FROM payments_view WHERE created_at < $1
+         ON CONFLICT (payment_id) DO NOTHING",
+        std::slice::from_ref(&first_instant_kept),
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM payments_view WHERE created_at < $1",
+        &[first_instant_kept],
+    )
+    .await?;
+    // cash_movements.business_date is YYYY-MM-DD text.
+    tx.execute(
+        "DELETE FROM cash_movements WHERE business_date < $1",
+        &[date_text(created_before).into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Updates one payment row; `assignments` may use `$4` onwards. A payment the
+/// retention archived has no row, and gets none back.
 async fn update(
     tx: &mut Tx,
     payment_id: &str,
@@ -211,12 +280,22 @@ async fn update(
     let mut params: Vec<SqlValue> = vec![payment_id.into(), sequence.into(), at.into()];
     params.extend_from_slice(extra);
     let updated = tx.execute(&sql, &params).await?;
-    if updated != 1 {
+    if updated != 1 && !is_archived(tx, payment_id).await? {
         return Err(AppError::internal(format!(
             "payments view has no row for {payment_id}"
         )));
     }
     Ok(())
+}
+
+async fn is_archived(tx: &mut Tx, payment_id: &str) -> Result<bool, AppError> {
+    Ok(tx
+        .fetch_optional(
+            "SELECT payment_id FROM archived_payments WHERE payment_id = $1",
+            &[payment_id.into()],
+        )
+        .await?
+        .is_some())
 }
 
 async fn record_movement(
@@ -227,11 +306,16 @@ async fn record_movement(
     kind: &str,
     amount_milli: i64,
 ) -> Result<(), AppError> {
+    // The payment's row is in exactly one of the two tables: payments_view while
+    // online, archived_payments once the retention moved it.
     tx.execute(
         "INSERT INTO cash_movements (global_position, payment_id, shop_id, mode, business_date, currency, channel,
                                      kind, amount_milli)
          SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4
-           FROM payments_view WHERE payment_id = $5",
+           FROM payments_view WHERE payment_id = $5
+         UNION ALL
+         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4
+           FROM archived_payments WHERE payment_id = $5",
         &[
             event.position.global_position.into(),
             business_date.into(),

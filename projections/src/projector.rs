@@ -38,6 +38,8 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::payments::PaymentsProjection),
         Arc::new(crate::remittances::RemittancesProjection),
         Arc::new(crate::accounts::AccountsProjection),
+        Arc::new(crate::schedule::ScheduleProjection),
+        Arc::new(crate::journal::JournalProjection),
     ]
 }
 

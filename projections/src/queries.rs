@@ -266,7 +266,7 @@ pub struct CashSummaryRow {
     pub business_date: String,
     pub currency: String,
     pub channel: String,
-    /// kind (AUTHORISED, CAPTURED, REFUNDED, CANCELLED, REFUSED) → (count, milli)
+    /// kind (AUTHORISED, CAPTURED, REFUNDED, CANCELLED, EXPIRED, REFUSED) → (count, milli)
     pub totals: Vec<(String, i64, i64)>,
 }
 

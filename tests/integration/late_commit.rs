@@ -60,6 +60,7 @@ fn authorised_event(payment_id: &str, shop_id: &str) -> Value {
         buyer_email: None,
         buyer_ip: None,
         duplicated_from: None,
+        authorisation_validity_days: 7,
         occurred_at: test_start(),
     };
     let event = PaymentEvent::PaymentAuthorised {

@@ -1,18 +1,28 @@
 //! The GraphQL schema (async-graphql): queries, mutations, types and cursors.
 
 mod cursors;
+mod journal;
 mod mutation;
-mod query;
-mod types;
+mod schedule;
+pub(crate) mod query;
+pub(crate) mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::state::AppState;
 
-pub use mutation::MutationRoot;
-pub use query::QueryRoot;
+use mutation::CoreMutation;
+use query::CoreQuery;
+
+/// Every query, merged from one object per area so each area lives in its own file.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(CoreQuery, journal::JournalQuery, schedule::ScheduleQuery);
+
+/// Every mutation, merged from one object per area.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(CoreMutation, schedule::ScheduleMutation);
 
 pub type CaisseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
@@ -22,7 +32,11 @@ pub const QUERY_DEPTH_MAX: usize = 12;
 pub const QUERY_COMPLEXITY_MAX: usize = 2_000;
 
 pub fn build_schema(state: Arc<AppState>) -> CaisseSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
         .data(state)
         .limit_depth(QUERY_DEPTH_MAX)
         .limit_complexity(QUERY_COMPLEXITY_MAX)

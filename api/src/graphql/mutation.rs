@@ -15,7 +15,8 @@ use super::query::{parse_shop_id, request, state};
 use super::types::*;
 use crate::errors::{app_error, bad_input};
 
-pub struct MutationRoot;
+#[derive(Default)]
+pub struct CoreMutation;
 
 #[derive(InputObject)]
 pub struct CardInput {
@@ -87,7 +88,7 @@ fn non_negative_u32(field: &'static str, value: i32) -> Result<u32, AppError> {
 }
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Authorises a card payment (CM-2). A refusal is a payment with status
     /// REFUSED and its reason, not an error.
     async fn create_payment(

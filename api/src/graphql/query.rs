@@ -12,6 +12,7 @@ use caisse_infrastructure::SqlValue;
 use caisse_projections::money::to_milli;
 use caisse_projections::queries::{self, PaymentCursor, PaymentFilter, PAGE_SIZE_MAX};
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use cqrs_es::Aggregate;
 
 use super::cursors::{
     log_cursor, parse_log_cursor, parse_payment_cursor, parse_remittance_cursor, payment_cursor,
@@ -25,7 +26,8 @@ use crate::state::AppState;
 /// Largest page of the `events` query.
 pub const EVENTS_PAGE_SIZE_MAX: i32 = 500;
 
-pub struct QueryRoot;
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[derive(InputObject, Default)]
 pub struct PaymentFilterInput {
@@ -96,22 +98,25 @@ fn page_size(field: &str, first: i32, max: i32) -> async_graphql::Result<usize> 
 }
 
 impl PaymentFilterInput {
-    fn to_filter(&self) -> async_graphql::Result<PaymentFilter> {
+    /// The projection-side filter, validated. `prefix` goes before each field name
+    /// in errors: `filter.` for GraphQL, nothing for the export's query parameters.
+    pub(crate) fn to_filter(&self, prefix: &str) -> async_graphql::Result<PaymentFilter> {
+        let field = |name: &str| format!("{prefix}{name}");
         Ok(PaymentFilter {
             shop_id: self
                 .shop_id
                 .as_ref()
-                .map(|id| parse_shop_id("filter.shopId", id))
+                .map(|id| parse_shop_id(&field("shopId"), id))
                 .transpose()?,
             created_from: self
                 .created_from
                 .as_deref()
-                .map(|t| parse_bound("filter.createdFrom", t, false))
+                .map(|t| parse_bound(&field("createdFrom"), t, false))
                 .transpose()?,
             created_to: self
                 .created_to
                 .as_deref()
-                .map(|t| parse_bound("filter.createdTo", t, true))
+                .map(|t| parse_bound(&field("createdTo"), t, true))
                 .transpose()?,
             statuses: self
                 .statuses
@@ -123,17 +128,17 @@ impl PaymentFilterInput {
             amount_min_milli: self
                 .amount_min
                 .as_deref()
-                .map(|t| amount_bound("filter.amountMin", t))
+                .map(|t| amount_bound(&field("amountMin"), t))
                 .transpose()?,
             amount_max_milli: self
                 .amount_max
                 .as_deref()
-                .map(|t| amount_bound("filter.amountMax", t))
+                .map(|t| amount_bound(&field("amountMax"), t))
                 .transpose()?,
             currency: match &self.currency {
                 Some(code) => Some(
                     Currency::parse(code)
-                        .map_err(|e| bad_input("filter.currency", e.to_string()))?
+                        .map_err(|e| bad_input(&field("currency"), e.to_string()))?
                         .code()
                         .to_string(),
                 ),
@@ -147,7 +152,7 @@ impl PaymentFilterInput {
                     Some(digits.clone())
                 }
                 Some(_) => {
-                    return Err(bad_input("filter.lastFour", "expected exactly four digits"))
+                    return Err(bad_input(&field("lastFour"), "expected exactly four digits"))
                 }
                 None => None,
             },
@@ -161,7 +166,7 @@ impl PaymentFilterInput {
 }
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// One payment with its full history (CM-1, RP-1).
     async fn payment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
@@ -170,10 +175,25 @@ impl QueryRoot {
         let Some(id) = caisse_domain::PaymentId::parse(id.as_str()) else {
             return Err(bad_input("id", "not a payment id (pay_…)"));
         };
-        let row = queries::get_payment(state.db(), &caller.read_scope(), &id.to_string())
+        let id = id.to_string();
+        let row = queries::get_payment(state.db(), &caller.read_scope(), &id)
             .await
             .map_err(app_error)?;
-        row.map(PaymentNode::from_row)
+        if let Some(row) = row {
+            return Ok(PaymentNode::from_row(row));
+        }
+        // No longer online: a payment the retention archived answers from the log,
+        // which keeps everything (CM-12). Its owner is checked on its own events.
+        if !is_archived(state, &id).await.map_err(app_error)? {
+            return Err(not_found("payment"));
+        }
+        let events = state
+            .log
+            .aggregate_events(caisse_domain::payment::Payment::TYPE, &id)
+            .await
+            .map_err(app_error)?;
+        PaymentNode::archived_from_log(events, &caller.scope())
+            .map_err(app_error)?
             .ok_or_else(|| not_found("payment"))
     }
 
@@ -190,7 +210,7 @@ impl QueryRoot {
         // An absent or null `first` takes the default, whether or not the client
         // declared the variable.
         let first = page_size("first", first.unwrap_or(20), PAGE_SIZE_MAX as i32)?;
-        let filter = filter.unwrap_or_default().to_filter()?;
+        let filter = filter.unwrap_or_default().to_filter("filter.")?;
         let after = after
             .as_deref()
             .map(|cursor| {
@@ -382,6 +402,21 @@ impl QueryRoot {
     }
 }
 
+/// Whether the retention moved this payment out of payments_view (CM-12).
+pub(crate) async fn is_archived(
+    state: &AppState,
+    payment_id: &str,
+) -> Result<bool, caisse_application::AppError> {
+    Ok(state
+        .db()
+        .fetch_optional(
+            "SELECT payment_id FROM archived_payments WHERE payment_id = $1",
+            &[payment_id.into()],
+        )
+        .await?
+        .is_some())
+}
+
 async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_application::AppError> {
     let rows = state
         .db()
@@ -412,6 +447,8 @@ async fn owned_aggregates(
     let mut owned = HashSet::new();
     for (aggregate_type, table, column) in [
         ("Payment", "payments_view", "payment_id"),
+        // Payments the retention moved out of payments_view stay in the log (CM-12).
+        ("Payment", "archived_payments", "payment_id"),
         ("Remittance", "remittances_view", "remittance_id"),
     ] {
         let ids: Vec<&str> = page

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject};
 use caisse_domain::card::CardBrand as DomainBrand;
 use caisse_domain::payment::{
-    CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment, PaymentEvent,
+    AccessScope, CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment,
+    PaymentEvent,
 };
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, timestamp_text};
@@ -131,11 +132,17 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// A payment as the views know it (or as a mutation just left it).
+/// A payment as the views know it (or as a mutation just left it, or as the log
+/// tells it once the retention archived it).
 pub struct PaymentNode {
     pub row: PaymentRow,
     /// Payments created by duplicating this one (known when built from the aggregate).
     pub duplicates: Option<Vec<String>>,
+    /// Whether the retention moved it out of the online views (CM-12); None when
+    /// built from a mutation's aggregate state, which does not say: looked up then.
+    pub archived: Option<bool>,
+    /// Its events, when it was built from them (an archived payment).
+    pub history: Option<Vec<LoggedEvent>>,
 }
 
 impl PaymentNode {
@@ -143,7 +150,38 @@ impl PaymentNode {
         PaymentNode {
             row,
             duplicates: None,
+            archived: Some(false),
+            history: None,
         }
+    }
+
+    /// An archived payment, from its events in the log (CM-12): folded into the
+    /// `Payment` aggregate as a command would load it. None when the events do
+    /// not make a payment `scope` may see, so it stays indistinguishable from a
+    /// missing one.
+    pub fn archived_from_log(
+        events: Vec<LoggedEvent>,
+        scope: &AccessScope,
+    ) -> Result<Option<Self>, caisse_application::AppError> {
+        let mut payment = Payment::default();
+        for event in &events {
+            let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone())
+                .map_err(|error| {
+                    caisse_application::AppError::internal(format!(
+                        "payment event {}: {error}",
+                        event.position.global_position
+                    ))
+                })?;
+            payment.apply(payment_event);
+        }
+        if payment.visible_details(scope).is_err() {
+            return Ok(None);
+        }
+        let mut node = PaymentNode::from_aggregate(&payment);
+        node.row.last_sequence = events.last().map(|event| event.sequence).unwrap_or(0);
+        node.archived = Some(true);
+        node.history = Some(events);
+        Ok(Some(node))
     }
 
     /// The state an aggregate is in right after a command, in the view's shape.
@@ -202,6 +240,8 @@ impl PaymentNode {
         PaymentNode {
             row,
             duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()),
+            archived: None,
+            history: None,
         }
     }
 
@@ -317,8 +357,23 @@ impl PaymentNode {
     async fn updated_at(&self) -> &str {
         &self.row.updated_at
     }
+    /// True when the payment is older than the history kept online (CM-12): it is
+    /// no longer in `payments` or `cashSummary`, and `payment(id)` reads it from
+    /// the event log, which keeps everything.
+    async fn archived(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        if let Some(archived) = self.archived {
+            return Ok(archived);
+        }
+        let state = ctx.data::<Arc<AppState>>()?;
+        super::query::is_archived(state, &self.row.payment_id)
+            .await
+            .map_err(app_error)
+    }
     /// Every event of this payment, oldest first (RP-1).
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LogEvent>> {
+        if let Some(history) = &self.history {
+            return Ok(history.iter().cloned().map(LogEvent::new).collect());
+        }
         Ok(load_history(ctx, &self.row.payment_id)
             .await?
             .into_iter()
@@ -362,6 +417,7 @@ impl LogEvent {
             | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount),
             PaymentEvent::PaymentModified { amount, .. }
             | PaymentEvent::PaymentCancelled { amount, .. }
+            | PaymentEvent::PaymentExpired { amount, .. }
             | PaymentEvent::PaymentCaptured { amount, .. }
             | PaymentEvent::PaymentRefunded { amount, .. }
             | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
@@ -467,6 +523,8 @@ pub struct CashSummaryEntry {
     pub captured: CountAndAmount,
     pub refunded: CountAndAmount,
     pub cancelled: CountAndAmount,
+    /// Authorisations that lapsed before validation.
+    pub expired: CountAndAmount,
     pub refused: CountAndAmount,
 }
 
@@ -489,6 +547,7 @@ impl From<CashSummaryRow> for CashSummaryEntry {
             captured: pick("CAPTURED"),
             refunded: pick("REFUNDED"),
             cancelled: pick("CANCELLED"),
+            expired: pick("EXPIRED"),
             refused: pick("REFUSED"),
             date: row.business_date.clone(),
             currency: row.currency.clone(),

@@ -110,6 +110,19 @@ impl Payment {
         }
     }
 
+    /// When an authorisation still waiting for validation expires: its validity
+    /// counted from the authorisation.
+    pub fn authorisation_expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let details = self.details.as_ref()?;
+        if self.refusal.is_some() {
+            return None;
+        }
+        Some(
+            details.occurred_at
+                + chrono::Duration::days(i64::from(details.authorisation_validity_days)),
+        )
+    }
+
     /// Whether the remittance of `today` should capture this payment.
     pub fn is_due(&self, today: NaiveDate) -> bool {
         self.status == PaymentStatus::Authorised
@@ -235,6 +248,36 @@ impl Aggregate for Payment {
                 )
                 .await;
             }
+            PaymentCommand::Expire { occurred_at } => {
+                if self.details.is_none() {
+                    return Err(PaymentError::NotFound);
+                }
+                // Only an authorisation nobody validated lapses; a validated or
+                // automatic one is captured by its remittance.
+                if self.status != PaymentStatus::AuthorisedToValidate {
+                    self.ensure_before_remittance()?;
+                    return Err(PaymentError::NotAwaitingValidation {
+                        status: self.status.as_str().to_string(),
+                    });
+                }
+                let expires_at = self
+                    .authorisation_expires_at()
+                    .expect("an authorised payment has an expiry");
+                if occurred_at < expires_at {
+                    return Err(PaymentError::NotExpiredYet {
+                        expires_at: expires_at.to_rfc3339(),
+                    });
+                }
+                let amount = self.current_amount();
+                sink.write(
+                    PaymentEvent::PaymentExpired {
+                        amount,
+                        occurred_at,
+                    },
+                    self,
+                )
+                .await;
+            }
             PaymentCommand::Capture {
                 remittance_id,
                 today,
@@ -339,6 +382,9 @@ impl Aggregate for Payment {
             }
             PaymentEvent::PaymentCancelled { .. } => {
                 self.status = PaymentStatus::Cancelled;
+            }
+            PaymentEvent::PaymentExpired { .. } => {
+                self.status = PaymentStatus::Expired;
             }
             PaymentEvent::PaymentCaptured {
                 remittance_id,

@@ -58,6 +58,8 @@ pub enum PaymentCommand {
         scope: AccessScope,
         occurred_at: DateTime<Utc>,
     },
+    /// Issued by the scheduler when an unvalidated authorisation has lapsed.
+    Expire { occurred_at: DateTime<Utc> },
     /// Issued by the remittance for a payment it found due.
     Capture {
         remittance_id: RemittanceId,

@@ -35,6 +35,8 @@ pub enum PaymentError {
     NotDuplicable { status: String },
     #[error("payment is not due for capture")]
     NotDue,
+    #[error("the authorisation is valid until {expires_at}; it cannot expire before")]
+    NotExpiredYet { expires_at: String },
     #[error("{0}")]
     Money(#[from] MoneyError),
 }
@@ -59,6 +61,7 @@ impl PaymentError {
             PaymentError::NothingToModify => "NOTHING_TO_MODIFY",
             PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
             PaymentError::NotDue => "PAYMENT_NOT_DUE",
+            PaymentError::NotExpiredYet { .. } => "PAYMENT_NOT_EXPIRED_YET",
             PaymentError::Money(error) => error.code(),
         }
     }

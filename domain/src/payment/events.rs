@@ -64,7 +64,19 @@ pub struct PaymentDetails {
     pub buyer_ip: Option<String>,
     /// Set on a payment created by `duplicatePayment` (CM-3).
     pub duplicated_from: Option<PaymentId>,
+    /// Days the issuer holds the authorisation (per brand, from configuration). An
+    /// authorisation still waiting for validation after it expires (EXPIRED).
+    #[serde(default = "default_authorisation_validity_days")]
+    pub authorisation_validity_days: u32,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// The usual validity of a card authorisation, and the value for payments recorded
+/// before the validity was part of their details.
+pub const DEFAULT_AUTHORISATION_VALIDITY_DAYS: u32 = 7;
+
+fn default_authorisation_validity_days() -> u32 {
+    DEFAULT_AUTHORISATION_VALIDITY_DAYS
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +128,12 @@ pub enum PaymentEvent {
         amount: Money,
         occurred_at: DateTime<Utc>,
     },
+    /// The authorisation lapsed before the payment was validated: final, the hold
+    /// on the buyer's card is released.
+    PaymentExpired {
+        amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
     PaymentCaptured {
         remittance_id: RemittanceId,
         amount: Money,
@@ -142,6 +160,7 @@ impl PaymentEvent {
             PaymentEvent::PaymentValidated { occurred_at }
             | PaymentEvent::PaymentModified { occurred_at, .. }
             | PaymentEvent::PaymentCancelled { occurred_at, .. }
+            | PaymentEvent::PaymentExpired { occurred_at, .. }
             | PaymentEvent::PaymentCaptured { occurred_at, .. }
             | PaymentEvent::PaymentRefunded { occurred_at, .. }
             | PaymentEvent::PaymentDuplicated { occurred_at, .. } => *occurred_at,
@@ -157,6 +176,7 @@ impl DomainEvent for PaymentEvent {
             PaymentEvent::PaymentValidated { .. } => "PaymentValidated",
             PaymentEvent::PaymentModified { .. } => "PaymentModified",
             PaymentEvent::PaymentCancelled { .. } => "PaymentCancelled",
+            PaymentEvent::PaymentExpired { .. } => "PaymentExpired",
             PaymentEvent::PaymentCaptured { .. } => "PaymentCaptured",
             PaymentEvent::PaymentRefunded { .. } => "PaymentRefunded",
             PaymentEvent::PaymentDuplicated { .. } => "PaymentDuplicated",

@@ -10,6 +10,7 @@ pub use commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
 pub use errors::PaymentError;
 pub use events::{
     Authorisation, CaptureMode, Channel, PaymentDetails, PaymentEvent, Refusal, RefusalCategory,
+    DEFAULT_AUTHORISATION_VALIDITY_DAYS,
 };
 
 #[cfg(test)]

@@ -112,6 +112,7 @@ fn details_with(
         buyer_email: Some("buyer@example.com".to_string()),
         buyer_ip: Some("203.0.113.7".to_string()),
         duplicated_from: None,
+        authorisation_validity_days: DEFAULT_AUTHORISATION_VALIDITY_DAYS,
         occurred_at: at(2, 10),
     }
 }
@@ -378,6 +379,112 @@ fn validating_a_payment_awaiting_validation_emits_payment_validated() {
         .given(vec![authorised(CaptureMode::Manual)])
         .when(validate())
         .then_expect_events(vec![validated()]);
+}
+
+// Expire ---------------------------------------------------------------------------------
+
+/// Authorised at(2, 10) with 7 days of validity: lapses at(9, 10).
+fn expire_at(day: u32, hour: u32) -> PaymentCommand {
+    PaymentCommand::Expire {
+        occurred_at: at(day, hour),
+    }
+}
+
+fn expired() -> PaymentEvent {
+    PaymentEvent::PaymentExpired {
+        amount: eur("100.00"),
+        occurred_at: at(9, 10),
+    }
+}
+
+#[test]
+fn an_unvalidated_authorisation_expires_when_its_validity_ends() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(expire_at(9, 10))
+        .then_expect_events(vec![expired()]);
+    let state = state_after(vec![authorised(CaptureMode::Manual)], expire_at(9, 10));
+    assert_eq!(state.status, PaymentStatus::Expired);
+}
+
+#[test]
+fn an_authorisation_does_not_expire_before_its_validity_ends() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual)])
+        .when(expire_at(9, 9))
+        .then_expect_error(PaymentError::NotExpiredYet {
+            expires_at: at(9, 10).to_rfc3339(),
+        });
+}
+
+#[test]
+fn validated_or_automatic_payments_do_not_expire() {
+    for given in [
+        vec![authorised(CaptureMode::Manual), validated()],
+        vec![authorised(CaptureMode::Automatic)],
+    ] {
+        payment()
+            .given(given)
+            .when(expire_at(20, 0))
+            .then_expect_error(PaymentError::NotAwaitingValidation {
+                status: "AUTHORISED".to_string(),
+            });
+    }
+}
+
+#[test]
+fn final_payments_do_not_expire_again() {
+    payment()
+        .given(vec![authorised(CaptureMode::Manual), expired()])
+        .when(expire_at(20, 0))
+        .then_expect_error(PaymentError::Expired);
+    payment()
+        .given(vec![authorised(CaptureMode::Manual), cancelled()])
+        .when(expire_at(20, 0))
+        .then_expect_error(PaymentError::AlreadyCancelled);
+    payment()
+        .given(vec![refused()])
+        .when(expire_at(20, 0))
+        .then_expect_error(PaymentError::Refused);
+}
+
+#[test]
+fn an_expired_payment_cannot_be_validated_or_cancelled_but_can_be_duplicated() {
+    let given = vec![authorised(CaptureMode::Manual), expired()];
+    payment()
+        .given(given.clone())
+        .when(validate())
+        .then_expect_error(PaymentError::Expired);
+    payment()
+        .given(given.clone())
+        .when(PaymentCommand::Cancel {
+            scope: scope(),
+            occurred_at: at(10, 0),
+        })
+        .then_expect_error(PaymentError::Expired);
+    let state = state_after(given, PaymentCommand::RecordDuplicate {
+        scope: scope(),
+        new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xE1)),
+        amount: eur("100.00"),
+        occurred_at: at(10, 0),
+    });
+    assert_eq!(state.duplicates.len(), 1);
+}
+
+#[test]
+fn the_validity_comes_from_the_payment_details() {
+    let mut details = details(CaptureMode::Manual);
+    details.authorisation_validity_days = 30;
+    let given = vec![PaymentEvent::PaymentAuthorised {
+        details,
+        authorisation: authorisation(),
+    }];
+    payment()
+        .given(given)
+        .when(expire_at(20, 0))
+        .then_expect_error(PaymentError::NotExpiredYet {
+            expires_at: Utc.with_ymd_and_hms(2026, 4, 1, 10, 0, 0).unwrap().to_rfc3339(),
+        });
 }
 
 #[test]
@@ -1075,6 +1182,9 @@ enum Step {
         amount: RefundAmount,
     },
     RecordDuplicate,
+    Expire {
+        days_after_authorisation: i64,
+    },
 }
 
 /// How much a random refund asks for. Exact remainders (and one cent more) are drawn
@@ -1113,6 +1223,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Refund { amount: RefundAmount::Remaining }),
         1 => Just(Step::Refund { amount: RefundAmount::RemainingPlusOneCent }),
         1 => Just(Step::RecordDuplicate),
+        1 => (5i64..=9).prop_map(|days| Step::Expire { days_after_authorisation: days }),
     ]
 }
 
@@ -1186,6 +1297,12 @@ fn to_command(
             amount: eur_cents(original_cents),
             occurred_at,
         },
+        Step::Expire {
+            days_after_authorisation,
+        } => PaymentCommand::Expire {
+            occurred_at: live.details.as_ref().expect("the payment exists").occurred_at
+                + chrono::Duration::days(*days_after_authorisation),
+        },
     }
 }
 
@@ -1225,6 +1342,13 @@ fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
             None => false,
         },
         PaymentCommand::RecordDuplicate { .. } => !awaiting_remittance,
+        PaymentCommand::Expire { occurred_at } => {
+            let details = before.details.as_ref().expect("the payment exists");
+            before.status == PaymentStatus::AuthorisedToValidate
+                && *occurred_at
+                    >= details.occurred_at
+                        + chrono::Duration::days(i64::from(details.authorisation_validity_days))
+        }
         PaymentCommand::Authorise { .. } => false,
     }
 }
@@ -1276,8 +1400,12 @@ fn check_invariants(
     );
     prop_assert!(!matches!(
         live.status,
-        PaymentStatus::New | PaymentStatus::Refused | PaymentStatus::Expired
+        PaymentStatus::New | PaymentStatus::Refused
     ));
+    // Only an unvalidated, uncaptured authorisation expires.
+    if live.status == PaymentStatus::Expired {
+        prop_assert!(!live.validated && live.captured.is_none());
+    }
 
     let refunds_in_log: Decimal = log
         .iter()

@@ -1,0 +1,813 @@
+//! The `journal` projection: every money movement of the log as balanced
+//! double-entry journal entries, per shop, mode and currency (FEATURES X-1, X-5),
+//! and the audit checks of the stored journal. The accounting rules are the pure
+//! functions `payment_entries` and `remittance_entries`; docs/journal.md explains them.
+
+use async_trait::async_trait;
+use caisse_application::AppError;
+use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_domain::remittance::{Remittance, RemittanceEvent};
+use caisse_domain::{Currency, Money};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::{date_text, timestamp_text};
+use caisse_infrastructure::{Db, SqlValue, Tx};
+use cqrs_es::Aggregate;
+
+use crate::money::{milli_to_string, to_milli};
+use crate::projector::Projection;
+
+/// The journal's accounts. Their names are stored in the views and shown by the
+/// API, so they never change once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Account {
+    /// Debit balance: amounts authorised on buyers' cards, not yet captured or released.
+    AuthorisationHolds,
+    /// Credit balance: what buyers have committed to the shop (held or paid), net
+    /// of releases and refunds.
+    BuyerFunds,
+    /// Debit balance: captured amounts not yet sent to the acquirer in a remittance.
+    MerchantReceivable,
+    /// Debit balance: amounts sent to the acquirer, net of refunds, awaiting
+    /// settlement (settlement comes with reconciliation, a later issue).
+    RemittedToAcquirer,
+}
+
+impl Account {
+    pub const ALL: [Account; 4] = [
+        Account::AuthorisationHolds,
+        Account::BuyerFunds,
+        Account::MerchantReceivable,
+        Account::RemittedToAcquirer,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Account::AuthorisationHolds => "authorisation_holds",
+            Account::BuyerFunds => "buyer_funds",
+            Account::MerchantReceivable => "merchant_receivable",
+            Account::RemittedToAcquirer => "remitted_to_acquirer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Account> {
+        Account::ALL
+            .into_iter()
+            .find(|account| account.as_str() == text)
+    }
+}
+
+/// One debit or credit: exactly one of the two amounts is positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub account: Account,
+    pub debit_milli: i64,
+    pub credit_milli: i64,
+}
+
+/// One journal entry: lines in one currency whose debits equal their credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub currency: Currency,
+    pub payment_id: Option<String>,
+    pub remittance_id: Option<String>,
+    pub lines: Vec<Line>,
+}
+
+impl Entry {
+    /// Moves `amount_milli` from `credit` to `debit`. Every rule goes through here,
+    /// so every entry balances by construction. A zero movement makes no entry; a
+    /// negative one (only a forged event could carry it, and a view must accept
+    /// every event the log can hold) moves the other way.
+    fn transfer(
+        debit: Account,
+        credit: Account,
+        currency: Currency,
+        amount_milli: i64,
+    ) -> Option<Entry> {
+        if amount_milli < 0 {
+            return Entry::transfer(credit, debit, currency, -amount_milli);
+        }
+        (amount_milli > 0).then(|| Entry {
+            currency,
+            payment_id: None,
+            remittance_id: None,
+            lines: vec![
+                Line {
+                    account: debit,
+                    debit_milli: amount_milli,
+                    credit_milli: 0,
+                },
+                Line {
+                    account: credit,
+                    debit_milli: 0,
+                    credit_milli: amount_milli,
+                },
+            ],
+        })
+    }
+
+    fn for_payment(mut self, payment_id: &str) -> Entry {
+        self.payment_id = Some(payment_id.to_string());
+        self
+    }
+
+    fn for_remittance(mut self, remittance_id: String) -> Entry {
+        self.remittance_id = Some(remittance_id);
+        self
+    }
+
+    pub fn debit_milli(&self) -> i64 {
+        self.lines.iter().map(|line| line.debit_milli).sum()
+    }
+
+    pub fn credit_milli(&self) -> i64 {
+        self.lines.iter().map(|line| line.credit_milli).sum()
+    }
+
+    pub fn is_balanced(&self) -> bool {
+        self.debit_milli() == self.credit_milli()
+    }
+}
+
+fn move_money(debit: Account, credit: Account, money: &Money) -> Option<Entry> {
+    Entry::transfer(debit, credit, money.currency(), to_milli(money))
+}
+
+/// The entries one payment event makes (none for an event that moves no money).
+///
+/// The match is exhaustive on purpose: a new payment event does not compile until
+/// its accounting is decided here.
+pub fn payment_entries(payment_id: &str, event: &PaymentEvent) -> Vec<Entry> {
+    use Account::*;
+    let entry = match event {
+        PaymentEvent::PaymentAuthorised { details, .. } => {
+            move_money(AuthorisationHolds, BuyerFunds, &details.amount)
+        }
+        // A refusal holds nothing; a validation only makes a held amount due; a
+        // duplication's new payment has its own authorisation.
+        PaymentEvent::PaymentRefused { .. }
+        | PaymentEvent::PaymentValidated { .. }
+        | PaymentEvent::PaymentDuplicated { .. } => None,
+        // The domain only lowers an amount, which releases the difference; a
+        // raise (should a later version allow it) holds more, and a change of the
+        // capture date alone moves nothing.
+        PaymentEvent::PaymentModified {
+            previous_amount,
+            amount,
+            ..
+        } => Entry::transfer(
+            BuyerFunds,
+            AuthorisationHolds,
+            amount.currency(),
+            to_milli(previous_amount) - to_milli(amount),
+        ),
+        // A cancellation, and an unvalidated authorisation that lapsed, release
+        // the whole hold.
+        PaymentEvent::PaymentCancelled { amount, .. }
+        | PaymentEvent::PaymentExpired { amount, .. } => {
+            move_money(BuyerFunds, AuthorisationHolds, amount)
+        }
+        PaymentEvent::PaymentCaptured {
+            remittance_id,
+            amount,
+            ..
+        } => move_money(MerchantReceivable, AuthorisationHolds, amount)
+            .map(|entry| entry.for_remittance(remittance_id.to_string())),
+        // Captures only happen inside a remittance run, so a refunded amount has
+        // gone (or, after a crash, is about to go) to the acquirer, which nets the
+        // refund out of what it settles.
+        PaymentEvent::PaymentRefunded { amount, .. } => {
+            move_money(BuyerFunds, RemittedToAcquirer, amount)
+        }
+    };
+    entry
+        .map(|entry| entry.for_payment(payment_id))
+        .into_iter()
+        .collect()
+}
+
+/// The entries of a remittance: one per remitted payment, moving its captured
+/// amount from the receivable to the acquirer.
+pub fn remittance_entries(event: &RemittanceEvent) -> Vec<Entry> {
+    match event {
+        RemittanceEvent::RemittanceSubmitted {
+            remittance_id,
+            payments,
+            ..
+        } => payments
+            .iter()
+            .filter_map(|payment| {
+                let entry = move_money(
+                    Account::RemittedToAcquirer,
+                    Account::MerchantReceivable,
+                    &payment.amount,
+                )?;
+                Some(
+                    entry
+                        .for_payment(&payment.payment_id.to_string())
+                        .for_remittance(remittance_id.to_string()),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What every entry of one event shares.
+struct EventContext {
+    shop_id: String,
+    mode: String,
+    business_date: String,
+    occurred_at: String,
+}
+
+pub struct JournalProjection;
+
+#[async_trait]
+impl Projection for JournalProjection {
+    fn name(&self) -> &'static str {
+        "journal"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["journal_entries", "journal_lines"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        let position = event.position.global_position;
+        let (entries, context) = if event.aggregate_type == Payment::TYPE {
+            let payment_event: PaymentEvent = serde_json::from_value(event.payload.clone())
+                .map_err(|error| {
+                    AppError::internal(format!("payment event {position}: {error}"))
+                })?;
+            let entries = payment_entries(&event.aggregate_id, &payment_event);
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let (shop_id, mode) = match &payment_event {
+                PaymentEvent::PaymentAuthorised { details, .. } => (
+                    details.shop_id.to_string(),
+                    details.mode.as_str().to_string(),
+                ),
+                // Later events do not repeat the shop: its authorisation entry has it.
+                // (payments_view is not used: the retention trims it, the journal
+                // keeps everything.)
+                _ => payment_owner(tx, &event.aggregate_id).await?,
+            };
+            let occurred_at = payment_event.occurred_at();
+            let context = EventContext {
+                shop_id,
+                mode,
+                business_date: date_text(occurred_at.date_naive()),
+                occurred_at: timestamp_text(occurred_at),
+            };
+            (entries, context)
+        } else if event.aggregate_type == Remittance::TYPE {
+            let remittance_event: RemittanceEvent = serde_json::from_value(event.payload.clone())
+                .map_err(|error| {
+                AppError::internal(format!("remittance event {position}: {error}"))
+            })?;
+            let entries = remittance_entries(&remittance_event);
+            let context = match &remittance_event {
+                RemittanceEvent::RemittanceSubmitted {
+                    shop_id,
+                    mode,
+                    business_date,
+                    occurred_at,
+                    ..
+                } => EventContext {
+                    shop_id: shop_id.to_string(),
+                    mode: mode.as_str().to_string(),
+                    business_date: date_text(*business_date),
+                    occurred_at: timestamp_text(*occurred_at),
+                },
+            };
+            (entries, context)
+        } else {
+            return Ok(());
+        };
+        write_entries(tx, event, &context, &entries).await
+    }
+}
+
+/// Shop and mode of a payment, from the entry of its authorisation.
+async fn payment_owner(tx: &mut Tx, payment_id: &str) -> Result<(String, String), AppError> {
+    let row = tx
+        .fetch_optional(
+            "SELECT shop_id, mode FROM journal_entries
+              WHERE payment_id = $1 AND event_type = 'PaymentAuthorised'",
+            &[payment_id.into()],
+        )
+        .await?
+        .ok_or_else(|| {
+            AppError::internal(format!(
+                "journal has no authorisation entry for {payment_id}"
+            ))
+        })?;
+    Ok((row.text("shop_id"), row.text("mode")))
+}
+
+/// Rows per INSERT statement: well under both backends' parameter limits.
+const ROWS_PER_INSERT: usize = 50;
+
+async fn insert_rows(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<SqlValue>>,
+) -> Result<(), AppError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut params: Vec<SqlValue> = Vec::with_capacity(chunk.len() * columns.len());
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            assert_eq!(row.len(), columns.len(), "one value per column of {table}");
+            let placeholders: Vec<String> = row
+                .iter()
+                .map(|value| {
+                    params.push(value.clone());
+                    format!("${}", params.len())
+                })
+                .collect();
+            tuples.push(format!("({})", placeholders.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {}",
+            columns.join(", "),
+            tuples.join(", ")
+        );
+        tx.execute(&sql, &params).await?;
+    }
+    Ok(())
+}
+
+const ENTRY_COLUMNS: &[&str] = &[
+    "global_position",
+    "entry_index",
+    "entry_id",
+    "tx_id",
+    "shop_id",
+    "mode",
+    "currency",
+    "business_date",
+    "occurred_at",
+    "event_type",
+    "payment_id",
+    "remittance_id",
+];
+
+const LINE_COLUMNS: &[&str] = &[
+    "global_position",
+    "line_index",
+    "entry_index",
+    "entry_id",
+    "tx_id",
+    "shop_id",
+    "mode",
+    "currency",
+    "business_date",
+    "occurred_at",
+    "event_type",
+    "payment_id",
+    "remittance_id",
+    "account",
+    "debit_milli",
+    "credit_milli",
+];
+
+/// The id of an entry, as the API shows it: its event's position and its index.
+pub fn entry_id(global_position: i64, entry_index: i64) -> String {
+    format!("je_{global_position}_{entry_index}")
+}
+
+async fn write_entries(
+    tx: &mut Tx,
+    event: &LoggedEvent,
+    context: &EventContext,
+    entries: &[Entry],
+) -> Result<(), AppError> {
+    let position = event.position.global_position;
+    let tx_id = event.position.tx_id as i64;
+    let mut entry_rows = Vec::with_capacity(entries.len());
+    let mut line_rows = Vec::with_capacity(entries.len() * 2);
+    for (entry_index, entry) in entries.iter().enumerate() {
+        assert!(
+            entry.is_balanced(),
+            "journal entry {entry_index} of event {position} does not balance: {entry:?}"
+        );
+        let entry_index = entry_index as i64;
+        let id = entry_id(position, entry_index);
+        let shared: Vec<SqlValue> = vec![
+            tx_id.into(),
+            context.shop_id.as_str().into(),
+            context.mode.as_str().into(),
+            entry.currency.code().into(),
+            context.business_date.as_str().into(),
+            context.occurred_at.as_str().into(),
+            event.event_type.as_str().into(),
+            entry.payment_id.clone().into(),
+            entry.remittance_id.clone().into(),
+        ];
+        let mut entry_row: Vec<SqlValue> =
+            vec![position.into(), entry_index.into(), id.as_str().into()];
+        entry_row.extend(shared.iter().cloned());
+        entry_rows.push(entry_row);
+        for line in &entry.lines {
+            let line_index = line_rows.len() as i64;
+            let mut line_row: Vec<SqlValue> = vec![
+                position.into(),
+                line_index.into(),
+                entry_index.into(),
+                id.as_str().into(),
+            ];
+            line_row.extend(shared.iter().cloned());
+            line_row.extend([
+                line.account.as_str().into(),
+                line.debit_milli.into(),
+                line.credit_milli.into(),
+            ]);
+            line_rows.push(line_row);
+        }
+    }
+    insert_rows(tx, "journal_entries", ENTRY_COLUMNS, entry_rows).await?;
+    insert_rows(tx, "journal_lines", LINE_COLUMNS, line_rows).await?;
+    Ok(())
+}
+
+/// Findings reported per check at most, so a badly damaged journal still gives a
+/// readable report.
+const FINDINGS_PER_CHECK_MAX: usize = 100;
+
+/// Checks of the stored journal that hold whatever the replay says (`audit
+/// verify`): every entry balances, has lines, and its lines agree with it on shop,
+/// mode and currency; every line is either a debit or a credit; and the trial
+/// balance of every shop, mode and currency is zero. One finding per failure.
+pub async fn audit_findings(db: &Db) -> Result<Vec<String>, AppError> {
+    let limit = (FINDINGS_PER_CHECK_MAX + 1) as i64;
+    let mut findings = Vec::new();
+
+    let rows = db
+        .fetch_all(
+            "SELECT global_position, entry_index,
+                    CAST(SUM(debit_milli) AS BIGINT) AS debit_milli,
+                    CAST(SUM(credit_milli) AS BIGINT) AS credit_milli, MIN(currency) AS currency
+               FROM journal_lines
+              GROUP BY global_position, entry_index
+             HAVING SUM(debit_milli) <> SUM(credit_milli)
+              ORDER BY global_position, entry_index
+              LIMIT $1",
+            &[limit.into()],
+        )
+        .await?;
+    push_capped(&mut findings, &rows, "unbalanced journal entries", |row| {
+        let currency = row.text("currency");
+        format!(
+            "journal_lines: entry {} does not balance: debits {} {currency}, credits {} {currency}",
+            entry_id(row.int("global_position"), row.int("entry_index")),
+            milli_to_string(row.int("debit_milli"), &currency),
+            milli_to_string(row.int("credit_milli"), &currency),
+        )
+    });
+
+    let rows = db
+        .fetch_all(
+            "SELECT l.global_position, l.line_index, l.entry_index
+               FROM journal_lines l
+               LEFT JOIN journal_entries e
+                 ON e.global_position = l.global_position AND e.entry_index = l.entry_index
+              WHERE e.entry_id IS NULL OR e.entry_id <> l.entry_id OR e.shop_id <> l.shop_id
+                 OR e.mode <> l.mode OR e.currency <> l.currency
+              ORDER BY l.global_position, l.line_index
+              LIMIT $1",
+            &[limit.into()],
+        )
+        .await?;
+    push_capped(&mut findings, &rows, "orphan journal lines", |row| {
+        format!(
+            "journal_lines: line {} of position {} has no matching entry {} (missing, or another shop, mode or currency)",
+            row.int("line_index"),
+            row.int("global_position"),
+            entry_id(row.int("global_position"), row.int("entry_index")),
+        )
+    });
+
+    let rows = db
+        .fetch_all(
+            "SELECT e.global_position, e.entry_index
+               FROM journal_entries e
+              WHERE NOT EXISTS (SELECT 1 FROM journal_lines l
+                                 WHERE l.global_position = e.global_position
+                                   AND l.entry_index = e.entry_index)
+              ORDER BY e.global_position, e.entry_index
+              LIMIT $1",
+            &[limit.into()],
+        )
+        .await?;
+    push_capped(
+        &mut findings,
+        &rows,
+        "journal entries without lines",
+        |row| {
+            format!(
+                "journal_entries: entry {} has no lines",
+                entry_id(row.int("global_position"), row.int("entry_index")),
+            )
+        },
+    );
+
+    let rows = db
+        .fetch_all(
+            "SELECT global_position, line_index, debit_milli, credit_milli
+               FROM journal_lines
+              WHERE debit_milli < 0 OR credit_milli < 0
+                 OR (debit_milli = 0) = (credit_milli = 0)
+              ORDER BY global_position, line_index
+              LIMIT $1",
+            &[limit.into()],
+        )
+        .await?;
+    push_capped(&mut findings, &rows, "malformed journal lines", |row| {
+        format!(
+            "journal_lines: line {} of position {} is not one positive debit or credit (debit {} milli, credit {} milli)",
+            row.int("line_index"),
+            row.int("global_position"),
+            row.int("debit_milli"),
+            row.int("credit_milli"),
+        )
+    });
+
+    let rows = db
+        .fetch_all(
+            "SELECT shop_id, mode, currency,
+                    CAST(SUM(debit_milli) AS BIGINT) AS debit_milli,
+                    CAST(SUM(credit_milli) AS BIGINT) AS credit_milli
+               FROM journal_lines
+              GROUP BY shop_id, mode, currency
+             HAVING SUM(debit_milli) <> SUM(credit_milli)
+              ORDER BY shop_id, mode, currency
+              LIMIT $1",
+            &[limit.into()],
+        )
+        .await?;
+    push_capped(&mut findings, &rows, "unbalanced trial balances", |row| {
+        let currency = row.text("currency");
+        format!(
+            "journal_lines: trial balance of shop {} ({}, {currency}) is not zero: debits {}, credits {}",
+            row.text("shop_id"),
+            row.text("mode"),
+            milli_to_string(row.int("debit_milli"), &currency),
+            milli_to_string(row.int("credit_milli"), &currency),
+        )
+    });
+    Ok(findings)
+}
+
+fn push_capped(
+    findings: &mut Vec<String>,
+    rows: &[caisse_infrastructure::SqlRow],
+    what: &str,
+    describe: impl Fn(&caisse_infrastructure::SqlRow) -> String,
+) {
+    findings.extend(rows.iter().take(FINDINGS_PER_CHECK_MAX).map(describe));
+    if rows.len() > FINDINGS_PER_CHECK_MAX {
+        findings.push(format!(
+            "more than {FINDINGS_PER_CHECK_MAX} {what}; only the first are listed"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use caisse_domain::card::{CardBrand, CardExpiry, CardSnapshot};
+    use caisse_domain::ids::RefundId;
+    use caisse_domain::payment::{
+        Authorisation, CaptureMode, Channel, PaymentDetails, Refusal,
+        DEFAULT_AUTHORISATION_VALIDITY_DAYS,
+    };
+    use caisse_domain::remittance::RemittedPayment;
+    use caisse_domain::{Mode, PaymentId, RemittanceId, ShopId};
+    use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+    use uuid::Uuid;
+
+    use super::Account::*;
+    use super::*;
+
+    const PAYMENT: &str = "pay_0000000000000000000000000000a001";
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap()
+    }
+
+    fn money(amount: &str, currency: &str) -> Money {
+        Money::parse_positive(amount, currency).unwrap()
+    }
+
+    fn remittance_id() -> RemittanceId {
+        RemittanceId::from_uuid(Uuid::from_u128(0xB001))
+    }
+
+    fn details(amount: Money) -> PaymentDetails {
+        PaymentDetails {
+            payment_id: PaymentId::from_uuid(Uuid::from_u128(0xA001)),
+            shop_id: ShopId::from_uuid(Uuid::from_u128(0x5409)),
+            mode: Mode::Test,
+            order_reference: "order-42".to_string(),
+            amount,
+            channel: Channel::Ecommerce,
+            capture_mode: CaptureMode::Automatic,
+            capture_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            card: CardSnapshot {
+                token: "tok_test".to_string(),
+                bin: "497010".to_string(),
+                last_four: "0006".to_string(),
+                brand: CardBrand::Cb,
+                networks: vec![CardBrand::Cb, CardBrand::Visa],
+                expiry: CardExpiry {
+                    month: 12,
+                    year: 2030,
+                },
+                fingerprint: "fp_test".to_string(),
+                holder_name: None,
+                issuing_country: None,
+            },
+            buyer_email: None,
+            buyer_ip: None,
+            duplicated_from: None,
+            authorisation_validity_days: DEFAULT_AUTHORISATION_VALIDITY_DAYS,
+            occurred_at: at(),
+        }
+    }
+
+    /// `(account, debit, credit)` of each line, in milli.
+    fn lines(entry: &Entry) -> Vec<(Account, i64, i64)> {
+        entry
+            .lines
+            .iter()
+            .map(|line| (line.account, line.debit_milli, line.credit_milli))
+            .collect()
+    }
+
+    fn only_entry(entries: Vec<Entry>) -> Entry {
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let entry = entries.into_iter().next().unwrap();
+        assert!(entry.is_balanced());
+        entry
+    }
+
+    #[test]
+    fn an_authorisation_holds_the_amount_against_the_buyers_funds() {
+        let event = PaymentEvent::PaymentAuthorised {
+            details: details(money("100.00", "EUR")),
+            authorisation: Authorisation {
+                authorisation_code: "A1".to_string(),
+                acquirer_reference: "acq".to_string(),
+            },
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &event));
+        assert_eq!(entry.currency.code(), "EUR");
+        assert_eq!(entry.payment_id.as_deref(), Some(PAYMENT));
+        assert_eq!(entry.remittance_id, None);
+        assert_eq!(
+            lines(&entry),
+            vec![(AuthorisationHolds, 100_000, 0), (BuyerFunds, 0, 100_000)]
+        );
+    }
+
+    #[test]
+    fn refusals_validations_and_duplications_move_no_money() {
+        let refused = PaymentEvent::PaymentRefused {
+            details: details(money("100.00", "EUR")),
+            refusal: Refusal {
+                code: "51".to_string(),
+                message: "insufficient funds".to_string(),
+                category: caisse_domain::payment::RefusalCategory::IssuerDeclined,
+            },
+        };
+        let validated = PaymentEvent::PaymentValidated { occurred_at: at() };
+        let duplicated = PaymentEvent::PaymentDuplicated {
+            new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xA002)),
+            amount: money("5.00", "EUR"),
+            occurred_at: at(),
+        };
+        for event in [refused, validated, duplicated] {
+            assert_eq!(payment_entries(PAYMENT, &event), vec![], "{event:?}");
+        }
+    }
+
+    #[test]
+    fn lowering_the_amount_releases_the_difference_and_a_date_change_alone_makes_no_entry() {
+        let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        let modified = |previous: &str, amount: &str| PaymentEvent::PaymentModified {
+            previous_amount: money(previous, "JPY"),
+            amount: money(amount, "JPY"),
+            previous_capture_date: date,
+            capture_date: date,
+            occurred_at: at(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &modified("1000", "600")));
+        assert_eq!(entry.currency.code(), "JPY");
+        assert_eq!(
+            lines(&entry),
+            vec![(BuyerFunds, 400_000, 0), (AuthorisationHolds, 0, 400_000)]
+        );
+        assert_eq!(payment_entries(PAYMENT, &modified("600", "600")), vec![]);
+    }
+
+    #[test]
+    fn a_cancellation_and_an_expiry_release_the_whole_hold() {
+        let cancelled = PaymentEvent::PaymentCancelled {
+            amount: money("1.234", "KWD"),
+            occurred_at: at(),
+        };
+        let expired = PaymentEvent::PaymentExpired {
+            amount: money("1.234", "KWD"),
+            occurred_at: at(),
+        };
+        for event in [cancelled, expired] {
+            let entry = only_entry(payment_entries(PAYMENT, &event));
+            assert_eq!(entry.currency.code(), "KWD");
+            assert_eq!(
+                lines(&entry),
+                vec![(BuyerFunds, 1_234, 0), (AuthorisationHolds, 0, 1_234)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_capture_turns_the_hold_into_a_receivable_of_its_remittance() {
+        let event = PaymentEvent::PaymentCaptured {
+            remittance_id: remittance_id(),
+            amount: money("80.00", "EUR"),
+            occurred_at: at(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &event));
+        assert_eq!(entry.remittance_id, Some(remittance_id().to_string()));
+        assert_eq!(
+            lines(&entry),
+            vec![
+                (MerchantReceivable, 80_000, 0),
+                (AuthorisationHolds, 0, 80_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refund_gives_the_buyer_back_out_of_what_the_acquirer_holds() {
+        let event = PaymentEvent::PaymentRefunded {
+            refund_id: RefundId::from_uuid(Uuid::from_u128(0xC001)),
+            amount: money("30.00", "EUR"),
+            refunded_total: money("30.00", "EUR"),
+            occurred_at: at(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &event));
+        assert_eq!(
+            lines(&entry),
+            vec![(BuyerFunds, 30_000, 0), (RemittedToAcquirer, 0, 30_000)]
+        );
+    }
+
+    #[test]
+    fn a_remittance_makes_one_entry_per_remitted_payment() {
+        let first = PaymentId::from_uuid(Uuid::from_u128(0xA001));
+        let second = PaymentId::from_uuid(Uuid::from_u128(0xA002));
+        let event = RemittanceEvent::RemittanceSubmitted {
+            remittance_id: remittance_id(),
+            shop_id: ShopId::from_uuid(Uuid::from_u128(0x5409)),
+            mode: Mode::Test,
+            business_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            payments: vec![
+                RemittedPayment {
+                    payment_id: first,
+                    amount: money("80.00", "EUR"),
+                },
+                RemittedPayment {
+                    payment_id: second,
+                    amount: money("5.50", "EUR"),
+                },
+            ],
+            count: 2,
+            total: money("85.50", "EUR"),
+            occurred_at: at(),
+        };
+        let entries = remittance_entries(&event);
+        assert_eq!(entries.len(), 2);
+        for (entry, (payment, milli)) in entries.iter().zip([(first, 80_000), (second, 5_500)]) {
+            assert!(entry.is_balanced());
+            assert_eq!(entry.payment_id, Some(payment.to_string()));
+            assert_eq!(entry.remittance_id, Some(remittance_id().to_string()));
+            assert_eq!(
+                lines(entry),
+                vec![
+                    (RemittedToAcquirer, milli, 0),
+                    (MerchantReceivable, 0, milli)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn account_names_round_trip() {
+        for account in Account::ALL {
+            assert_eq!(Account::parse(account.as_str()), Some(account));
+        }
+        assert_eq!(Account::parse("cash"), None);
+    }
+}

@@ -1,0 +1,318 @@
+//! The `schedule` projection: the scheduler's list of work due later (expiries of
+//! unvalidated authorisations, each shop's daily remittance cut-off), derived from
+//! events so a restart loses nothing, and the read side the scheduler uses.
+
+use async_trait::async_trait;
+use caisse_application::cut_off::{cut_off_instant, following_cut_off, next_cut_off};
+use caisse_application::ports::{ScheduledItem, ScheduledKind, ScheduledWork};
+use caisse_application::AppError;
+use caisse_domain::cut_off::{CutOffEvent, DailyCutOff};
+use caisse_domain::merchant::{CutOffSchedule, Merchant, MerchantEvent};
+use caisse_domain::payment::{CaptureMode, Payment, PaymentEvent};
+use caisse_domain::{Mode, PaymentId, ShopId};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::{date_text, parse_date, parse_timestamp, timestamp_text};
+use caisse_infrastructure::{Db, SqlRow, SqlValue, Tx};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use cqrs_es::Aggregate;
+
+use crate::projector::Projection;
+
+pub const EXPIRE_AUTHORISATION: &str = "EXPIRE_AUTHORISATION";
+pub const REMITTANCE_CUT_OFF: &str = "REMITTANCE_CUT_OFF";
+
+pub struct ScheduleProjection;
+
+const UPSERT_ITEM: &str = "
+INSERT INTO schedule_items (item_id, kind, subject_id, shop_id, mode, due_at, business_date, global_position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (item_id) DO UPDATE SET due_at = excluded.due_at, business_date = excluded.business_date,
+    global_position = excluded.global_position";
+
+fn expiry_item_id(payment_id: &str) -> String {
+    format!("{EXPIRE_AUTHORISATION}:{payment_id}")
+}
+
+fn cut_off_item_id(shop_id: ShopId, mode: Mode) -> String {
+    format!("{REMITTANCE_CUT_OFF}:{shop_id}:{}", mode.as_str())
+}
+
+#[async_trait]
+impl Projection for ScheduleProjection {
+    fn name(&self) -> &'static str {
+        "schedule"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["schedule_items", "shop_cut_offs"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        let position = event.position.global_position;
+        if event.aggregate_type == Payment::TYPE {
+            let payment_event: PaymentEvent = parse(event)?;
+            let item_id = expiry_item_id(&event.aggregate_id);
+            match payment_event {
+                PaymentEvent::PaymentAuthorised { details, .. }
+                    if details.capture_mode == CaptureMode::Manual =>
+                {
+                    let expires_at = details.occurred_at
+                        + chrono::Duration::days(i64::from(details.authorisation_validity_days));
+                    let params: Vec<SqlValue> = vec![
+                        item_id.into(),
+                        EXPIRE_AUTHORISATION.into(),
+                        event.aggregate_id.clone().into(),
+                        details.shop_id.to_string().into(),
+                        details.mode.as_str().into(),
+                        timestamp_text(expires_at).into(),
+                        None::<String>.into(),
+                        position.into(),
+                    ];
+                    tx.execute(UPSERT_ITEM, &params).await?;
+                }
+                // Validated, cancelled, expired or captured: nothing left to expire.
+                PaymentEvent::PaymentValidated { .. }
+                | PaymentEvent::PaymentCancelled { .. }
+                | PaymentEvent::PaymentExpired { .. }
+                | PaymentEvent::PaymentCaptured { .. } => {
+                    tx.execute(
+                        "DELETE FROM schedule_items WHERE item_id = $1",
+                        &[item_id.into()],
+                    )
+                    .await?;
+                }
+                PaymentEvent::PaymentAuthorised { .. }
+                | PaymentEvent::PaymentRefused { .. }
+                | PaymentEvent::PaymentModified { .. }
+                | PaymentEvent::PaymentRefunded { .. }
+                | PaymentEvent::PaymentDuplicated { .. } => {}
+            }
+        } else if event.aggregate_type == Merchant::TYPE {
+            match parse::<MerchantEvent>(event)? {
+                MerchantEvent::ShopCreated {
+                    shop_id,
+                    remittance_cut_off,
+                    occurred_at,
+                    ..
+                } => {
+                    let (business_date, due_at) = next_cut_off(&remittance_cut_off, occurred_at);
+                    for mode in [Mode::Test, Mode::Live] {
+                        store_cut_off_setting(tx, shop_id, mode, &remittance_cut_off).await?;
+                        schedule_cut_off(tx, shop_id, mode, business_date, due_at, position)
+                            .await?;
+                    }
+                }
+                MerchantEvent::RemittanceCutOffChanged {
+                    shop_id,
+                    mode,
+                    remittance_cut_off,
+                    occurred_at,
+                    ..
+                } => {
+                    store_cut_off_setting(tx, shop_id, mode, &remittance_cut_off).await?;
+                    // A pending cut-off keeps its business day (a day is never
+                    // skipped), at the new time; otherwise the next one after the change.
+                    let pending = tx
+                        .fetch_optional(
+                            "SELECT business_date FROM schedule_items WHERE item_id = $1",
+                            &[cut_off_item_id(shop_id, mode).into()],
+                        )
+                        .await?
+                        .and_then(|row| row.opt_text("business_date"))
+                        .and_then(|text| parse_date(&text));
+                    let (next_date, _) = next_cut_off(&remittance_cut_off, occurred_at);
+                    let business_date = pending.map_or(next_date, |date| date.min(next_date));
+                    let due_at = cut_off_instant(&remittance_cut_off, business_date);
+                    schedule_cut_off(tx, shop_id, mode, business_date, due_at, position).await?;
+                }
+                MerchantEvent::MerchantCreated { .. }
+                | MerchantEvent::ApiKeyIssued { .. }
+                | MerchantEvent::UserCreated { .. } => {}
+            }
+        } else if event.aggregate_type == DailyCutOff::TYPE {
+            let CutOffEvent::DailyCutOffCompleted {
+                shop_id,
+                mode,
+                business_date,
+                ..
+            } = parse(event)?;
+            let setting = cut_off_setting(tx, shop_id, mode).await?;
+            let (next_date, due_at) = following_cut_off(&setting, business_date);
+            schedule_cut_off(tx, shop_id, mode, next_date, due_at, position).await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Result<E, AppError> {
+    serde_json::from_value(event.payload.clone()).map_err(|error| {
+        AppError::internal(format!(
+            "{} event {}: {error}",
+            event.aggregate_type, event.position.global_position
+        ))
+    })
+}
+
+async fn store_cut_off_setting(
+    tx: &mut Tx,
+    shop_id: ShopId,
+    mode: Mode,
+    setting: &CutOffSchedule,
+) -> Result<(), AppError> {
+    tx.execute(
+        "INSERT INTO shop_cut_offs (shop_id, mode, cut_off_time, time_zone) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (shop_id, mode) DO UPDATE SET cut_off_time = excluded.cut_off_time,
+             time_zone = excluded.time_zone",
+        &[
+            shop_id.to_string().into(),
+            mode.as_str().into(),
+            setting.time.format("%H:%M:%S").to_string().into(),
+            setting.time_zone.clone().into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cut_off_setting(
+    tx: &mut Tx,
+    shop_id: ShopId,
+    mode: Mode,
+) -> Result<CutOffSchedule, AppError> {
+    let row = tx
+        .fetch_optional(
+            "SELECT cut_off_time, time_zone FROM shop_cut_offs WHERE shop_id = $1 AND mode = $2",
+            &[shop_id.to_string().into(), mode.as_str().into()],
+        )
+        .await?;
+    Ok(row.map_or_else(CutOffSchedule::default, |row| setting_from_row(&row)))
+}
+
+fn setting_from_row(row: &SqlRow) -> CutOffSchedule {
+    CutOffSchedule {
+        time: NaiveTime::parse_from_str(&row.text("cut_off_time"), "%H:%M:%S")
+            .unwrap_or_else(|_| CutOffSchedule::default().time),
+        time_zone: row.text("time_zone"),
+    }
+}
+
+async fn schedule_cut_off(
+    tx: &mut Tx,
+    shop_id: ShopId,
+    mode: Mode,
+    business_date: NaiveDate,
+    due_at: DateTime<Utc>,
+    position: i64,
+) -> Result<(), AppError> {
+    let params: Vec<SqlValue> = vec![
+        cut_off_item_id(shop_id, mode).into(),
+        REMITTANCE_CUT_OFF.into(),
+        shop_id.to_string().into(),
+        shop_id.to_string().into(),
+        mode.as_str().into(),
+        timestamp_text(due_at).into(),
+        Some(date_text(business_date)).into(),
+        position.into(),
+    ];
+    tx.execute(UPSERT_ITEM, &params).await?;
+    Ok(())
+}
+
+/// The read side of the schedule, for the scheduler and `caisse schedule list`.
+pub struct ViewScheduledWork {
+    pub db: Db,
+}
+
+const SELECT_ITEMS: &str =
+    "SELECT item_id, kind, subject_id, shop_id, mode, due_at, business_date FROM schedule_items";
+
+impl ViewScheduledWork {
+    /// Every item, soonest first.
+    pub async fn all(&self) -> Result<Vec<ScheduledItem>, AppError> {
+        let rows = self
+            .db
+            .fetch_all(&format!("{SELECT_ITEMS} ORDER BY due_at, item_id"), &[])
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// A shop's items in one mode, soonest first.
+    pub async fn for_shop(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+        limit: usize,
+    ) -> Result<Vec<ScheduledItem>, AppError> {
+        let rows = self
+            .db
+            .fetch_all(
+                &format!(
+                    "{SELECT_ITEMS} WHERE shop_id = $1 AND mode = $2 ORDER BY due_at, item_id LIMIT $3"
+                ),
+                &[
+                    shop_id.to_string().into(),
+                    mode.as_str().into(),
+                    (limit as i64).into(),
+                ],
+            )
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// A shop's cut-off setting as the views know it.
+    pub async fn cut_off_setting(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+    ) -> Result<Option<CutOffSchedule>, AppError> {
+        let row = self
+            .db
+            .fetch_optional(
+                "SELECT cut_off_time, time_zone FROM shop_cut_offs WHERE shop_id = $1 AND mode = $2",
+                &[shop_id.to_string().into(), mode.as_str().into()],
+            )
+            .await?;
+        Ok(row.map(|row| setting_from_row(&row)))
+    }
+}
+
+#[async_trait]
+impl ScheduledWork for ViewScheduledWork {
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ScheduledItem>, AppError> {
+        // Timestamps are fixed-width UTC text, so text order is time order.
+        let rows = self
+            .db
+            .fetch_all(
+                &format!("{SELECT_ITEMS} WHERE due_at <= $1 ORDER BY due_at, item_id LIMIT $2"),
+                &[timestamp_text(now).into(), (limit as i64).into()],
+            )
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+}
+
+fn item_from_row(row: &SqlRow) -> Result<ScheduledItem, AppError> {
+    let bad = |what: &str| AppError::internal(format!("schedule item {}: bad {what}", row.text("item_id")));
+    let shop_id = ShopId::parse(&row.text("shop_id")).ok_or_else(|| bad("shop_id"))?;
+    let mode = Mode::parse(&row.text("mode")).ok_or_else(|| bad("mode"))?;
+    let due_at = parse_timestamp(&row.text("due_at")).ok_or_else(|| bad("due_at"))?;
+    let kind = match row.text("kind").as_str() {
+        EXPIRE_AUTHORISATION => ScheduledKind::ExpireAuthorisation {
+            payment_id: PaymentId::parse(&row.text("subject_id")).ok_or_else(|| bad("subject_id"))?,
+        },
+        REMITTANCE_CUT_OFF => ScheduledKind::RemittanceCutOff {
+            business_date: row
+                .opt_text("business_date")
+                .and_then(|text| parse_date(&text))
+                .ok_or_else(|| bad("business_date"))?,
+        },
+        _ => return Err(bad("kind")),
+    };
+    Ok(ScheduledItem {
+        item_id: row.text("item_id"),
+        kind,
+        shop_id,
+        mode,
+        due_at,
+    })
+}
