@@ -362,7 +362,8 @@ pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
     );
     for item in items {
         let subject = match &item.kind {
-            caisse_application::ports::ScheduledKind::ExpireAuthorisation { payment_id } => {
+            caisse_application::ports::ScheduledKind::ExpireAuthorisation { payment_id }
+            | caisse_application::ports::ScheduledKind::AuthoriseDeferred { payment_id } => {
                 format!("payment {payment_id}")
             }
             caisse_application::ports::ScheduledKind::RemittanceCutOff { business_date } => {

@@ -402,14 +402,12 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<ExportRequest, ParamEr
         if single.iter().any(|(seen, _)| seen == known) {
             return Err(ParamError::bad(name, "given more than once"));
         }
-        if !value.is_empty() {
-            single.push((known, value));
-        }
+        single.push((known, value));
     }
     let get = |name: &str| {
         single
             .iter()
-            .find(|(known, _)| *known == name)
+            .find(|(known, value)| *known == name && !value.is_empty())
             .map(|(_, value)| value.to_string())
     };
     let lang = match get("lang") {
@@ -1175,8 +1173,14 @@ mod tests {
             assert_eq!(error.field.as_deref(), Some(name), "{error:?}");
             assert!(error.message.starts_with(&format!("{name}: ")), "{error:?}");
         }
-        let twice = parse_params(&pairs(&[("currency", "EUR"), ("currency", "USD")]));
-        assert_eq!(twice.unwrap_err().field.as_deref(), Some("currency"));
+        for twice in [
+            [("currency", "EUR"), ("currency", "USD")],
+            [("currency", ""), ("currency", "USD")],
+        ] {
+            let error = parse_params(&pairs(&twice)).unwrap_err();
+            assert_eq!(error.field.as_deref(), Some("currency"), "{twice:?}");
+            assert!(error.message.contains("more than once"), "{error:?}");
+        }
     }
 
     #[test]

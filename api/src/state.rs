@@ -25,7 +25,7 @@ pub struct AppState {
     pub log: EventLogReader,
     pub projectors: Arc<Projectors>,
     pub clock: Arc<dyn Clock>,
-    pub payments: PaymentService<EventRepository>,
+    pub payments: Arc<PaymentService<EventRepository>>,
     pub remittances: Arc<RemittanceService<EventRepository>>,
     pub scheduler: Scheduler<EventRepository>,
     /// Background tasks besides the projectors (the scheduler loop), stopped by `stop_background`.
@@ -74,9 +74,11 @@ impl AppState {
             )),
             Db::Sqlite(_) => Arc::new(InProcessOnly),
         };
-        let payments = payments
-            .with_key_lock(key_lock.clone())
-            .with_authorisation_validity(config.authorisation_validity.clone());
+        let payments = Arc::new(
+            payments
+                .with_key_lock(key_lock.clone())
+                .with_authorisation_validity(config.authorisation_validity.clone()),
+        );
         let remittances = Arc::new(RemittanceService::new(
             repository.clone(),
             Arc::new(ViewDuePayments { db: db.clone() }),
@@ -87,6 +89,7 @@ impl AppState {
         let scheduler = Scheduler::new(
             repository.clone(),
             remittances.clone(),
+            payments.clone(),
             Arc::new(ViewScheduledWork { db: db.clone() }),
             key_lock,
             clock.clone(),

@@ -9,7 +9,7 @@ use caisse_domain::card::{
 use caisse_domain::ids::RefundId;
 use caisse_domain::payment::{
     AccessScope, AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand,
-    PaymentDetails,
+    PaymentDetails, PaymentError, Refusal, RefusalCategory,
 };
 use caisse_domain::{Money, PaymentId};
 use chrono::{Datelike, Days, NaiveDate};
@@ -20,7 +20,7 @@ use crate::command_runner::{CommandRunner, Executed};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    Acquirer, AuthorisationRequest, CardVault, Clock, EventLog, InProcessOnly, KeyLease, KeyLock,
+    Acquirer, AuthorisationPurpose, AuthorisationRequest, CardVault, Clock, EventLog, InProcessOnly, KeyLease, KeyLock,
     ProjectionWaiter,
 };
 
@@ -254,11 +254,22 @@ where
             holder_name,
             issuing_country: None,
         };
+        let authorisation_validity_days = self.authorisation_validity.days_for(brand);
+        // Beyond the validity the authorisation would lapse before the capture:
+        // check the card now, authorise the day before the capture date (TY-4).
+        let deferred_beyond_validity =
+            input.capture_delay_days.unwrap_or(0) > authorisation_validity_days;
+        let purpose = if deferred_beyond_validity {
+            AuthorisationPurpose::CardCheck
+        } else {
+            AuthorisationPurpose::Payment
+        };
         let outcome = self
             .acquirers
             .for_mode(mode)
             .authorise(AuthorisationRequest {
                 mode,
+                purpose,
                 pan: &pan,
                 expiry,
                 cvv: cvv.as_ref(),
@@ -280,10 +291,73 @@ where
             buyer_email,
             buyer_ip,
             duplicated_from: None,
-            authorisation_validity_days: self.authorisation_validity.days_for(brand),
+            authorisation_validity_days,
             occurred_at: self.clock.now(),
         };
+        if deferred_beyond_validity {
+            let payment_id = details.payment_id;
+            let command = PaymentCommand::AwaitAuthorisation {
+                details: Box::new(details),
+                card_check: outcome,
+            };
+            return self.run(context, payment_id, command, true).await;
+        }
         self.authorise(context, details, outcome).await
+    }
+
+    /// The authorisation of a payment deferred beyond the validity, asked by the
+    /// scheduler the day before its capture date. The card comes from the vault;
+    /// a refusal is final and recorded as such.
+    pub async fn authorise_deferred(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<PaymentResult, AppError> {
+        let payment = self.runner.load(&payment_id.to_string()).await?;
+        let details = payment.visible_details(&context.scope)?.clone();
+        if payment.status != caisse_domain::payment::PaymentStatus::WaitingAuthorisation {
+            return Err(PaymentError::NotWaitingAuthorisation {
+                status: payment.status.as_str().to_string(),
+            }
+            .into());
+        }
+        let today = self.clock.today();
+        let outcome = match CardExpiry::parse(
+            details.card.expiry.month,
+            details.card.expiry.year,
+            today.year(),
+            today.month(),
+        ) {
+            // Expired since the payment: refused like the issuer would (54).
+            Err(_) => AuthorisationOutcome::Declined(Refusal {
+                code: "54".to_string(),
+                message: "expired card".to_string(),
+                category: RefusalCategory::IssuerDeclined,
+            }),
+            Ok(expiry) => {
+                let pan = self.vault.reveal(&details.card.token).await?;
+                let outcome = self
+                    .acquirers
+                    .for_mode(details.mode)
+                    .authorise(AuthorisationRequest {
+                        mode: details.mode,
+                        purpose: AuthorisationPurpose::DeferredPayment,
+                        pan: &pan,
+                        expiry,
+                        cvv: None,
+                        amount: payment.amount.expect("an existing payment has an amount"),
+                        order_reference: &details.order_reference,
+                    })
+                    .await;
+                drop(pan);
+                outcome
+            }
+        };
+        let command = PaymentCommand::CompleteDeferredAuthorisation {
+            outcome,
+            occurred_at: self.clock.now(),
+        };
+        self.run(context, payment_id, command, false).await
     }
 
     async fn authorise(
@@ -418,6 +492,7 @@ where
             .for_mode(source_details.mode)
             .authorise(AuthorisationRequest {
                 mode: source_details.mode,
+                purpose: AuthorisationPurpose::Payment,
                 pan: &pan,
                 expiry,
                 cvv: None,

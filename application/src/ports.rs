@@ -28,12 +28,25 @@ impl Clock for SystemClock {
 
 pub struct AuthorisationRequest<'a> {
     pub mode: Mode,
+    pub purpose: AuthorisationPurpose,
     pub pan: &'a Pan,
     pub expiry: CardExpiry,
     /// Absent for merchant-initiated payments such as duplicates.
     pub cvv: Option<&'a Cvv>,
     pub amount: Money,
     pub order_reference: &'a str,
+}
+
+/// Why the acquirer is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorisationPurpose {
+    /// Hold the amount for a capture within the authorisation validity.
+    Payment,
+    /// Check the card only (no hold), for a capture beyond the validity (TY-4).
+    CardCheck,
+    /// The real authorisation of a payment deferred beyond the validity, asked
+    /// the day before its capture date, without the buyer (merchant-initiated).
+    DeferredPayment,
 }
 
 /// The acquiring bank's authorisation service.
@@ -206,6 +219,8 @@ pub enum ScheduledKind {
     ExpireAuthorisation { payment_id: caisse_domain::PaymentId },
     /// The shop's daily remittance cut-off of a business day.
     RemittanceCutOff { business_date: NaiveDate },
+    /// The real authorisation of a payment deferred beyond the validity (TY-4).
+    AuthoriseDeferred { payment_id: caisse_domain::PaymentId },
 }
 
 impl ScheduledKind {
@@ -213,6 +228,7 @@ impl ScheduledKind {
         match self {
             ScheduledKind::ExpireAuthorisation { .. } => "EXPIRE_AUTHORISATION",
             ScheduledKind::RemittanceCutOff { .. } => "REMITTANCE_CUT_OFF",
+            ScheduledKind::AuthoriseDeferred { .. } => "AUTHORISE_DEFERRED",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The scheduler: does the work that falls due later — expiring authorisations
-//! nobody validated and running each shop's daily remittance cut-off — exactly
+//! nobody validated, authorising payments deferred beyond the authorisation
+//! validity, and running each shop's daily remittance cut-off — exactly
 //! once, even with several `caisse serve` processes on one database.
 //!
 //! What is due comes from the `schedule` view, itself derived from events, so a
@@ -25,6 +26,7 @@ use crate::error::AppError;
 use crate::ports::{
     Clock, EventLog, KeyLock, ProjectionWaiter, ScheduledItem, ScheduledKind, ScheduledWork,
 };
+use crate::payments::PaymentService;
 use crate::remittances::RemittanceService;
 
 /// The actor recorded in the metadata of the events the scheduler causes.
@@ -57,6 +59,7 @@ where
     payments: CommandRunner<R, Payment>,
     cut_offs: CommandRunner<R, DailyCutOff>,
     remittances: Arc<RemittanceService<R>>,
+    payment_service: Arc<PaymentService<R>>,
     work: Arc<dyn ScheduledWork>,
     locks: Arc<dyn KeyLock>,
     clock: Arc<dyn Clock>,
@@ -74,6 +77,7 @@ where
     pub fn new(
         repository: R,
         remittances: Arc<RemittanceService<R>>,
+        payment_service: Arc<PaymentService<R>>,
         work: Arc<dyn ScheduledWork>,
         locks: Arc<dyn KeyLock>,
         clock: Arc<dyn Clock>,
@@ -84,6 +88,7 @@ where
             payments: CommandRunner::new(repository.clone()),
             cut_offs: CommandRunner::new(repository),
             remittances,
+            payment_service,
             work,
             locks,
             clock,
@@ -164,6 +169,23 @@ where
                         | PaymentError::Expired
                         | PaymentError::Refused,
                     )) => Ok(false),
+                    Err(error) => Err(error),
+                }
+            }
+            ScheduledKind::AuthoriseDeferred { payment_id } => {
+                match self
+                    .payment_service
+                    .authorise_deferred(&context, *payment_id)
+                    .await
+                {
+                    Ok(result) => {
+                        tracing::info!(%payment_id, status = result.payment.status.as_str(), "deferred authorisation asked");
+                        Ok(true)
+                    }
+                    // Authorised, refused or cancelled meanwhile.
+                    Err(AppError::Payment(PaymentError::NotWaitingAuthorisation { .. })) => {
+                        Ok(false)
+                    }
                     Err(error) => Err(error),
                 }
             }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use caisse_application::ports::{Acquirer, AuthorisationRequest};
+use caisse_application::ports::{Acquirer, AuthorisationPurpose, AuthorisationRequest};
 use caisse_domain::payment::{Authorisation, AuthorisationOutcome, Refusal, RefusalCategory};
 use rand::Rng;
 
@@ -19,6 +19,12 @@ pub enum SimulatedOutcome {
     },
     TechnicalError,
     Timeout,
+    /// Accepted at payment time (authorisation or card check), declined when a
+    /// deferred payment is authorised later: funds gone by then.
+    DeclineDeferred {
+        code: &'static str,
+        message: &'static str,
+    },
 }
 
 /// The test cards. Any other valid card is accepted in test mode.
@@ -54,6 +60,13 @@ pub const TEST_CARDS: &[(&str, SimulatedOutcome)] = &[
     ),
     ("4970100000000055", SimulatedOutcome::TechnicalError),
     ("4970100000000063", SimulatedOutcome::Timeout),
+    (
+        "4970100000000071",
+        SimulatedOutcome::DeclineDeferred {
+            code: "51",
+            message: "insufficient funds",
+        },
+    ),
 ];
 
 pub fn simulated_outcome(pan_digits: &str) -> SimulatedOutcome {
@@ -80,8 +93,17 @@ impl Default for SimulatorAcquirer {
 #[async_trait]
 impl Acquirer for SimulatorAcquirer {
     async fn authorise(&self, request: AuthorisationRequest<'_>) -> AuthorisationOutcome {
-        match simulated_outcome(request.pan.expose_digits()) {
-            SimulatedOutcome::Accept => {
+        let outcome = match simulated_outcome(request.pan.expose_digits()) {
+            SimulatedOutcome::DeclineDeferred { code, message }
+                if request.purpose == AuthorisationPurpose::DeferredPayment =>
+            {
+                SimulatedOutcome::Decline { code, message }
+            }
+            outcome => outcome,
+        };
+        match outcome {
+            // Deferred-decline cards are accepted for anything but the deferred authorisation.
+            SimulatedOutcome::Accept | SimulatedOutcome::DeclineDeferred { .. } => {
                 let mut rng = rand::thread_rng();
                 AuthorisationOutcome::Approved(Authorisation {
                     authorisation_code: format!("{:06}", rng.gen_range(0..1_000_000)),

@@ -27,3 +27,14 @@ CREATE TABLE shop_cut_offs
     time_zone    TEXT NOT NULL,
     PRIMARY KEY (shop_id, mode)
 );
+
+-- Payments waiting for their deferred authorisation (TY-4), with what the
+-- schedule needs once it is granted (a manual-capture one then lapses unless validated).
+CREATE TABLE schedule_waiting_payments
+(
+    payment_id    TEXT PRIMARY KEY,
+    shop_id       TEXT   NOT NULL,
+    mode          TEXT   NOT NULL,
+    capture_mode  TEXT   NOT NULL,
+    validity_days BIGINT NOT NULL
+);

@@ -22,8 +22,11 @@ use crate::projector::Projection;
 pub enum Account {
     /// Debit balance: amounts authorised on buyers' cards, not yet captured or released.
     AuthorisationHolds,
-    /// Credit balance: what buyers have committed to the shop (held or paid), net
-    /// of releases and refunds.
+    /// Debit balance: orders deferred beyond the authorisation validity (TY-4):
+    /// the card was checked, the authorisation is asked the day before capture.
+    DeferredAuthorisations,
+    /// Credit balance: what buyers have committed to the shop (held, awaiting
+    /// authorisation or paid), net of releases and refunds.
     BuyerFunds,
     /// Debit balance: captured amounts not yet sent to the acquirer in a remittance.
     MerchantReceivable,
@@ -33,8 +36,9 @@ pub enum Account {
 }
 
 impl Account {
-    pub const ALL: [Account; 4] = [
+    pub const ALL: [Account; 5] = [
         Account::AuthorisationHolds,
+        Account::DeferredAuthorisations,
         Account::BuyerFunds,
         Account::MerchantReceivable,
         Account::RemittedToAcquirer,
@@ -43,6 +47,7 @@ impl Account {
     pub fn as_str(&self) -> &'static str {
         match self {
             Account::AuthorisationHolds => "authorisation_holds",
+            Account::DeferredAuthorisations => "deferred_authorisations",
             Account::BuyerFunds => "buyer_funds",
             Account::MerchantReceivable => "merchant_receivable",
             Account::RemittedToAcquirer => "remitted_to_acquirer",
@@ -53,6 +58,32 @@ impl Account {
         Account::ALL
             .into_iter()
             .find(|account| account.as_str() == text)
+    }
+}
+
+/// A payment's balances in the journal before its next event (debits minus
+/// credits, per account). A modification, cancellation or expiry releases from
+/// wherever the payment's open amount sits (held, or awaiting a deferred
+/// authorisation), which its event does not say, so those rules read it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentBalances {
+    pub currency: Option<Currency>,
+    pub balances: std::collections::BTreeMap<Account, i64>,
+}
+
+impl PaymentBalances {
+    pub fn balance(&self, account: Account) -> i64 {
+        self.balances.get(&account).copied().unwrap_or(0)
+    }
+
+    /// The account holding the amount not yet captured: the deferred
+    /// authorisations while the authorisation waits, the holds otherwise.
+    fn open_account(&self) -> Account {
+        if self.balance(Account::DeferredAuthorisations) != 0 {
+            Account::DeferredAuthorisations
+        } else {
+            Account::AuthorisationHolds
+        }
     }
 }
 
@@ -133,39 +164,56 @@ fn move_money(debit: Account, credit: Account, money: &Money) -> Option<Entry> {
     Entry::transfer(debit, credit, money.currency(), to_milli(money))
 }
 
-/// The entries one payment event makes (none for an event that moves no money).
+/// The entries one payment event makes (none for an event that moves no money),
+/// given the payment's balances before it (empty for its first event).
 ///
 /// The match is exhaustive on purpose: a new payment event does not compile until
 /// its accounting is decided here.
-pub fn payment_entries(payment_id: &str, event: &PaymentEvent) -> Vec<Entry> {
+pub fn payment_entries(
+    payment_id: &str,
+    before: &PaymentBalances,
+    event: &PaymentEvent,
+) -> Vec<Entry> {
     use Account::*;
     let entry = match event {
         PaymentEvent::PaymentAuthorised { details, .. } => {
             move_money(AuthorisationHolds, BuyerFunds, &details.amount)
+        }
+        // Only the card was checked: the order is booked as awaiting its
+        // authorisation, which the grant turns into a hold.
+        PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
+            move_money(DeferredAuthorisations, BuyerFunds, &details.amount)
+        }
+        // The granted authorisation holds what awaited it; a refused one releases it.
+        PaymentEvent::DeferredAuthorisationGranted { amount, .. } => {
+            move_money(AuthorisationHolds, DeferredAuthorisations, amount)
+        }
+        PaymentEvent::DeferredAuthorisationRefused { amount, .. } => {
+            move_money(BuyerFunds, DeferredAuthorisations, amount)
         }
         // A refusal holds nothing; a validation only makes a held amount due; a
         // duplication's new payment has its own authorisation.
         PaymentEvent::PaymentRefused { .. }
         | PaymentEvent::PaymentValidated { .. }
         | PaymentEvent::PaymentDuplicated { .. } => None,
-        // The domain only lowers an amount, which releases the difference; a
-        // raise (should a later version allow it) holds more, and a change of the
-        // capture date alone moves nothing.
+        // The domain only lowers an amount, which releases the difference from
+        // wherever it is open; a raise (should a later version allow it) holds
+        // more, and a change of the capture date alone moves nothing.
         PaymentEvent::PaymentModified {
             previous_amount,
             amount,
             ..
         } => Entry::transfer(
             BuyerFunds,
-            AuthorisationHolds,
+            before.open_account(),
             amount.currency(),
             to_milli(previous_amount) - to_milli(amount),
         ),
         // A cancellation, and an unvalidated authorisation that lapsed, release
-        // the whole hold.
+        // what is still open.
         PaymentEvent::PaymentCancelled { amount, .. }
         | PaymentEvent::PaymentExpired { amount, .. } => {
-            move_money(BuyerFunds, AuthorisationHolds, amount)
+            move_money(BuyerFunds, before.open_account(), amount)
         }
         PaymentEvent::PaymentCaptured {
             remittance_id,
@@ -239,20 +287,48 @@ impl Projection for JournalProjection {
                 .map_err(|error| {
                     AppError::internal(format!("payment event {position}: {error}"))
                 })?;
-            let entries = payment_entries(&event.aggregate_id, &payment_event);
+            // A payment's first event names its shop; later ones do not, so the
+            // shop, mode and balances come from the payment's earlier entries
+            // (not from payments_view, which the retention trims while the
+            // journal keeps everything). Exhaustive too: a new event must say
+            // which kind it is.
+            let first_event_owner = match &payment_event {
+                PaymentEvent::PaymentAuthorised { details, .. }
+                | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+                | PaymentEvent::PaymentRefused { details, .. } => Some((
+                    details.shop_id.to_string(),
+                    details.mode.as_str().to_string(),
+                )),
+                PaymentEvent::DeferredAuthorisationGranted { .. }
+                | PaymentEvent::DeferredAuthorisationRefused { .. }
+                | PaymentEvent::PaymentValidated { .. }
+                | PaymentEvent::PaymentModified { .. }
+                | PaymentEvent::PaymentCancelled { .. }
+                | PaymentEvent::PaymentExpired { .. }
+                | PaymentEvent::PaymentCaptured { .. }
+                | PaymentEvent::PaymentRefunded { .. }
+                | PaymentEvent::PaymentDuplicated { .. } => None,
+            };
+            let history = match first_event_owner {
+                Some(_) => None,
+                None => payment_history(tx, &event.aggregate_id).await?,
+            };
+            let before = history
+                .as_ref()
+                .map(|history| history.balances.clone())
+                .unwrap_or_default();
+            let entries = payment_entries(&event.aggregate_id, &before, &payment_event);
             if entries.is_empty() {
                 return Ok(());
             }
-            let (shop_id, mode) = match &payment_event {
-                PaymentEvent::PaymentAuthorised { details, .. } => (
-                    details.shop_id.to_string(),
-                    details.mode.as_str().to_string(),
-                ),
-                // Later events do not repeat the shop: its authorisation entry has it.
-                // (payments_view is not used: the retention trims it, the journal
-                // keeps everything.)
-                _ => payment_owner(tx, &event.aggregate_id).await?,
-            };
+            let (shop_id, mode) = first_event_owner
+                .or(history.map(|history| (history.shop_id, history.mode)))
+                .ok_or_else(|| {
+                    AppError::internal(format!(
+                        "journal has no entry for payment {} before its event at {position}",
+                        event.aggregate_id
+                    ))
+                })?;
             let occurred_at = payment_event.occurred_at();
             let context = EventContext {
                 shop_id,
@@ -289,21 +365,50 @@ impl Projection for JournalProjection {
     }
 }
 
-/// Shop and mode of a payment, from the entry of its authorisation.
-async fn payment_owner(tx: &mut Tx, payment_id: &str) -> Result<(String, String), AppError> {
-    let row = tx
-        .fetch_optional(
-            "SELECT shop_id, mode FROM journal_entries
-              WHERE payment_id = $1 AND event_type = 'PaymentAuthorised'",
+/// What the journal knows of a payment from its earlier lines.
+struct PaymentHistory {
+    shop_id: String,
+    mode: String,
+    balances: PaymentBalances,
+}
+
+/// The payment's shop, mode and balances, from its lines; `None` when it has none
+/// (a refused payment, or one not seen yet).
+async fn payment_history(
+    tx: &mut Tx,
+    payment_id: &str,
+) -> Result<Option<PaymentHistory>, AppError> {
+    let rows = tx
+        .fetch_all(
+            // Through the entries' payment index, then each entry's lines by the
+            // lines' primary key (global_position first).
+            "SELECT l.shop_id, l.mode, l.currency, l.account,
+                    CAST(SUM(l.debit_milli) - SUM(l.credit_milli) AS BIGINT) AS balance_milli
+               FROM journal_entries e
+               JOIN journal_lines l
+                 ON l.global_position = e.global_position AND l.entry_index = e.entry_index
+              WHERE e.payment_id = $1
+              GROUP BY l.shop_id, l.mode, l.currency, l.account",
             &[payment_id.into()],
         )
-        .await?
-        .ok_or_else(|| {
-            AppError::internal(format!(
-                "journal has no authorisation entry for {payment_id}"
-            ))
-        })?;
-    Ok((row.text("shop_id"), row.text("mode")))
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut balances = PaymentBalances {
+        currency: Currency::parse(&first.text("currency")).ok(),
+        ..PaymentBalances::default()
+    };
+    for row in &rows {
+        if let Some(account) = Account::parse(&row.text("account")) {
+            *balances.balances.entry(account).or_default() += row.int("balance_milli");
+        }
+    }
+    Ok(Some(PaymentHistory {
+        shop_id: first.text("shop_id"),
+        mode: first.text("mode"),
+        balances,
+    }))
 }
 
 /// Rows per INSERT statement: well under both backends' parameter limits.
@@ -600,6 +705,21 @@ mod tests {
         Money::parse_positive(amount, currency).unwrap()
     }
 
+    /// A payment's balances before its first event.
+    fn none() -> PaymentBalances {
+        PaymentBalances::default()
+    }
+
+    /// A payment waiting for its deferred authorisation of `milli`.
+    fn awaiting(milli: i64) -> PaymentBalances {
+        PaymentBalances {
+            currency: Some(Currency::EUR),
+            balances: [(DeferredAuthorisations, milli), (BuyerFunds, -milli)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
     fn remittance_id() -> RemittanceId {
         RemittanceId::from_uuid(Uuid::from_u128(0xB001))
     }
@@ -661,7 +781,7 @@ mod tests {
                 acquirer_reference: "acq".to_string(),
             },
         };
-        let entry = only_entry(payment_entries(PAYMENT, &event));
+        let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
         assert_eq!(entry.currency.code(), "EUR");
         assert_eq!(entry.payment_id.as_deref(), Some(PAYMENT));
         assert_eq!(entry.remittance_id, None);
@@ -688,7 +808,11 @@ mod tests {
             occurred_at: at(),
         };
         for event in [refused, validated, duplicated] {
-            assert_eq!(payment_entries(PAYMENT, &event), vec![], "{event:?}");
+            assert_eq!(
+                payment_entries(PAYMENT, &none(), &event),
+                vec![],
+                "{event:?}"
+            );
         }
     }
 
@@ -702,13 +826,16 @@ mod tests {
             capture_date: date,
             occurred_at: at(),
         };
-        let entry = only_entry(payment_entries(PAYMENT, &modified("1000", "600")));
+        let entry = only_entry(payment_entries(PAYMENT, &none(), &modified("1000", "600")));
         assert_eq!(entry.currency.code(), "JPY");
         assert_eq!(
             lines(&entry),
             vec![(BuyerFunds, 400_000, 0), (AuthorisationHolds, 0, 400_000)]
         );
-        assert_eq!(payment_entries(PAYMENT, &modified("600", "600")), vec![]);
+        assert_eq!(
+            payment_entries(PAYMENT, &none(), &modified("600", "600")),
+            vec![]
+        );
     }
 
     #[test]
@@ -722,7 +849,7 @@ mod tests {
             occurred_at: at(),
         };
         for event in [cancelled, expired] {
-            let entry = only_entry(payment_entries(PAYMENT, &event));
+            let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
             assert_eq!(entry.currency.code(), "KWD");
             assert_eq!(
                 lines(&entry),
@@ -738,7 +865,7 @@ mod tests {
             amount: money("80.00", "EUR"),
             occurred_at: at(),
         };
-        let entry = only_entry(payment_entries(PAYMENT, &event));
+        let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
         assert_eq!(entry.remittance_id, Some(remittance_id().to_string()));
         assert_eq!(
             lines(&entry),
@@ -757,7 +884,7 @@ mod tests {
             refunded_total: money("30.00", "EUR"),
             occurred_at: at(),
         };
-        let entry = only_entry(payment_entries(PAYMENT, &event));
+        let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
         assert_eq!(
             lines(&entry),
             vec![(BuyerFunds, 30_000, 0), (RemittedToAcquirer, 0, 30_000)]
@@ -799,6 +926,79 @@ mod tests {
                     (RemittedToAcquirer, milli, 0),
                     (MerchantReceivable, 0, milli)
                 ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_deferred_payment_awaits_its_authorisation_then_the_grant_holds_what_awaited() {
+        let authorisation = Authorisation {
+            authorisation_code: "A1".to_string(),
+            acquirer_reference: "acq".to_string(),
+        };
+        let event = PaymentEvent::PaymentAwaitingAuthorisation {
+            details: details(money("100.00", "EUR")),
+            card_check: authorisation.clone(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
+        assert_eq!(
+            lines(&entry),
+            vec![
+                (DeferredAuthorisations, 100_000, 0),
+                (BuyerFunds, 0, 100_000)
+            ]
+        );
+        // Lowered to 60.00 while waiting: the release comes out of the deferred account.
+        let date = NaiveDate::from_ymd_opt(2026, 3, 20).unwrap();
+        let modified = PaymentEvent::PaymentModified {
+            previous_amount: money("100.00", "EUR"),
+            amount: money("60.00", "EUR"),
+            previous_capture_date: date,
+            capture_date: date,
+            occurred_at: at(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &awaiting(100_000), &modified));
+        assert_eq!(
+            lines(&entry),
+            vec![(BuyerFunds, 40_000, 0), (DeferredAuthorisations, 0, 40_000)]
+        );
+        let granted = PaymentEvent::DeferredAuthorisationGranted {
+            amount: money("60.00", "EUR"),
+            authorisation,
+            occurred_at: at(),
+        };
+        let entry = only_entry(payment_entries(PAYMENT, &awaiting(60_000), &granted));
+        assert_eq!(entry.currency, Currency::EUR);
+        assert_eq!(
+            lines(&entry),
+            vec![
+                (AuthorisationHolds, 60_000, 0),
+                (DeferredAuthorisations, 0, 60_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_or_cancelled_deferred_authorisation_releases_what_awaited() {
+        let refused = PaymentEvent::DeferredAuthorisationRefused {
+            amount: money("60.00", "EUR"),
+            refusal: Refusal {
+                code: "51".to_string(),
+                message: "insufficient funds".to_string(),
+                category: caisse_domain::payment::RefusalCategory::IssuerDeclined,
+            },
+            occurred_at: at(),
+        };
+        let cancelled = PaymentEvent::PaymentCancelled {
+            amount: money("60.00", "EUR"),
+            occurred_at: at(),
+        };
+        for event in [refused, cancelled] {
+            let entry = only_entry(payment_entries(PAYMENT, &awaiting(60_000), &event));
+            assert_eq!(
+                lines(&entry),
+                vec![(BuyerFunds, 60_000, 0), (DeferredAuthorisations, 0, 60_000)],
+                "{event:?}"
             );
         }
     }

@@ -61,8 +61,13 @@ impl Projection for PaymentsProjection {
         let sequence = event.sequence;
         match &payment_event {
             PaymentEvent::PaymentAuthorised { details, .. }
-            | PaymentEvent::PaymentRefused { details, .. } => {
+            | PaymentEvent::PaymentRefused { details, .. }
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
                 let (status, authorisation_code, refusal) = match &payment_event {
+                    // Card checked only: nothing is authorised yet (TY-4).
+                    PaymentEvent::PaymentAwaitingAuthorisation { .. } => {
+                        ("WAITING_AUTHORISATION", None, None)
+                    }
                     PaymentEvent::PaymentAuthorised { authorisation, .. } => {
                         let status = match details.capture_mode {
                             CaptureMode::Automatic => "AUTHORISED",
@@ -113,12 +118,61 @@ impl Projection for PaymentsProjection {
                     sequence.into(),
                 ];
                 tx.execute(INSERT_PAYMENT, &params).await?;
-                let kind = if refusal.is_some() {
-                    "REFUSED"
-                } else {
-                    "AUTHORISED"
+                let kind = match (status, &refusal) {
+                    (_, Some(_)) => Some("REFUSED"),
+                    ("WAITING_AUTHORISATION", None) => None,
+                    (_, None) => Some("AUTHORISED"),
                 };
-                record_movement(tx, event, payment_id, &business_date, kind, amount).await?;
+                if let Some(kind) = kind {
+                    record_movement(tx, event, payment_id, &business_date, kind, amount).await?;
+                }
+            }
+            PaymentEvent::DeferredAuthorisationGranted {
+                amount,
+                authorisation,
+                ..
+            } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "status = CASE WHEN capture_mode = 'MANUAL' THEN 'AUTHORISED_TO_VALIDATE' \
+                     ELSE 'AUTHORISED' END, authorisation_code = $4",
+                    &[authorisation.authorisation_code.clone().into()],
+                )
+                .await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "AUTHORISED",
+                    to_milli(amount),
+                )
+                .await?;
+            }
+            PaymentEvent::DeferredAuthorisationRefused {
+                amount, refusal, ..
+            } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "status = 'REFUSED', refusal_code = $4, refusal_message = $5",
+                    &[refusal.code.clone().into(), refusal.message.clone().into()],
+                )
+                .await?;
+                record_movement(
+                    tx,
+                    event,
+                    payment_id,
+                    &business_date,
+                    "REFUSED",
+                    to_milli(amount),
+                )
+                .await?;
             }
             PaymentEvent::PaymentValidated { .. } => {
                 update(tx, payment_id, sequence, &at, "status = 'AUTHORISED'", &[]).await?;

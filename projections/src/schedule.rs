@@ -20,6 +20,7 @@ use crate::projector::Projection;
 
 pub const EXPIRE_AUTHORISATION: &str = "EXPIRE_AUTHORISATION";
 pub const REMITTANCE_CUT_OFF: &str = "REMITTANCE_CUT_OFF";
+pub const AUTHORISE_DEFERRED: &str = "AUTHORISE_DEFERRED";
 
 pub struct ScheduleProjection;
 
@@ -33,6 +34,44 @@ fn expiry_item_id(payment_id: &str) -> String {
     format!("{EXPIRE_AUTHORISATION}:{payment_id}")
 }
 
+fn authorise_item_id(payment_id: &str) -> String {
+    format!("{AUTHORISE_DEFERRED}:{payment_id}")
+}
+
+/// A payment deferred beyond the validity is authorised the day before its
+/// capture date, at the start of that day (UTC).
+fn deferred_authorisation_due_at(capture_date: NaiveDate) -> DateTime<Utc> {
+    (capture_date - chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+}
+
+fn capture_mode_text(mode: CaptureMode) -> &'static str {
+    match mode {
+        CaptureMode::Automatic => "AUTOMATIC",
+        CaptureMode::Manual => "MANUAL",
+    }
+}
+
+async fn delete_item(tx: &mut Tx, item_id: String) -> Result<(), AppError> {
+    tx.execute(
+        "DELETE FROM schedule_items WHERE item_id = $1",
+        &[item_id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn forget_waiting(tx: &mut Tx, payment_id: &str) -> Result<(), AppError> {
+    tx.execute(
+        "DELETE FROM schedule_waiting_payments WHERE payment_id = $1",
+        &[payment_id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 fn cut_off_item_id(shop_id: ShopId, mode: Mode) -> String {
     format!("{REMITTANCE_CUT_OFF}:{shop_id}:{}", mode.as_str())
 }
@@ -44,7 +83,7 @@ impl Projection for ScheduleProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["schedule_items", "shop_cut_offs"]
+        &["schedule_items", "shop_cut_offs", "schedule_waiting_payments"]
     }
 
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
@@ -70,20 +109,86 @@ impl Projection for ScheduleProjection {
                     ];
                     tx.execute(UPSERT_ITEM, &params).await?;
                 }
-                // Validated, cancelled, expired or captured: nothing left to expire.
+                PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
+                    tx.execute(
+                        "INSERT INTO schedule_waiting_payments (payment_id, shop_id, mode, capture_mode, validity_days)
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[
+                            event.aggregate_id.clone().into(),
+                            details.shop_id.to_string().into(),
+                            details.mode.as_str().into(),
+                            capture_mode_text(details.capture_mode).into(),
+                            i64::from(details.authorisation_validity_days).into(),
+                        ],
+                    )
+                    .await?;
+                    let params: Vec<SqlValue> = vec![
+                        authorise_item_id(&event.aggregate_id).into(),
+                        AUTHORISE_DEFERRED.into(),
+                        event.aggregate_id.clone().into(),
+                        details.shop_id.to_string().into(),
+                        details.mode.as_str().into(),
+                        timestamp_text(deferred_authorisation_due_at(details.capture_date)).into(),
+                        None::<String>.into(),
+                        position.into(),
+                    ];
+                    tx.execute(UPSERT_ITEM, &params).await?;
+                }
+                // A new capture date moves a pending deferred authorisation with it.
+                PaymentEvent::PaymentModified { capture_date, .. } => {
+                    tx.execute(
+                        "UPDATE schedule_items SET due_at = $2, global_position = $3 WHERE item_id = $1",
+                        &[
+                            authorise_item_id(&event.aggregate_id).into(),
+                            timestamp_text(deferred_authorisation_due_at(capture_date)).into(),
+                            position.into(),
+                        ],
+                    )
+                    .await?;
+                }
+                PaymentEvent::DeferredAuthorisationGranted { occurred_at, .. } => {
+                    delete_item(tx, authorise_item_id(&event.aggregate_id)).await?;
+                    let waiting = tx
+                        .fetch_optional(
+                            "SELECT shop_id, mode, capture_mode, validity_days FROM schedule_waiting_payments
+                             WHERE payment_id = $1",
+                            &[event.aggregate_id.clone().into()],
+                        )
+                        .await?;
+                    forget_waiting(tx, &event.aggregate_id).await?;
+                    // Manual capture: from now on it waits for validation, and lapses.
+                    if let Some(row) = waiting.filter(|row| row.text("capture_mode") == "MANUAL") {
+                        let expires_at =
+                            occurred_at + chrono::Duration::days(row.int("validity_days"));
+                        let params: Vec<SqlValue> = vec![
+                            item_id.into(),
+                            EXPIRE_AUTHORISATION.into(),
+                            event.aggregate_id.clone().into(),
+                            row.text("shop_id").into(),
+                            row.text("mode").into(),
+                            timestamp_text(expires_at).into(),
+                            None::<String>.into(),
+                            position.into(),
+                        ];
+                        tx.execute(UPSERT_ITEM, &params).await?;
+                    }
+                }
+                PaymentEvent::DeferredAuthorisationRefused { .. } => {
+                    delete_item(tx, authorise_item_id(&event.aggregate_id)).await?;
+                    forget_waiting(tx, &event.aggregate_id).await?;
+                }
+                // Validated, cancelled, expired or captured: nothing left to expire
+                // or to authorise.
                 PaymentEvent::PaymentValidated { .. }
                 | PaymentEvent::PaymentCancelled { .. }
                 | PaymentEvent::PaymentExpired { .. }
                 | PaymentEvent::PaymentCaptured { .. } => {
-                    tx.execute(
-                        "DELETE FROM schedule_items WHERE item_id = $1",
-                        &[item_id.into()],
-                    )
-                    .await?;
+                    delete_item(tx, item_id).await?;
+                    delete_item(tx, authorise_item_id(&event.aggregate_id)).await?;
+                    forget_waiting(tx, &event.aggregate_id).await?;
                 }
                 PaymentEvent::PaymentAuthorised { .. }
                 | PaymentEvent::PaymentRefused { .. }
-                | PaymentEvent::PaymentModified { .. }
                 | PaymentEvent::PaymentRefunded { .. }
                 | PaymentEvent::PaymentDuplicated { .. } => {}
             }
@@ -298,6 +403,9 @@ fn item_from_row(row: &SqlRow) -> Result<ScheduledItem, AppError> {
     let due_at = parse_timestamp(&row.text("due_at")).ok_or_else(|| bad("due_at"))?;
     let kind = match row.text("kind").as_str() {
         EXPIRE_AUTHORISATION => ScheduledKind::ExpireAuthorisation {
+            payment_id: PaymentId::parse(&row.text("subject_id")).ok_or_else(|| bad("subject_id"))?,
+        },
+        AUTHORISE_DEFERRED => ScheduledKind::AuthoriseDeferred {
             payment_id: PaymentId::parse(&row.text("subject_id")).ok_or_else(|| bad("subject_id"))?,
         },
         REMITTANCE_CUT_OFF => ScheduledKind::RemittanceCutOff {

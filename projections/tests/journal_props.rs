@@ -17,7 +17,9 @@ use caisse_domain::remittance::{
     Remittance, RemittanceCommand, RemittanceError, RemittanceEvent, RemittedPayment,
 };
 use caisse_domain::{Currency, Mode, Money, PaymentId, RemittanceId, ShopId};
-use caisse_projections::journal::{payment_entries, remittance_entries, Account, Entry};
+use caisse_projections::journal::{
+    payment_entries, remittance_entries, Account, Entry, PaymentBalances,
+};
 use caisse_projections::money::to_milli;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -36,10 +38,14 @@ struct PaymentSpec {
     minor_units: i64,
     capture_mode: CaptureMode,
     approved: bool,
+    /// Deferred beyond the authorisation validity (TY-4): a card check first.
+    deferred: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Step {
+    /// The deferred authorisation, asked the day before capture: granted or refused.
+    CompleteDeferred(usize, bool),
     Validate(usize),
     /// New amount as basis points of the current one.
     Modify(usize, i64),
@@ -60,13 +66,15 @@ fn payment_spec() -> impl Strategy<Value = PaymentSpec> {
         1i64..=10_000_000,
         prop_oneof![Just(CaptureMode::Automatic), Just(CaptureMode::Manual)],
         prop::bool::weighted(0.9),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(currency, minor_units, capture_mode, approved)| PaymentSpec {
+            |(currency, minor_units, capture_mode, approved, deferred)| PaymentSpec {
                 currency,
                 minor_units,
                 capture_mode,
                 approved,
+                deferred,
             },
         )
 }
@@ -74,6 +82,8 @@ fn payment_spec() -> impl Strategy<Value = PaymentSpec> {
 fn step() -> impl Strategy<Value = Step> {
     let payment = 0usize..4;
     prop_oneof![
+        3 => (payment.clone(), prop::bool::weighted(0.8))
+            .prop_map(|(p, granted)| Step::CompleteDeferred(p, granted)),
         3 => payment.clone().prop_map(Step::Validate),
         3 => (payment.clone(), 1i64..=10_000).prop_map(|(p, bp)| Step::Modify(p, bp)),
         1 => payment.clone().prop_map(Step::Cancel),
@@ -147,6 +157,21 @@ fn details(index: usize, spec: &PaymentSpec) -> PaymentDetails {
     }
 }
 
+fn authorisation() -> Authorisation {
+    Authorisation {
+        authorisation_code: "A1".to_string(),
+        acquirer_reference: "acq".to_string(),
+    }
+}
+
+fn refusal() -> Refusal {
+    Refusal {
+        code: "51".to_string(),
+        message: "insufficient funds".to_string(),
+        category: RefusalCategory::IssuerDeclined,
+    }
+}
+
 fn payment_id(index: usize) -> PaymentId {
     PaymentId::from_uuid(Uuid::from_u128(0xA000 + index as u128))
 }
@@ -165,6 +190,8 @@ struct World {
     balances: BTreeMap<(String, Account), i64>,
     /// Debits minus credits, per currency (the trial balance).
     trial: BTreeMap<Currency, i64>,
+    /// Currency of each payment's lines.
+    currencies: BTreeMap<String, Currency>,
     entries: usize,
     next_id: u128,
 }
@@ -196,8 +223,9 @@ impl World {
         }
         let id = payment_id(index).to_string();
         for event in &events {
-            let entries = payment_entries(&id, event);
-            self.post(&entries, event_currency(event))?;
+            let before = self.balances_of(&id);
+            let entries = payment_entries(&id, &before, event);
+            self.post(&entries, event_currency(event).or(before.currency))?;
         }
         Ok(events)
     }
@@ -220,6 +248,7 @@ impl World {
                 .payment_id
                 .clone()
                 .expect("every entry names its payment");
+            self.currencies.insert(payment.clone(), entry.currency);
             for line in &entry.lines {
                 let change = line.debit_milli - line.credit_milli;
                 *self
@@ -277,6 +306,18 @@ impl World {
         Ok(())
     }
 
+    /// The payment's balances as the projection reads them from its lines.
+    fn balances_of(&self, payment: &str) -> PaymentBalances {
+        let mut before = PaymentBalances::default();
+        for ((id, account), balance) in &self.balances {
+            if id == payment {
+                before.balances.insert(*account, *balance);
+                before.currency = self.currencies.get(id).copied();
+            }
+        }
+        before
+    }
+
     fn balance(&self, payment: &str, account: Account) -> i64 {
         self.balances
             .get(&(payment.to_string(), account))
@@ -293,6 +334,10 @@ impl World {
                 PaymentStatus::Authorised | PaymentStatus::AuthorisedToValidate => {
                     milli(payment.amount)
                 }
+                _ => 0,
+            };
+            let awaiting = match payment.status {
+                PaymentStatus::WaitingAuthorisation => milli(payment.amount),
                 _ => 0,
             };
             let captured = milli(payment.captured);
@@ -323,9 +368,15 @@ impl World {
                 remitted - refunded
             );
             prop_assert_eq!(
+                self.balance(&id, Account::DeferredAuthorisations),
+                awaiting,
+                "deferred authorisations of {:?}",
+                payment.status
+            );
+            prop_assert_eq!(
                 self.balance(&id, Account::BuyerFunds),
-                -(held + captured - refunded),
-                "buyer funds = what is held or paid"
+                -(held + awaiting + captured - refunded),
+                "buyer funds = what is held, awaiting or paid"
             );
         }
         Ok(())
@@ -336,8 +387,11 @@ impl World {
 fn event_currency(event: &PaymentEvent) -> Option<Currency> {
     match event {
         PaymentEvent::PaymentAuthorised { details, .. }
+        | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
         | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount.currency()),
-        PaymentEvent::PaymentValidated { .. } => None,
+        PaymentEvent::PaymentValidated { .. }
+        | PaymentEvent::DeferredAuthorisationGranted { .. }
+        | PaymentEvent::DeferredAuthorisationRefused { .. } => None,
         PaymentEvent::PaymentModified { amount, .. }
         | PaymentEvent::PaymentCancelled { amount, .. }
         | PaymentEvent::PaymentExpired { amount, .. }
@@ -358,25 +412,24 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
         remitted: BTreeSet::new(),
         balances: BTreeMap::new(),
         trial: BTreeMap::new(),
+        currencies: BTreeMap::new(),
         entries: 0,
         next_id: 0,
     };
     for (index, spec) in specs.iter().enumerate() {
         let outcome = if spec.approved {
-            AuthorisationOutcome::Approved(Authorisation {
-                authorisation_code: "A1".to_string(),
-                acquirer_reference: "acq".to_string(),
-            })
+            AuthorisationOutcome::Approved(authorisation())
         } else {
-            AuthorisationOutcome::Declined(Refusal {
-                code: "51".to_string(),
-                message: "insufficient funds".to_string(),
-                category: RefusalCategory::IssuerDeclined,
-            })
+            AuthorisationOutcome::Declined(refusal())
         };
-        let command = PaymentCommand::Authorise {
-            details: Box::new(details(index, spec)),
-            outcome,
+        let details = Box::new(details(index, spec));
+        let command = if spec.deferred {
+            PaymentCommand::AwaitAuthorisation {
+                details,
+                card_check: outcome,
+            }
+        } else {
+            PaymentCommand::Authorise { details, outcome }
         };
         prop_assert_eq!(world.handle_payment(index, command)?.len(), 1);
     }
@@ -385,7 +438,8 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
     for (number, step) in steps.iter().enumerate() {
         let occurred_at = start() + Duration::minutes(number as i64 + 1);
         let index = match step {
-            Step::Validate(p)
+            Step::CompleteDeferred(p, _)
+            | Step::Validate(p)
             | Step::Modify(p, _)
             | Step::Cancel(p)
             | Step::Expire(p)
@@ -411,6 +465,14 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
                 .expect("refunded <= captured")
         };
         let command = match step {
+            Step::CompleteDeferred(_, granted) => PaymentCommand::CompleteDeferredAuthorisation {
+                outcome: if *granted {
+                    AuthorisationOutcome::Approved(authorisation())
+                } else {
+                    AuthorisationOutcome::Declined(refusal())
+                },
+                occurred_at,
+            },
             Step::Validate(_) => PaymentCommand::Validate {
                 scope: scope(),
                 occurred_at,
@@ -519,34 +581,56 @@ fn a_full_lifecycle_reaches_every_accounting_rule() {
             minor_units: 10_000,
             capture_mode: CaptureMode::Automatic,
             approved: true,
+            deferred: false,
         },
         PaymentSpec {
             currency: 0,
             minor_units: 2_000,
             capture_mode: CaptureMode::Automatic,
             approved: true,
+            deferred: false,
         },
         PaymentSpec {
             currency: 1,
             minor_units: 700,
             capture_mode: CaptureMode::Manual,
             approved: true,
+            deferred: false,
         },
         PaymentSpec {
             currency: 2,
             minor_units: 1_234,
             capture_mode: CaptureMode::Automatic,
             approved: false,
+            deferred: false,
+        },
+        PaymentSpec {
+            currency: 0,
+            minor_units: 4_000,
+            capture_mode: CaptureMode::Automatic,
+            approved: true,
+            deferred: true,
+        },
+        PaymentSpec {
+            currency: 0,
+            minor_units: 900,
+            capture_mode: CaptureMode::Automatic,
+            approved: true,
+            deferred: true,
         },
     ];
     let steps = vec![
         Step::Modify(0, 8_000),
+        Step::Modify(4, 7_500),
+        Step::CompleteDeferred(4, true),
         Step::Capture(0),
+        Step::Capture(4),
         Step::Remit,
         Step::Refund(0, 3_750),
         Step::Cancel(1),
         Step::Expire(2),
         Step::Duplicate(3),
+        Step::CompleteDeferred(5, false),
         Step::RefundRemaining(0),
     ];
     let world = run(&specs, &steps).expect("the lifecycle keeps the journal right");
@@ -558,11 +642,26 @@ fn a_full_lifecycle_reaches_every_accounting_rule() {
             PaymentStatus::Cancelled,
             PaymentStatus::Expired,
             PaymentStatus::Refused,
+            PaymentStatus::Captured,
+            PaymentStatus::Refused,
         ]
     );
-    // Three authorisations (not the refusal), the modification, the capture, its
-    // remittance, two refunds, the cancellation and the expiry.
-    assert_eq!(world.entries, 10);
+    // Three authorisations and two deferred orders (not the refusal), two
+    // modifications, the grant, two captures and their two remittance entries,
+    // two refunds, the cancellation, the expiry and the deferred refusal.
+    assert_eq!(world.entries, 17);
+    // EUR 40.00 deferred, lowered to 30.00 while waiting, granted, captured, remitted.
+    let deferred = payment_id(4).to_string();
+    assert_eq!(world.balance(&deferred, Account::DeferredAuthorisations), 0);
+    assert_eq!(world.balance(&deferred, Account::AuthorisationHolds), 0);
+    assert_eq!(
+        world.balance(&deferred, Account::RemittedToAcquirer),
+        30_000
+    );
+    assert_eq!(world.balance(&deferred, Account::BuyerFunds), -30_000);
+    let refused = payment_id(5).to_string();
+    assert_eq!(world.balance(&refused, Account::DeferredAuthorisations), 0);
+    assert_eq!(world.balance(&refused, Account::BuyerFunds), 0);
     let eur = Currency::EUR;
     let first = payment_id(0).to_string();
     // EUR 100.00 lowered to 80.00, captured, remitted, refunded 30.00 then 50.00.
@@ -581,6 +680,7 @@ fn balances_part_way_through_a_lifecycle() {
         minor_units: 10_000,
         capture_mode: CaptureMode::Automatic,
         approved: true,
+        deferred: false,
     }];
     let steps = vec![
         Step::Modify(0, 8_000),

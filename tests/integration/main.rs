@@ -14,4 +14,5 @@ mod queries;
 mod recovery;
 mod retention;
 mod smoke;
+mod typologies;
 mod validation;

@@ -23,7 +23,8 @@ pub struct JournalQuery;
 #[derive(SimpleObject)]
 #[graphql(name = "JournalLine")]
 pub struct JournalLineNode {
-    /// `authorisation_holds`, `buyer_funds`, `merchant_receivable` or `remitted_to_acquirer`.
+    /// `authorisation_holds`, `deferred_authorisations`, `buyer_funds`, `merchant_receivable`
+    /// or `remitted_to_acquirer` (docs/journal.md).
     pub account: String,
     /// Decimal string in the entry's currency ("0.00" on a credit line).
     pub debit: String,

@@ -41,9 +41,9 @@ pub struct RemittanceCutOffNode {
 #[derive(SimpleObject)]
 #[graphql(name = "ScheduledWork")]
 pub struct ScheduledWorkNode {
-    /// EXPIRE_AUTHORISATION or REMITTANCE_CUT_OFF.
+    /// EXPIRE_AUTHORISATION, AUTHORISE_DEFERRED or REMITTANCE_CUT_OFF.
     pub kind: String,
-    /// The payment that will expire, for an expiry.
+    /// The payment that will expire or be authorised.
     pub payment_id: Option<String>,
     /// The business day, for a cut-off.
     pub business_date: Option<String>,
@@ -53,7 +53,10 @@ pub struct ScheduledWorkNode {
 impl From<ScheduledItem> for ScheduledWorkNode {
     fn from(item: ScheduledItem) -> Self {
         let (payment_id, business_date) = match &item.kind {
-            ScheduledKind::ExpireAuthorisation { payment_id } => (Some(payment_id.to_string()), None),
+            ScheduledKind::ExpireAuthorisation { payment_id }
+            | ScheduledKind::AuthoriseDeferred { payment_id } => {
+                (Some(payment_id.to_string()), None)
+            }
             ScheduledKind::RemittanceCutOff { business_date } => {
                 (None, Some(business_date.to_string()))
             }
@@ -97,7 +100,9 @@ async fn cut_off_node(
         .into_iter()
         .find_map(|item| match item.kind {
             ScheduledKind::RemittanceCutOff { business_date } => Some((business_date, item.due_at)),
-            ScheduledKind::ExpireAuthorisation { .. } => None,
+            ScheduledKind::ExpireAuthorisation { .. } | ScheduledKind::AuthoriseDeferred { .. } => {
+                None
+            }
         });
     Ok(RemittanceCutOffNode {
         shop_id: shop_id.to_string(),

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject};
 use caisse_domain::card::CardBrand as DomainBrand;
 use caisse_domain::payment::{
-    AccessScope, CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment,
-    PaymentEvent,
+    AccessScope, CaptureMode as DomainCaptureMode, Channel as DomainChannel, Payment, PaymentEvent,
 };
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, timestamp_text};
@@ -61,6 +60,9 @@ impl From<CaptureMode> for DomainCaptureMode {
 pub enum PaymentStatus {
     Authorised,
     AuthorisedToValidate,
+    /// Deferred beyond the authorisation validity: card checked, authorised the
+    /// day before the capture date.
+    WaitingAuthorisation,
     Captured,
     PartiallyRefunded,
     Refunded,
@@ -74,6 +76,7 @@ impl PaymentStatus {
         match self {
             PaymentStatus::Authorised => "AUTHORISED",
             PaymentStatus::AuthorisedToValidate => "AUTHORISED_TO_VALIDATE",
+            PaymentStatus::WaitingAuthorisation => "WAITING_AUTHORISATION",
             PaymentStatus::Captured => "CAPTURED",
             PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
             PaymentStatus::Refunded => "REFUNDED",
@@ -414,7 +417,10 @@ impl LogEvent {
     fn money(&self) -> Option<caisse_domain::Money> {
         match self.payment_event.as_ref()? {
             PaymentEvent::PaymentAuthorised { details, .. }
-            | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount),
+            | PaymentEvent::PaymentRefused { details, .. }
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => Some(details.amount),
+            PaymentEvent::DeferredAuthorisationGranted { amount, .. }
+            | PaymentEvent::DeferredAuthorisationRefused { amount, .. } => Some(*amount),
             PaymentEvent::PaymentModified { amount, .. }
             | PaymentEvent::PaymentCancelled { amount, .. }
             | PaymentEvent::PaymentExpired { amount, .. }

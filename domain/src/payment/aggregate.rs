@@ -22,6 +22,9 @@ pub enum PaymentStatus {
     Authorised,
     /// Authorised with manual capture: waits for `validatePayment`.
     AuthorisedToValidate,
+    /// Deferred beyond the authorisation validity: card checked, authorised the
+    /// day before the capture date (TY-4).
+    WaitingAuthorisation,
     Captured,
     PartiallyRefunded,
     Refunded,
@@ -36,6 +39,7 @@ impl PaymentStatus {
             PaymentStatus::New => "NEW",
             PaymentStatus::Authorised => "AUTHORISED",
             PaymentStatus::AuthorisedToValidate => "AUTHORISED_TO_VALIDATE",
+            PaymentStatus::WaitingAuthorisation => "WAITING_AUTHORISATION",
             PaymentStatus::Captured => "CAPTURED",
             PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
             PaymentStatus::Refunded => "REFUNDED",
@@ -49,6 +53,7 @@ impl PaymentStatus {
         [
             PaymentStatus::Authorised,
             PaymentStatus::AuthorisedToValidate,
+            PaymentStatus::WaitingAuthorisation,
             PaymentStatus::Captured,
             PaymentStatus::PartiallyRefunded,
             PaymentStatus::Refunded,
@@ -81,6 +86,9 @@ pub struct Payment {
     pub refusal: Option<Refusal>,
     pub validated: bool,
     pub duplicates: Vec<PaymentId>,
+    /// When the authorisation in force was given (at payment time, or the day
+    /// before capture for a payment deferred beyond the validity).
+    pub authorised_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When the last event happened.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -114,11 +122,8 @@ impl Payment {
     /// counted from the authorisation.
     pub fn authorisation_expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let details = self.details.as_ref()?;
-        if self.refusal.is_some() {
-            return None;
-        }
         Some(
-            details.occurred_at
+            self.authorised_at?
                 + chrono::Duration::days(i64::from(details.authorisation_validity_days)),
         )
     }
@@ -132,7 +137,9 @@ impl Payment {
     /// Rejects actions on payments that are no longer before remittance.
     fn ensure_before_remittance(&self) -> Result<(), PaymentError> {
         match self.status {
-            PaymentStatus::Authorised | PaymentStatus::AuthorisedToValidate => Ok(()),
+            PaymentStatus::Authorised
+            | PaymentStatus::AuthorisedToValidate
+            | PaymentStatus::WaitingAuthorisation => Ok(()),
             status if status.is_captured() => Err(PaymentError::AlreadyRemitted),
             PaymentStatus::Cancelled => Err(PaymentError::AlreadyCancelled),
             PaymentStatus::Refused => Err(PaymentError::Refused),
@@ -185,6 +192,59 @@ impl Aggregate for Payment {
                         details: *details,
                         refusal,
                     },
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::AwaitAuthorisation {
+                details,
+                card_check,
+            } => {
+                if self.details.is_some() {
+                    return Err(PaymentError::AlreadyExists);
+                }
+                let event = match card_check {
+                    AuthorisationOutcome::Approved(card_check) => {
+                        PaymentEvent::PaymentAwaitingAuthorisation {
+                            details: *details,
+                            card_check,
+                        }
+                    }
+                    AuthorisationOutcome::Declined(refusal) => PaymentEvent::PaymentRefused {
+                        details: *details,
+                        refusal,
+                    },
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::CompleteDeferredAuthorisation {
+                outcome,
+                occurred_at,
+            } => {
+                if self.details.is_none() {
+                    return Err(PaymentError::NotFound);
+                }
+                if self.status != PaymentStatus::WaitingAuthorisation {
+                    self.ensure_before_remittance()?;
+                    return Err(PaymentError::NotWaitingAuthorisation {
+                        status: self.status.as_str().to_string(),
+                    });
+                }
+                let amount = self.current_amount();
+                let event = match outcome {
+                    AuthorisationOutcome::Approved(authorisation) => {
+                        PaymentEvent::DeferredAuthorisationGranted {
+                            amount,
+                            authorisation,
+                            occurred_at,
+                        }
+                    }
+                    AuthorisationOutcome::Declined(refusal) => {
+                        PaymentEvent::DeferredAuthorisationRefused {
+                            amount,
+                            refusal,
+                            occurred_at,
+                        }
+                    }
                 };
                 sink.write(event, self).await;
             }
@@ -359,7 +419,26 @@ impl Aggregate for Payment {
                 };
                 self.amount = Some(details.amount);
                 self.capture_date = Some(details.capture_date);
+                self.authorised_at = Some(details.occurred_at);
                 self.details = Some(details);
+            }
+            PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
+                self.status = PaymentStatus::WaitingAuthorisation;
+                self.amount = Some(details.amount);
+                self.capture_date = Some(details.capture_date);
+                self.details = Some(details);
+            }
+            PaymentEvent::DeferredAuthorisationGranted { occurred_at, .. } => {
+                let capture_mode = self.details.as_ref().map(|d| d.capture_mode);
+                self.status = match capture_mode {
+                    Some(CaptureMode::Manual) => PaymentStatus::AuthorisedToValidate,
+                    _ => PaymentStatus::Authorised,
+                };
+                self.authorised_at = Some(occurred_at);
+            }
+            PaymentEvent::DeferredAuthorisationRefused { refusal, .. } => {
+                self.status = PaymentStatus::Refused;
+                self.refusal = Some(refusal);
             }
             PaymentEvent::PaymentRefused { details, refusal } => {
                 self.status = PaymentStatus::Refused;

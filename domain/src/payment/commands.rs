@@ -43,6 +43,17 @@ pub enum PaymentCommand {
         details: Box<PaymentDetails>,
         outcome: AuthorisationOutcome,
     },
+    /// Records a payment deferred beyond the authorisation validity: the outcome
+    /// of the card check made instead of an authorisation (TY-4).
+    AwaitAuthorisation {
+        details: Box<PaymentDetails>,
+        card_check: AuthorisationOutcome,
+    },
+    /// Records the authorisation asked the day before the capture date.
+    CompleteDeferredAuthorisation {
+        outcome: AuthorisationOutcome,
+        occurred_at: DateTime<Utc>,
+    },
     Validate {
         scope: AccessScope,
         occurred_at: DateTime<Utc>,

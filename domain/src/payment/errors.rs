@@ -35,6 +35,8 @@ pub enum PaymentError {
     NotDuplicable { status: String },
     #[error("payment is not due for capture")]
     NotDue,
+    #[error("payment is not waiting for its deferred authorisation (status {status})")]
+    NotWaitingAuthorisation { status: String },
     #[error("the authorisation is valid until {expires_at}; it cannot expire before")]
     NotExpiredYet { expires_at: String },
     #[error("{0}")]
@@ -62,6 +64,7 @@ impl PaymentError {
             PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
             PaymentError::NotDue => "PAYMENT_NOT_DUE",
             PaymentError::NotExpiredYet { .. } => "PAYMENT_NOT_EXPIRED_YET",
+            PaymentError::NotWaitingAuthorisation { .. } => "PAYMENT_NOT_WAITING_AUTHORISATION",
             PaymentError::Money(error) => error.code(),
         }
     }

@@ -114,6 +114,24 @@ pub enum PaymentEvent {
         details: PaymentDetails,
         refusal: Refusal,
     },
+    /// Deferred beyond the authorisation validity (TY-4): the card was checked,
+    /// the real authorisation comes the day before the capture date.
+    PaymentAwaitingAuthorisation {
+        details: PaymentDetails,
+        card_check: Authorisation,
+    },
+    DeferredAuthorisationGranted {
+        /// The amount authorised (the payment's amount, possibly modified since).
+        amount: Money,
+        authorisation: Authorisation,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Final, like a refusal at payment time.
+    DeferredAuthorisationRefused {
+        amount: Money,
+        refusal: Refusal,
+        occurred_at: DateTime<Utc>,
+    },
     PaymentValidated {
         occurred_at: DateTime<Utc>,
     },
@@ -156,8 +174,11 @@ impl PaymentEvent {
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
             PaymentEvent::PaymentAuthorised { details, .. }
-            | PaymentEvent::PaymentRefused { details, .. } => details.occurred_at,
+            | PaymentEvent::PaymentRefused { details, .. }
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => details.occurred_at,
             PaymentEvent::PaymentValidated { occurred_at }
+            | PaymentEvent::DeferredAuthorisationGranted { occurred_at, .. }
+            | PaymentEvent::DeferredAuthorisationRefused { occurred_at, .. }
             | PaymentEvent::PaymentModified { occurred_at, .. }
             | PaymentEvent::PaymentCancelled { occurred_at, .. }
             | PaymentEvent::PaymentExpired { occurred_at, .. }
@@ -173,6 +194,9 @@ impl DomainEvent for PaymentEvent {
         match self {
             PaymentEvent::PaymentAuthorised { .. } => "PaymentAuthorised",
             PaymentEvent::PaymentRefused { .. } => "PaymentRefused",
+            PaymentEvent::PaymentAwaitingAuthorisation { .. } => "PaymentAwaitingAuthorisation",
+            PaymentEvent::DeferredAuthorisationGranted { .. } => "DeferredAuthorisationGranted",
+            PaymentEvent::DeferredAuthorisationRefused { .. } => "DeferredAuthorisationRefused",
             PaymentEvent::PaymentValidated { .. } => "PaymentValidated",
             PaymentEvent::PaymentModified { .. } => "PaymentModified",
             PaymentEvent::PaymentCancelled { .. } => "PaymentCancelled",

@@ -487,6 +487,93 @@ fn the_validity_comes_from_the_payment_details() {
         });
 }
 
+// Deferred beyond the validity (TY-4) ----------------------------------------------------
+
+fn awaiting() -> PaymentEvent {
+    PaymentEvent::PaymentAwaitingAuthorisation {
+        details: details(CaptureMode::Automatic),
+        card_check: authorisation(),
+    }
+}
+
+fn complete_deferred(outcome: AuthorisationOutcome) -> PaymentCommand {
+    PaymentCommand::CompleteDeferredAuthorisation {
+        outcome,
+        occurred_at: at(9, 0),
+    }
+}
+
+#[test]
+fn a_checked_card_makes_a_payment_wait_for_its_authorisation() {
+    payment()
+        .given_no_previous_events()
+        .when(PaymentCommand::AwaitAuthorisation {
+            details: Box::new(details(CaptureMode::Automatic)),
+            card_check: AuthorisationOutcome::Approved(authorisation()),
+        })
+        .then_expect_events(vec![awaiting()]);
+    let state = replay(vec![awaiting()]);
+    assert_eq!(state.status, PaymentStatus::WaitingAuthorisation);
+    assert!(!state.is_due(day(30)), "never captured before it is authorised");
+}
+
+#[test]
+fn a_declined_card_check_refuses_the_payment() {
+    payment()
+        .given_no_previous_events()
+        .when(PaymentCommand::AwaitAuthorisation {
+            details: Box::new(details(CaptureMode::Automatic)),
+            card_check: AuthorisationOutcome::Declined(refusal()),
+        })
+        .then_expect_events(vec![refused()]);
+}
+
+#[test]
+fn the_deferred_authorisation_authorises_or_refuses_the_current_amount() {
+    payment()
+        .given(vec![awaiting(), modified_to("80.00")])
+        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .then_expect_events(vec![PaymentEvent::DeferredAuthorisationGranted {
+            amount: eur("80.00"),
+            authorisation: authorisation(),
+            occurred_at: at(9, 0),
+        }]);
+    payment()
+        .given(vec![awaiting()])
+        .when(complete_deferred(AuthorisationOutcome::Declined(refusal())))
+        .then_expect_events(vec![PaymentEvent::DeferredAuthorisationRefused {
+            amount: eur("100.00"),
+            refusal: refusal(),
+            occurred_at: at(9, 0),
+        }]);
+    let granted = state_after(
+        vec![awaiting()],
+        complete_deferred(AuthorisationOutcome::Approved(authorisation())),
+    );
+    assert_eq!(granted.status, PaymentStatus::Authorised);
+    assert_eq!(granted.authorised_at, Some(at(9, 0)));
+    let refused = state_after(
+        vec![awaiting()],
+        complete_deferred(AuthorisationOutcome::Declined(refusal())),
+    );
+    assert_eq!(refused.status, PaymentStatus::Refused);
+    assert_eq!(refused.refusal, Some(refusal()));
+}
+
+#[test]
+fn only_a_waiting_payment_gets_a_deferred_authorisation() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .then_expect_error(PaymentError::NotWaitingAuthorisation {
+            status: "AUTHORISED".to_string(),
+        });
+    payment()
+        .given(vec![awaiting(), cancelled()])
+        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .then_expect_error(PaymentError::AlreadyCancelled);
+}
+
 #[test]
 fn validated_payment_becomes_authorised() {
     let state = state_after(vec![authorised(CaptureMode::Manual)], validate());
@@ -1185,6 +1272,9 @@ enum Step {
     Expire {
         days_after_authorisation: i64,
     },
+    CompleteDeferred {
+        approved: bool,
+    },
 }
 
 /// How much a random refund asks for. Exact remainders (and one cent more) are drawn
@@ -1224,6 +1314,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Refund { amount: RefundAmount::RemainingPlusOneCent }),
         1 => Just(Step::RecordDuplicate),
         1 => (5i64..=9).prop_map(|days| Step::Expire { days_after_authorisation: days }),
+        2 => proptest::bool::weighted(0.8).prop_map(|approved| Step::CompleteDeferred { approved }),
     ]
 }
 
@@ -1297,6 +1388,14 @@ fn to_command(
             amount: eur_cents(original_cents),
             occurred_at,
         },
+        Step::CompleteDeferred { approved } => PaymentCommand::CompleteDeferredAuthorisation {
+            outcome: if *approved {
+                AuthorisationOutcome::Approved(authorisation())
+            } else {
+                AuthorisationOutcome::Declined(refusal())
+            },
+            occurred_at,
+        },
         Step::Expire {
             days_after_authorisation,
         } => PaymentCommand::Expire {
@@ -1311,7 +1410,9 @@ fn to_command(
 fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
     let awaiting_remittance = matches!(
         before.status,
-        PaymentStatus::Authorised | PaymentStatus::AuthorisedToValidate
+        PaymentStatus::Authorised
+            | PaymentStatus::AuthorisedToValidate
+            | PaymentStatus::WaitingAuthorisation
     );
     let amount = before.amount.expect("the payment exists").amount();
     match command {
@@ -1345,11 +1446,18 @@ fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
         PaymentCommand::Expire { occurred_at } => {
             let details = before.details.as_ref().expect("the payment exists");
             before.status == PaymentStatus::AuthorisedToValidate
-                && *occurred_at
-                    >= details.occurred_at
-                        + chrono::Duration::days(i64::from(details.authorisation_validity_days))
+                && before.authorised_at.is_some_and(|authorised_at| {
+                    *occurred_at
+                        >= authorised_at
+                            + chrono::Duration::days(i64::from(
+                                details.authorisation_validity_days,
+                            ))
+                })
         }
-        PaymentCommand::Authorise { .. } => false,
+        PaymentCommand::CompleteDeferredAuthorisation { .. } => {
+            before.status == PaymentStatus::WaitingAuthorisation
+        }
+        PaymentCommand::Authorise { .. } | PaymentCommand::AwaitAuthorisation { .. } => false,
     }
 }
 
@@ -1398,10 +1506,12 @@ fn check_invariants(
         live.status == PaymentStatus::Refunded,
         captured > Decimal::ZERO && refunded == captured
     );
-    prop_assert!(!matches!(
-        live.status,
-        PaymentStatus::New | PaymentStatus::Refused
-    ));
+    prop_assert!(live.status != PaymentStatus::New);
+    // Refused only by its deferred authorisation (the sequence starts accepted),
+    // and then nothing was ever captured.
+    if live.status == PaymentStatus::Refused {
+        prop_assert!(live.refusal.is_some() && live.captured.is_none());
+    }
     // Only an unvalidated, uncaptured authorisation expires.
     if live.status == PaymentStatus::Expired {
         prop_assert!(!live.validated && live.captured.is_none());
@@ -1436,6 +1546,7 @@ fn handle(
 /// log rebuilds the live state.
 fn run_sequence(
     capture_mode: CaptureMode,
+    deferred_beyond_validity: bool,
     original_cents: u64,
     steps: &[Step],
 ) -> Result<(), TestCaseError> {
@@ -1446,14 +1557,19 @@ fn run_sequence(
     let original = eur_cents(original_cents);
 
     let mut live = Payment::default();
-    let (result, mut log) = handle(
-        &runtime,
-        &mut live,
+    let details = Box::new(details_with(capture_mode, original, base_date));
+    let first = if deferred_beyond_validity {
+        PaymentCommand::AwaitAuthorisation {
+            details,
+            card_check: AuthorisationOutcome::Approved(authorisation()),
+        }
+    } else {
         PaymentCommand::Authorise {
-            details: Box::new(details_with(capture_mode, original, base_date)),
+            details,
             outcome: AuthorisationOutcome::Approved(authorisation()),
-        },
-    );
+        }
+    };
+    let (result, mut log) = handle(&runtime, &mut live, first);
     prop_assert_eq!(result, Ok(()));
     check_invariants(&live, original, &log)?;
 
@@ -1497,9 +1613,10 @@ proptest! {
     #[test]
     fn money_invariants_hold_along_any_command_sequence(
         capture_mode in prop_oneof![Just(CaptureMode::Automatic), Just(CaptureMode::Manual)],
+        deferred_beyond_validity in proptest::bool::weighted(0.25),
         original_cents in 1u64..=10_000_000,
         steps in proptest::collection::vec(step(), 0..=20),
     ) {
-        run_sequence(capture_mode, original_cents, &steps)?;
+        run_sequence(capture_mode, deferred_beyond_validity, original_cents, &steps)?;
     }
 }

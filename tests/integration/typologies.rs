@@ -1,0 +1,221 @@
+//! Payment typologies end to end (TY-3, TY-4): pay at order, deferred within the
+//! authorisation validity, and deferred beyond it (card check now, authorisation
+//! the day before capture) — time moved by the injected clock.
+
+use caisse_tests::{both_backends, data, payment_input, TestApp};
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+
+const PAYMENT: &str = "query($id: ID!) { payment(id: $id) { status amount capturedAmount captureDate
+    refusal { code } history { type actor amount } } }";
+
+async fn payment(app: &TestApp, id: &Value) -> Value {
+    let response = app.graphql(PAYMENT, json!({ "id": id })).await;
+    data(&response)["payment"].clone()
+}
+
+fn history_types(payment: &Value) -> Vec<String> {
+    payment["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn deferred(amount: &str, reference: &str, days: u32, card: &str) -> Value {
+    let mut input = payment_input(amount, reference);
+    input["captureDelayDays"] = json!(days);
+    input["card"]["number"] = json!(card);
+    input
+}
+
+const ACCEPTED: &str = "4970100000000006";
+/// Accepted at payment time, insufficient funds at the deferred authorisation.
+const FUNDS_GONE_LATER: &str = "4970100000000071";
+const DECLINED: &str = "4970100000000014";
+
+/// At 22:30 in Paris (21:30 UTC in March) on a day of March 2026.
+async fn after_cut_off_of(app: &TestApp, day: u32) {
+    let (month, day) = if day > 31 { (4, day - 31) } else { (3, day) };
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, month, day, 21, 30, 0).unwrap());
+    app.run_scheduler().await;
+}
+
+async fn deferred_within_the_validity_is_authorised_now_and_captured_on_its_day(app: TestApp) {
+    // The clock starts on 2026-03-02; 5 days is within the 7-day validity.
+    let created = app
+        .create_payment(deferred("40.00", "ORD-DEFERRED-5", 5, ACCEPTED))
+        .await;
+    assert_eq!(created["status"], "AUTHORISED");
+    assert_eq!(created["captureDate"], "2026-03-07");
+    after_cut_off_of(&app, 6).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    after_cut_off_of(&app, 7).await;
+    let captured = payment(&app, &created["id"]).await;
+    assert_eq!(captured["status"], "CAPTURED");
+    assert_eq!(captured["capturedAmount"], "40.00");
+}
+
+async fn deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_capture(
+    app: TestApp,
+) {
+    let created = app
+        .create_payment(deferred("60.00", "ORD-DEFERRED-20", 20, ACCEPTED))
+        .await;
+    assert_eq!(created["status"], "WAITING_AUTHORISATION", "{created}");
+    assert_eq!(created["captureDate"], "2026-03-22");
+    // Nothing is authorised yet, so nothing shows as authorised in the totals.
+    let response = app
+        .graphql(
+            "query($shop: ID!) { cashSummary(shopId: $shop, from: \"2026-03-02\", to: \"2026-03-02\") { authorised { count } } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    assert_eq!(data(&response)["cashSummary"], json!([]));
+    let response = app
+        .graphql(
+            "query($shop: ID!) { scheduledWork(shopId: $shop) { kind paymentId dueAt } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    let work = data(&response)["scheduledWork"].as_array().unwrap().clone();
+    assert!(
+        work.contains(&json!({ "kind": "AUTHORISE_DEFERRED", "paymentId": created["id"],
+                               "dueAt": "2026-03-21T00:00:00+00:00" })),
+        "{work:?}"
+    );
+
+    after_cut_off_of(&app, 20).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "WAITING_AUTHORISATION");
+    // The day before the capture date: authorised.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
+    let run = app.run_scheduler().await;
+    assert_eq!(run.done.get("AUTHORISE_DEFERRED"), Some(&1), "{run:?}");
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    after_cut_off_of(&app, 21).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    after_cut_off_of(&app, 22).await;
+    let captured = payment(&app, &created["id"]).await;
+    assert_eq!(captured["status"], "CAPTURED");
+    assert_eq!(
+        history_types(&captured),
+        ["PaymentAwaitingAuthorisation", "DeferredAuthorisationGranted", "PaymentCaptured"]
+    );
+    assert_eq!(captured["history"][1]["actor"], "scheduler");
+    assert_eq!(captured["history"][1]["amount"], "60.00");
+}
+
+async fn a_deferred_authorisation_refused_later_is_recorded_as_refused(app: TestApp) {
+    let created = app
+        .create_payment(deferred("70.00", "ORD-FUNDS-GONE", 20, FUNDS_GONE_LATER))
+        .await;
+    assert_eq!(created["status"], "WAITING_AUTHORISATION");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
+    app.run_scheduler().await;
+    after_cut_off_of(&app, 22).await;
+    let refused = payment(&app, &created["id"]).await;
+    assert_eq!(refused["status"], "REFUSED");
+    assert_eq!(refused["refusal"]["code"], "51");
+    assert_eq!(
+        history_types(&refused),
+        ["PaymentAwaitingAuthorisation", "DeferredAuthorisationRefused"]
+    );
+    // Refused on the day of the attempt in the totals.
+    let response = app
+        .graphql(
+            "query($shop: ID!) { cashSummary(shopId: $shop, from: \"2026-03-21\", to: \"2026-03-21\") { refused { count amount } } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    assert_eq!(
+        data(&response)["cashSummary"][0]["refused"],
+        json!({ "count": 1, "amount": "70.00" })
+    );
+
+    // A card refused at the card check is refused at once.
+    let declined = app
+        .create_payment(deferred("10.00", "ORD-CHECK-DECLINED", 20, DECLINED))
+        .await;
+    assert_eq!(declined["status"], "REFUSED");
+    assert_eq!(declined["refusal"]["code"], "05");
+}
+
+async fn a_waiting_payment_can_be_cancelled_or_modified_before_its_authorisation(app: TestApp) {
+    let cancelled = app
+        .create_payment(deferred("15.00", "ORD-WAIT-CANCEL", 20, ACCEPTED))
+        .await;
+    let moved = app
+        .create_payment(deferred("25.00", "ORD-WAIT-MOVE", 20, ACCEPTED))
+        .await;
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { cancelPayment(id: $id) { status } }",
+            json!({ "id": cancelled["id"] }),
+        )
+        .await;
+    assert_eq!(data(&response)["cancelPayment"]["status"], "CANCELLED");
+    // Lowered and brought forward to the 12th: authorised on the 11th.
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { modifyPayment(id: $id, amount: \"20.00\", captureDate: \"2026-03-12\") { status amount captureDate } }",
+            json!({ "id": moved["id"] }),
+        )
+        .await;
+    assert_eq!(
+        data(&response)["modifyPayment"],
+        json!({ "status": "WAITING_AUTHORISATION", "amount": "20.00", "captureDate": "2026-03-12" })
+    );
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 11, 0, 0, 0).unwrap());
+    let run = app.run_scheduler().await;
+    assert_eq!(run.done.get("AUTHORISE_DEFERRED"), Some(&1), "{run:?}");
+    let authorised = payment(&app, &moved["id"]).await;
+    assert_eq!(authorised["status"], "AUTHORISED");
+    assert_eq!(authorised["history"][2]["amount"], "20.00");
+    after_cut_off_of(&app, 12).await;
+    assert_eq!(payment(&app, &moved["id"]).await["capturedAmount"], "20.00");
+    assert_eq!(payment(&app, &cancelled["id"]).await["status"], "CANCELLED");
+}
+
+async fn a_manual_payment_authorised_late_waits_for_validation_then_lapses(app: TestApp) {
+    let mut input = deferred("35.00", "ORD-MANUAL-DEFERRED", 20, ACCEPTED);
+    input["captureMode"] = json!("MANUAL");
+    let created = app.create_payment(input).await;
+    assert_eq!(created["status"], "WAITING_AUTHORISATION");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
+    app.run_scheduler().await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED_TO_VALIDATE");
+    // Validity counts from the late authorisation: 7 days after the 21st.
+    after_cut_off_of(&app, 27).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED_TO_VALIDATE");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap());
+    app.run_scheduler().await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "EXPIRED");
+}
+
+both_backends!(
+    deferred_within_validity,
+    super::deferred_within_the_validity_is_authorised_now_and_captured_on_its_day
+);
+both_backends!(
+    deferred_beyond_validity,
+    super::deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_capture
+);
+both_backends!(
+    deferred_refused_later,
+    super::a_deferred_authorisation_refused_later_is_recorded_as_refused
+);
+both_backends!(
+    waiting_payment_cancel_modify,
+    super::a_waiting_payment_can_be_cancelled_or_modified_before_its_authorisation
+);
+both_backends!(
+    manual_deferred_lapses,
+    super::a_manual_payment_authorised_late_waits_for_validation_then_lapses
+);
