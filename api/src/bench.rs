@@ -33,10 +33,10 @@ const PGBENCH_DEFAULT: &str = "/usr/lib/postgresql/15/bin/pgbench";
 /// pgbench worker threads (`-j`), as in the reference measurement.
 const PGBENCH_THREADS: usize = 2;
 /// The accepted test card of the acquirer simulator (docs/test-cards.md).
-const TEST_CARD: &str = "4970100000000006";
+pub(crate) const TEST_CARD: &str = "4970100000000006";
 const AMOUNT: &str = "10.00";
 /// Prefix of the databases this command creates (and drops at the end).
-const DATABASE_PREFIX: &str = "caisse_bench_";
+pub(crate) const DATABASE_PREFIX: &str = "caisse_bench_";
 
 const CREATE_PAYMENT: &str =
     "mutation($input: CreatePaymentInput!) { createPayment(input: $input) { id status } }";
@@ -118,13 +118,13 @@ impl Op {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 impl Backend {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
@@ -309,13 +309,13 @@ pub async fn run(args: BenchArgs, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_count() -> usize {
+pub(crate) fn cpu_count() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0)
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -328,7 +328,7 @@ fn cpu_model() -> String {
 }
 
 /// A PostgreSQL URL without its password, for printing.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -340,7 +340,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
-async fn connect_admin(url: &str) -> anyhow::Result<sqlx::PgConnection> {
+pub(crate) async fn connect_admin(url: &str) -> anyhow::Result<sqlx::PgConnection> {
     sqlx::PgConnection::connect(url).await.with_context(|| {
         format!(
             "connecting to PostgreSQL at {} (is it running? see --postgres-url)",
@@ -349,7 +349,7 @@ async fn connect_admin(url: &str) -> anyhow::Result<sqlx::PgConnection> {
     })
 }
 
-async fn postgres_info(admin_url: &str) -> anyhow::Result<String> {
+pub(crate) async fn postgres_info(admin_url: &str) -> anyhow::Result<String> {
     let mut admin = connect_admin(admin_url).await?;
     let version: String = sqlx::query_scalar("SELECT version()")
         .fetch_one(&mut admin)
@@ -508,7 +508,7 @@ async fn alter_database(
     Ok(())
 }
 
-fn bench_config(base: &Config, database_url: String, data_dir: &Path) -> Config {
+pub(crate) fn bench_config(base: &Config, database_url: String, data_dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("valid address"),
         database_url: Some(Secret::new(database_url)),
@@ -563,7 +563,7 @@ struct PgProbe {
 /// `Err(signal name)` when Ctrl-C or SIGTERM came first: the caller cleans up and
 /// calls `exit_interrupted` (the in-process server stops on these signals too, so
 /// the run could not go on anyway).
-async fn until_interrupted<T>(
+pub(crate) async fn until_interrupted<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> Result<anyhow::Result<T>, &'static str> {
     let terminate = async {
@@ -585,7 +585,7 @@ async fn until_interrupted<T>(
 
 /// Exits at once: the backend's thread may be blocked in a request or in pgbench,
 /// and waiting for it would keep the process alive for the rest of the run.
-fn exit_interrupted(signal: &str) -> ! {
+pub(crate) fn exit_interrupted(signal: &str) -> ! {
     eprintln!("caisse bench: {signal}; no figures");
     std::process::exit(130)
 }

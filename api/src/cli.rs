@@ -67,8 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
-    /// Throughput and latency benchmark through the HTTP GraphQL endpoint.
-    Bench(crate::bench::BenchArgs),
+    /// Benchmarks: HTTP throughput (the default, `bench http`), `bench cutoff`, `bench rebuild`.
+    Bench(crate::bench_cli::BenchCommandArgs),
     /// Export payments as CSV or Excel .xlsx (docs/exports.md).
     Export(Box<crate::export::ExportArgs>),
 }
@@ -292,7 +292,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Bench(args) => crate::bench::run(args, config).await?,
+        Command::Bench(args) => crate::bench_cli::run(args, config).await?,
         Command::Export(args) => crate::export::run(*args, config).await?,
     }
     Ok(())
@@ -368,6 +368,9 @@ pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
             }
             caisse_application::ports::ScheduledKind::RemittanceCutOff { business_date } => {
                 format!("business day {business_date}")
+            }
+            caisse_application::ports::ScheduledKind::ChargeInstalment { plan_id, number } => {
+                format!("plan {plan_id} instalment {number}")
             }
         };
         text.push_str(&format!(

@@ -6,6 +6,9 @@
 
 pub mod auth;
 pub mod bench;
+pub mod bench_cli;
+pub mod bench_cutoff;
+pub mod bench_rebuild;
 pub mod cli;
 pub mod errors;
 pub mod export;

@@ -124,8 +124,14 @@ fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/exports/payments.csv", crate::export::payments_route(state.app.clone(), crate::export::Format::Csv))
-        .route("/exports/payments.xlsx", crate::export::payments_route(state.app.clone(), crate::export::Format::Xlsx));
+        .route(
+            "/exports/payments.csv",
+            crate::export::payments_route(state.app.clone(), crate::export::Format::Csv),
+        )
+        .route(
+            "/exports/payments.xlsx",
+            crate::export::payments_route(state.app.clone(), crate::export::Format::Xlsx),
+        );
     if !production {
         router = router.route("/graphiql", get(graphiql));
     }

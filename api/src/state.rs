@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use caisse_application::merchants::MerchantService;
 use caisse_application::payments::{Acquirers, PaymentService};
+use caisse_application::plans::PlanService;
 use caisse_application::ports::{Clock, ProjectionWaiter};
 use caisse_application::ports::{InProcessOnly, KeyLock};
 use caisse_application::remittances::RemittanceService;
-use caisse_application::scheduler::Scheduler;
 use caisse_application::retention::RetentionService;
+use caisse_application::scheduler::Scheduler;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub payments: Arc<PaymentService<EventRepository>>,
     pub remittances: Arc<RemittanceService<EventRepository>>,
     pub scheduler: Scheduler<EventRepository>,
+    pub plans: Arc<PlanService<EventRepository>>,
     /// Background tasks besides the projectors (the scheduler loop), stopped by `stop_background`.
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub merchants: MerchantService<EventRepository>,
@@ -86,10 +88,19 @@ impl AppState {
             Arc::new(log.clone()),
             waiter.clone(),
         ));
+        let plans = Arc::new(PlanService::new(
+            repository.clone(),
+            payments.clone(),
+            config.plan_retry,
+            clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
         let scheduler = Scheduler::new(
             repository.clone(),
             remittances.clone(),
             payments.clone(),
+            plans.clone(),
             Arc::new(ViewScheduledWork { db: db.clone() }),
             key_lock,
             clock.clone(),
@@ -113,6 +124,7 @@ impl AppState {
             payments,
             remittances,
             scheduler,
+            plans,
             background: Default::default(),
             merchants,
             retention,

@@ -5,6 +5,7 @@ use caisse_domain::cut_off::CutOffError;
 use caisse_domain::merchant::MerchantError;
 use caisse_domain::money::MoneyError;
 use caisse_domain::payment::PaymentError;
+use caisse_domain::plan::PlanError;
 use caisse_domain::remittance::RemittanceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,8 @@ pub enum AppError {
     Remittance(#[from] RemittanceError),
     #[error("{0}")]
     CutOff(#[from] CutOffError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
     #[error("{field}: {source}")]
     Card {
         field: &'static str,
@@ -50,12 +53,9 @@ impl AppError {
         match self {
             AppError::Payment(error) => error.code(),
             AppError::Merchant(error) => error.code(),
-            AppError::Remittance(RemittanceError::Money(error)) => error.code(),
-            AppError::Remittance(RemittanceError::AlreadySubmitted) => {
-                "REMITTANCE_ALREADY_SUBMITTED"
-            }
-            AppError::Remittance(RemittanceError::Empty) => "REMITTANCE_EMPTY",
+            AppError::Remittance(error) => error.code(),
             AppError::CutOff(error) => error.code(),
+            AppError::Plan(error) => error.code(),
             AppError::Card { source, .. } => source.code(),
             AppError::Money { source, .. } => source.code(),
             AppError::Invalid { code, .. } => code,

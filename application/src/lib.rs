@@ -10,6 +10,7 @@ pub mod cut_off;
 pub mod error;
 pub mod merchants;
 pub mod payments;
+pub mod plans;
 pub mod ports;
 pub mod remittances;
 pub mod retention;

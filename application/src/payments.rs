@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use caisse_domain::card::{
-    AuthorisationValidity,
-    detect_networks, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv, Pan,
+    detect_networks, AuthorisationValidity, CardBrand, CardExpiry, CardRanges, CardSnapshot, Cvv,
+    Pan,
 };
 use caisse_domain::ids::RefundId;
 use caisse_domain::payment::{
-    AccessScope, AuthorisationOutcome, CaptureMode, Channel, Payment, PaymentCommand,
-    PaymentDetails, PaymentError, Refusal, RefusalCategory,
+    AccessScope, AuthorisationOutcome, CaptureMode, CaptureTrigger, Channel, Payment,
+    PaymentCommand, PaymentDetails, PaymentError, Refusal, RefusalCategory,
 };
 use caisse_domain::{Money, PaymentId};
 use chrono::{Datelike, Days, NaiveDate};
@@ -20,8 +20,8 @@ use crate::command_runner::{CommandRunner, Executed};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    Acquirer, AuthorisationPurpose, AuthorisationRequest, CardVault, Clock, EventLog, InProcessOnly, KeyLease, KeyLock,
-    ProjectionWaiter,
+    Acquirer, AuthorisationPurpose, AuthorisationRequest, CardVault, Clock, EventLog,
+    InProcessOnly, KeyLease, KeyLock, ProjectionWaiter,
 };
 
 /// Longest merchant order reference accepted.
@@ -42,6 +42,14 @@ pub struct CardInput {
     pub brand: Option<CardBrand>,
 }
 
+/// A card the buyer gave, checked and vaulted; the PAN and CVV stay in memory.
+pub struct PreparedCard {
+    pub pan: Pan,
+    pub expiry: CardExpiry,
+    pub cvv: Option<Cvv>,
+    pub snapshot: CardSnapshot,
+}
+
 pub struct CreatePaymentInput {
     pub amount: String,
     pub currency: String,
@@ -50,6 +58,8 @@ pub struct CreatePaymentInput {
     pub card: CardInput,
     pub capture_mode: CaptureMode,
     pub capture_delay_days: Option<u32>,
+    /// DATE (at order or deferred), SHIPPING (TY-6) or DELIVERY (TY-7).
+    pub capture_trigger: CaptureTrigger,
     pub buyer_email: Option<String>,
     pub buyer_ip: Option<String>,
 }
@@ -216,44 +226,16 @@ where
         let order_reference = validate_order_reference(&input.order_reference)?;
         let today = self.clock.today();
         let capture_date = capture_date(today, input.capture_delay_days)?;
+        validate_capture_trigger(&input)?;
         let buyer_email = validate_email(input.buyer_email)?;
         let buyer_ip = validate_ip(input.buyer_ip)?;
-        let card = &input.card;
-        let pan = Pan::parse(&card.number).map_err(AppError::card)?;
-        let networks = detect_networks(&pan, &self.card_ranges).map_err(AppError::card)?;
-        let brand = choose_brand(&networks, card.brand)?;
-        let expiry = CardExpiry::parse(
-            card.expiry_month,
-            card.expiry_year,
-            today.year(),
-            today.month(),
-        )
-        .map_err(AppError::card)?;
-        let cvv = match &card.cvv {
-            Some(text) => Some(Cvv::parse(text, brand).map_err(AppError::card)?),
-            None if input.channel.is_buyer_present_online() => {
-                return Err(AppError::Invalid {
-                    field: "card.cvv",
-                    code: "CVV_REQUIRED",
-                    message: "a CVV is required for e-commerce and m-commerce payments".into(),
-                })
-            }
-            None => None,
-        };
-        let holder_name = validate_holder(card.holder_name.clone())?;
-
-        let vaulted = self.vault.store(&pan).await?;
-        let snapshot = CardSnapshot {
-            token: vaulted.token,
-            bin: pan.bin().to_string(),
-            last_four: pan.last_four().to_string(),
-            brand,
-            networks,
+        let PreparedCard {
+            pan,
             expiry,
-            fingerprint: vaulted.fingerprint,
-            holder_name,
-            issuing_country: None,
-        };
+            cvv,
+            snapshot,
+        } = self.prepare_card(&input.card, input.channel).await?;
+        let brand = snapshot.brand;
         let authorisation_validity_days = self.authorisation_validity.days_for(brand);
         // Beyond the validity the authorisation would lapse before the capture:
         // check the card now, authorise the day before the capture date (TY-4).
@@ -287,11 +269,14 @@ where
             channel: input.channel,
             capture_mode: input.capture_mode,
             capture_date,
+            capture_trigger: input.capture_trigger,
             card: snapshot,
             buyer_email,
             buyer_ip,
             duplicated_from: None,
+            instalment_of: None,
             authorisation_validity_days,
+            acquirer_contract: self.acquirers.for_mode(mode).contract().to_string(),
             occurred_at: self.clock.now(),
         };
         if deferred_beyond_validity {
@@ -302,6 +287,154 @@ where
             };
             return self.run(context, payment_id, command, true).await;
         }
+        self.authorise(context, details, outcome).await
+    }
+
+    /// Checks a card given by the buyer (Luhn, brand, expiry, CVV as the channel
+    /// requires) and stores it in the vault.
+    pub async fn prepare_card(
+        &self,
+        card: &CardInput,
+        channel: Channel,
+    ) -> Result<PreparedCard, AppError> {
+        let today = self.clock.today();
+        let pan = Pan::parse(&card.number).map_err(AppError::card)?;
+        let networks = detect_networks(&pan, &self.card_ranges).map_err(AppError::card)?;
+        let brand = choose_brand(&networks, card.brand)?;
+        let expiry = CardExpiry::parse(
+            card.expiry_month,
+            card.expiry_year,
+            today.year(),
+            today.month(),
+        )
+        .map_err(AppError::card)?;
+        let cvv = match &card.cvv {
+            Some(text) => Some(Cvv::parse(text, brand).map_err(AppError::card)?),
+            None if channel.is_buyer_present_online() => {
+                return Err(AppError::Invalid {
+                    field: "card.cvv",
+                    code: "CVV_REQUIRED",
+                    message: "a CVV is required for e-commerce and m-commerce payments".into(),
+                })
+            }
+            None => None,
+        };
+        let holder_name = validate_holder(card.holder_name.clone())?;
+        let vaulted = self.vault.store(&pan).await?;
+        let snapshot = CardSnapshot {
+            token: vaulted.token,
+            bin: pan.bin().to_string(),
+            last_four: pan.last_four().to_string(),
+            brand,
+            networks,
+            expiry,
+            fingerprint: vaulted.fingerprint,
+            holder_name,
+            issuing_country: None,
+        };
+        Ok(PreparedCard {
+            pan,
+            expiry,
+            cvv,
+            snapshot,
+        })
+    }
+
+    /// Authorises one instalment of a payment plan as a payment of its own, with
+    /// the id the plan recorded for the attempt. The card is the buyer's (first
+    /// instalment, CVV included) or the one on file from the vault (later ones,
+    /// merchant-initiated). An attempt whose payment already exists (a crash
+    /// after the authorisation) answers that payment: never a second charge.
+    pub async fn authorise_instalment(
+        &self,
+        context: &RequestContext,
+        plan: &caisse_domain::plan::PlanDetails,
+        number: u32,
+        payment_id: PaymentId,
+        present_card: Option<&PreparedCard>,
+    ) -> Result<PaymentResult, AppError> {
+        let existing = self.runner.load(&payment_id.to_string()).await?;
+        if existing.details.is_some() {
+            return Ok(PaymentResult {
+                payment_id,
+                payment: existing,
+            });
+        }
+        let planned = plan
+            .instalments
+            .get((number as usize).wrapping_sub(1))
+            .ok_or_else(|| AppError::internal(format!("plan has no instalment {number}")))?;
+        let today = self.clock.today();
+        let card = &plan.card;
+        let order_reference = format!("{}/{number}", plan.order_reference);
+        let outcome = match present_card {
+            Some(prepared) => {
+                self.acquirers
+                    .for_mode(plan.mode)
+                    .authorise(AuthorisationRequest {
+                        mode: plan.mode,
+                        purpose: AuthorisationPurpose::Payment,
+                        pan: &prepared.pan,
+                        expiry: prepared.expiry,
+                        cvv: prepared.cvv.as_ref(),
+                        amount: planned.amount,
+                        order_reference: &order_reference,
+                    })
+                    .await
+            }
+            None => match CardExpiry::parse(
+                card.expiry.month,
+                card.expiry.year,
+                today.year(),
+                today.month(),
+            ) {
+                Err(_) => AuthorisationOutcome::Declined(Refusal {
+                    code: "54".to_string(),
+                    message: "expired card".to_string(),
+                    category: RefusalCategory::IssuerDeclined,
+                }),
+                Ok(expiry) => {
+                    let pan = self.vault.reveal(&card.token).await?;
+                    let outcome = self
+                        .acquirers
+                        .for_mode(plan.mode)
+                        .authorise(AuthorisationRequest {
+                            mode: plan.mode,
+                            purpose: AuthorisationPurpose::DeferredPayment,
+                            pan: &pan,
+                            expiry,
+                            cvv: None,
+                            amount: planned.amount,
+                            order_reference: &order_reference,
+                        })
+                        .await;
+                    drop(pan);
+                    outcome
+                }
+            },
+        };
+        let details = PaymentDetails {
+            payment_id,
+            shop_id: plan.shop_id,
+            mode: plan.mode,
+            order_reference,
+            amount: planned.amount,
+            channel: plan.channel,
+            capture_mode: CaptureMode::Automatic,
+            capture_date: today,
+            capture_trigger: CaptureTrigger::Date,
+            card: card.clone(),
+            buyer_email: plan.buyer_email.clone(),
+            buyer_ip: None,
+            duplicated_from: None,
+            instalment_of: Some(caisse_domain::payment::InstalmentOf {
+                plan_id: plan.plan_id,
+                number,
+            }),
+            authorisation_validity_days: self.authorisation_validity.days_for(card.brand),
+            acquirer_contract: self.acquirers.for_mode(plan.mode).contract().to_string(),
+            occurred_at: self.clock.now(),
+        };
         self.authorise(context, details, outcome).await
     }
 
@@ -411,6 +544,108 @@ where
         self.run_idempotent(context, payment_id, build).await
     }
 
+    /// The merchant shipped the order (TY-6): a payment captured at shipping
+    /// becomes due at the next cut-off.
+    pub async fn declare_shipping(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        carrier: Option<String>,
+        tracking_number: Option<String>,
+    ) -> Result<PaymentResult, AppError> {
+        let carrier = validate_free_text("carrier", carrier)?;
+        let tracking_number = validate_free_text("trackingNumber", tracking_number)?;
+        let command = PaymentCommand::DeclareShipping {
+            scope: context.scope.clone(),
+            carrier,
+            tracking_number,
+            today: self.clock.today(),
+            occurred_at: self.clock.now(),
+        };
+        self.run_idempotent(context, payment_id, |_| Ok(command.clone()))
+            .await
+    }
+
+    /// The order reached the buyer (TY-7): a payment captured at delivery
+    /// becomes due at the next cut-off.
+    pub async fn declare_delivery(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<PaymentResult, AppError> {
+        let command = PaymentCommand::DeclareDelivery {
+            scope: context.scope.clone(),
+            today: self.clock.today(),
+            occurred_at: self.clock.now(),
+        };
+        self.run_idempotent(context, payment_id, |_| Ok(command.clone()))
+            .await
+    }
+
+    /// The scheduler's answer to an authorisation that lapsed: a payment still
+    /// waiting for shipping or delivery on a brand configured for it gets a new
+    /// authorisation (PaymentReauthorised, or PaymentExpired if refused); any
+    /// other lapses (PaymentExpired).
+    pub async fn expire_or_reauthorise(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+    ) -> Result<PaymentResult, AppError> {
+        let payment = self.runner.load(&payment_id.to_string()).await?;
+        let details = payment.visible_details(&context.scope)?.clone();
+        let brand = details.card.brand;
+        let reauthorise = payment.status == caisse_domain::payment::PaymentStatus::Authorised
+            && payment.waits_for_a_declaration()
+            && self.authorisation_validity.reauthorises(brand)
+            && payment
+                .authorisation_expires_at()
+                .is_some_and(|expires_at| expires_at <= self.clock.now());
+        let reauthorisation = if reauthorise {
+            let today = self.clock.today();
+            let outcome = match CardExpiry::parse(
+                details.card.expiry.month,
+                details.card.expiry.year,
+                today.year(),
+                today.month(),
+            ) {
+                Err(_) => AuthorisationOutcome::Declined(Refusal {
+                    code: "54".to_string(),
+                    message: "expired card".to_string(),
+                    category: RefusalCategory::IssuerDeclined,
+                }),
+                Ok(expiry) => {
+                    let pan = self.vault.reveal(&details.card.token).await?;
+                    let outcome = self
+                        .acquirers
+                        .for_mode(details.mode)
+                        .authorise(AuthorisationRequest {
+                            mode: details.mode,
+                            purpose: AuthorisationPurpose::DeferredPayment,
+                            pan: &pan,
+                            expiry,
+                            cvv: None,
+                            amount: payment.amount.expect("an existing payment has an amount"),
+                            order_reference: &details.order_reference,
+                        })
+                        .await;
+                    drop(pan);
+                    outcome
+                }
+            };
+            Some(caisse_domain::payment::Reauthorisation {
+                outcome,
+                validity_days: self.authorisation_validity.days_for(brand),
+            })
+        } else {
+            None
+        };
+        let command = PaymentCommand::Expire {
+            reauthorisation,
+            occurred_at: self.clock.now(),
+        };
+        self.run(context, payment_id, command, false).await
+    }
+
     pub async fn cancel(
         &self,
         context: &RequestContext,
@@ -511,11 +746,21 @@ where
             channel: source_details.channel,
             capture_mode: source_details.capture_mode,
             capture_date: today,
+            // A duplicate is a new order paid now: captured on its date.
+            capture_trigger: CaptureTrigger::Date,
             card,
             buyer_email: source_details.buyer_email.clone(),
             buyer_ip: None,
             duplicated_from: Some(source_id),
-            authorisation_validity_days: self.authorisation_validity.days_for(source_details.card.brand),
+            instalment_of: None,
+            authorisation_validity_days: self
+                .authorisation_validity
+                .days_for(source_details.card.brand),
+            acquirer_contract: self
+                .acquirers
+                .for_mode(source_details.mode)
+                .contract()
+                .to_string(),
             occurred_at: self.clock.now(),
         };
         let created = self.authorise(context, details, outcome).await?;
@@ -682,7 +927,7 @@ fn capture_date(today: NaiveDate, delay_days: Option<u32>) -> Result<NaiveDate, 
     Ok(today + Days::new(u64::from(days)))
 }
 
-fn validate_order_reference(text: &str) -> Result<String, AppError> {
+pub(crate) fn validate_order_reference(text: &str) -> Result<String, AppError> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.chars().count() > ORDER_REFERENCE_LENGTH_MAX {
         return Err(AppError::Invalid {
@@ -750,7 +995,58 @@ fn looks_like_card_number(digits: &str) -> bool {
     digits.starts_with('6') || detect_networks(&pan, &CardRanges::default()).is_ok()
 }
 
-fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
+/// Shipping and delivery triggers capture on the merchant's declaration: they
+/// need automatic capture and no capture delay of their own.
+fn validate_capture_trigger(input: &CreatePaymentInput) -> Result<(), AppError> {
+    if input.capture_trigger == CaptureTrigger::Date {
+        return Ok(());
+    }
+    if input.capture_mode == CaptureMode::Manual {
+        return Err(AppError::Invalid {
+            field: "captureTrigger",
+            code: "INVALID_CAPTURE_TRIGGER",
+            message: "SHIPPING and DELIVERY capture on the declaration; they cannot be combined with MANUAL capture".into(),
+        });
+    }
+    if input.capture_delay_days.unwrap_or(0) > 0 {
+        return Err(AppError::Invalid {
+            field: "captureTrigger",
+            code: "INVALID_CAPTURE_TRIGGER",
+            message: "SHIPPING and DELIVERY capture on the declaration; they cannot be combined with captureDelayDays".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Optional short text from the merchant (carrier, tracking number): trimmed,
+/// at most 100 characters, no control characters and no card number.
+fn validate_free_text(
+    field: &'static str,
+    text: Option<String>,
+) -> Result<Option<String>, AppError> {
+    let Some(text) = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: &str| AppError::Invalid {
+        field,
+        code: "INVALID_TEXT",
+        message: message.to_string(),
+    };
+    if text.chars().count() > 100 {
+        return Err(invalid("must be at most 100 characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(invalid("must not contain control characters"));
+    }
+    if contains_card_number(&text) {
+        return Err(invalid(
+            "looks like a card number; card numbers go in card.number only",
+        ));
+    }
+    Ok(Some(text))
+}
+
+pub(crate) fn validate_email(email: Option<String>) -> Result<Option<String>, AppError> {
     let Some(email) = email
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())

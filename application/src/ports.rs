@@ -55,6 +55,10 @@ pub trait Acquirer: Send + Sync {
     /// Always answers: a technical failure is a declined outcome with a technical
     /// refusal, so the attempt is recorded rather than lost.
     async fn authorise(&self, request: AuthorisationRequest<'_>) -> AuthorisationOutcome;
+
+    /// The name of the acquirer contract this acquirer authorises under. Payments
+    /// record it; the remittance sends each contract's payments and refunds apart.
+    fn contract(&self) -> &str;
 }
 
 pub struct VaultedCard {
@@ -97,6 +101,12 @@ pub trait EventLog: Send + Sync {
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<LogPosition, AppError>;
+    /// The position of an aggregate's latest event (the start of the log if none).
+    async fn last_position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<LogPosition, AppError>;
 }
 
 /// Lets a mutation wait until the views include its own events (read-your-writes).
@@ -111,15 +121,44 @@ pub trait ProjectionWaiter: Send + Sync {
 pub struct DuePayment {
     pub payment_id: PaymentId,
     pub currency: Currency,
+    /// The acquirer contract the payment was authorised under.
+    pub contract: String,
+}
+
+/// A refund not yet sent to the bank, of a payment whose capture was remitted:
+/// the next remittance of its shop, mode, currency and contract carries it as a
+/// credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRefund {
+    pub payment_id: PaymentId,
+    pub refund_id: caisse_domain::ids::RefundId,
+    pub currency: Currency,
+    pub contract: String,
 }
 
 /// A payment captured under a remittance id that has no `RemittanceSubmitted`:
-/// what a crash between the captures and the remittance record leaves behind.
+/// what a crash between the captures and the remittance record leaves behind (or
+/// a remittance still running).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrphanCapture {
     pub remittance_id: caisse_domain::RemittanceId,
     pub payment_id: PaymentId,
     pub amount: Money,
+    pub contract: String,
+    /// When the payment last changed: the capture or later.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A refund remitted (`RefundRemitted`) under a remittance id that has no
+/// `RemittanceSubmitted`: the same crash, for credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanRefund {
+    pub remittance_id: caisse_domain::RemittanceId,
+    pub payment_id: PaymentId,
+    pub refund_id: caisse_domain::ids::RefundId,
+    pub amount: Money,
+    pub contract: String,
+    pub remitted_at: DateTime<Utc>,
 }
 
 /// The read side's list of payments due for capture.
@@ -132,13 +171,26 @@ pub trait DuePayments: Send + Sync {
         today: NaiveDate,
     ) -> Result<Vec<DuePayment>, AppError>;
 
-    /// Captures last changed before `changed_before` whose remittance was never recorded.
+    /// Captures of the shop and mode whose remittance is not recorded.
     async fn orphan_captures(
         &self,
         shop_id: ShopId,
         mode: Mode,
-        changed_before: DateTime<Utc>,
     ) -> Result<Vec<OrphanCapture>, AppError>;
+
+    /// Refunds of the shop and mode not yet sent to the bank, oldest first.
+    async fn pending_refunds(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+    ) -> Result<Vec<PendingRefund>, AppError>;
+
+    /// Refunds of the shop and mode remitted under a remittance that is not recorded.
+    async fn orphan_refunds(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+    ) -> Result<Vec<OrphanRefund>, AppError>;
 }
 
 /// Held while a request with an idempotency key runs; dropping it releases the key.
@@ -216,11 +268,20 @@ pub struct ScheduledItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduledKind {
     /// An authorisation nobody validated has lapsed: the payment expires.
-    ExpireAuthorisation { payment_id: caisse_domain::PaymentId },
+    ExpireAuthorisation {
+        payment_id: caisse_domain::PaymentId,
+    },
     /// The shop's daily remittance cut-off of a business day.
     RemittanceCutOff { business_date: NaiveDate },
     /// The real authorisation of a payment deferred beyond the validity (TY-4).
-    AuthoriseDeferred { payment_id: caisse_domain::PaymentId },
+    AuthoriseDeferred {
+        payment_id: caisse_domain::PaymentId,
+    },
+    /// An instalment of a payment plan falls due, or its retry (TY-1, TY-2, TY-5).
+    ChargeInstalment {
+        plan_id: caisse_domain::ids::PlanId,
+        number: u32,
+    },
 }
 
 impl ScheduledKind {
@@ -229,6 +290,7 @@ impl ScheduledKind {
             ScheduledKind::ExpireAuthorisation { .. } => "EXPIRE_AUTHORISATION",
             ScheduledKind::RemittanceCutOff { .. } => "REMITTANCE_CUT_OFF",
             ScheduledKind::AuthoriseDeferred { .. } => "AUTHORISE_DEFERRED",
+            ScheduledKind::ChargeInstalment { .. } => "CHARGE_INSTALMENT",
         }
     }
 }

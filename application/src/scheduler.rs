@@ -1,6 +1,7 @@
 //! The scheduler: does the work that falls due later — expiring authorisations
 //! nobody validated, authorising payments deferred beyond the authorisation
-//! validity, and running each shop's daily remittance cut-off — exactly
+//! validity, charging the instalments of payment plans (and their retries), and
+//! running each shop's daily remittance cut-off — exactly
 //! once, even with several `caisse serve` processes on one database.
 //!
 //! What is due comes from the `schedule` view, itself derived from events, so a
@@ -16,17 +17,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use caisse_domain::cut_off::{cut_off_id, CutOffCommand, CutOffError, DailyCutOff};
-use caisse_domain::payment::{AccessScope, Payment, PaymentCommand, PaymentError};
+use caisse_domain::payment::{AccessScope, PaymentError};
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::Aggregate;
 
 use crate::command_runner::CommandRunner;
 use crate::context::RequestContext;
 use crate::error::AppError;
+use crate::payments::PaymentService;
+use crate::plans::PlanService;
 use crate::ports::{
     Clock, EventLog, KeyLock, ProjectionWaiter, ScheduledItem, ScheduledKind, ScheduledWork,
 };
-use crate::payments::PaymentService;
 use crate::remittances::RemittanceService;
 
 /// The actor recorded in the metadata of the events the scheduler causes.
@@ -56,10 +58,10 @@ pub struct Scheduler<R>
 where
     R: PersistedEventRepository,
 {
-    payments: CommandRunner<R, Payment>,
     cut_offs: CommandRunner<R, DailyCutOff>,
     remittances: Arc<RemittanceService<R>>,
     payment_service: Arc<PaymentService<R>>,
+    plans: Arc<PlanService<R>>,
     work: Arc<dyn ScheduledWork>,
     locks: Arc<dyn KeyLock>,
     clock: Arc<dyn Clock>,
@@ -78,6 +80,7 @@ where
         repository: R,
         remittances: Arc<RemittanceService<R>>,
         payment_service: Arc<PaymentService<R>>,
+        plans: Arc<PlanService<R>>,
         work: Arc<dyn ScheduledWork>,
         locks: Arc<dyn KeyLock>,
         clock: Arc<dyn Clock>,
@@ -85,10 +88,10 @@ where
         waiter: Arc<dyn ProjectionWaiter>,
     ) -> Self {
         Scheduler {
-            payments: CommandRunner::new(repository.clone()),
             cut_offs: CommandRunner::new(repository),
             remittances,
             payment_service,
+            plans,
             work,
             locks,
             clock,
@@ -146,22 +149,16 @@ where
         );
         match &item.kind {
             ScheduledKind::ExpireAuthorisation { payment_id } => {
-                let aggregate_id = payment_id.to_string();
-                let command = PaymentCommand::Expire {
-                    occurred_at: self.clock.now(),
-                };
                 match self
-                    .payments
-                    .execute(&aggregate_id, command, context.metadata(false))
+                    .payment_service
+                    .expire_or_reauthorise(&context, *payment_id)
                     .await
                 {
-                    Ok(executed) => {
-                        self.wait_for(Payment::TYPE, &aggregate_id, executed.last_sequence())
-                            .await?;
-                        tracing::info!(%payment_id, "authorisation expired");
+                    Ok(result) => {
+                        tracing::info!(%payment_id, status = result.payment.status.as_str(), "lapsed authorisation handled");
                         Ok(true)
                     }
-                    // Validated, cancelled or expired meanwhile: the view lagged.
+                    // Validated, shipped, cancelled or expired meanwhile: the view lagged.
                     Err(AppError::Payment(
                         PaymentError::NotAwaitingValidation { .. }
                         | PaymentError::AlreadyCancelled
@@ -186,6 +183,15 @@ where
                     Err(AppError::Payment(PaymentError::NotWaitingAuthorisation { .. })) => {
                         Ok(false)
                     }
+                    Err(error) => Err(error),
+                }
+            }
+            ScheduledKind::ChargeInstalment { plan_id, number } => {
+                match self.plans.charge_due(&context, *plan_id, *number).await {
+                    Ok(charged) => Ok(charged),
+                    Err(AppError::Plan(caisse_domain::plan::PlanError::InstalmentSettled {
+                        ..
+                    })) => Ok(false),
                     Err(error) => Err(error),
                 }
             }

@@ -308,6 +308,9 @@ pub fn detect_networks(pan: &Pan, ranges: &CardRanges) -> Result<Vec<CardBrand>,
 pub struct AuthorisationValidity {
     pub default_days: u32,
     pub by_brand: std::collections::HashMap<CardBrand, u32>,
+    /// Brands whose lapsed authorisations may be renewed while a payment waits
+    /// for shipping or delivery (TY-6, TY-7); the others expire.
+    pub reauthorise_brands: Vec<CardBrand>,
 }
 
 impl Default for AuthorisationValidity {
@@ -315,11 +318,16 @@ impl Default for AuthorisationValidity {
         AuthorisationValidity {
             default_days: crate::payment::DEFAULT_AUTHORISATION_VALIDITY_DAYS,
             by_brand: Default::default(),
+            reauthorise_brands: Vec::new(),
         }
     }
 }
 
 impl AuthorisationValidity {
+    pub fn reauthorises(&self, brand: CardBrand) -> bool {
+        self.reauthorise_brands.contains(&brand)
+    }
+
     pub fn days_for(&self, brand: CardBrand) -> u32 {
         self.by_brand
             .get(&brand)

@@ -5,12 +5,14 @@
 //! time and outside answers (the acquirer's outcome, the vault's token) come in
 //! through commands.
 
+pub mod acquirer;
 pub mod card;
 pub mod cut_off;
 pub mod ids;
 pub mod merchant;
 pub mod money;
 pub mod payment;
+pub mod plan;
 pub mod remittance;
 pub mod retention;
 

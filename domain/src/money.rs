@@ -210,6 +210,17 @@ impl Money {
         Ok(Money { amount, currency })
     }
 
+    /// The amount in minor units (cents for EUR): exact, since amounts are kept
+    /// at the currency's scale.
+    pub fn in_minor_units(&self) -> i128 {
+        self.amount.mantissa()
+    }
+
+    /// An amount from a count of minor units (non-negative).
+    pub fn from_minor_units(units: i64, currency: Currency) -> Result<Self, MoneyError> {
+        Money::non_negative(Decimal::new(units, currency.minor_units()), currency)
+    }
+
     pub fn zero(currency: Currency) -> Self {
         let mut amount = Decimal::ZERO;
         amount.rescale(currency.minor_units());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use caisse_application::ports::{Acquirer, AuthorisationPurpose, AuthorisationRequest};
+use caisse_domain::acquirer::{SIMULATOR_CONTRACT, UNCONFIGURED_CONTRACT};
 use caisse_domain::payment::{Authorisation, AuthorisationOutcome, Refusal, RefusalCategory};
 use rand::Rng;
 
@@ -135,6 +136,10 @@ impl Acquirer for SimulatorAcquirer {
             }
         }
     }
+
+    fn contract(&self) -> &str {
+        SIMULATOR_CONTRACT
+    }
 }
 
 /// Live mode until a real acquirer connector is configured: every payment is
@@ -149,5 +154,9 @@ impl Acquirer for UnconfiguredAcquirer {
             message: "no acquirer contract is configured for live payments".to_string(),
             category: RefusalCategory::AcquirerNotConfigured,
         })
+    }
+
+    fn contract(&self) -> &str {
+        UNCONFIGURED_CONTRACT
     }
 }

@@ -63,6 +63,9 @@ pub struct Config {
     pub authorisation_validity: caisse_domain::card::AuthorisationValidity,
     /// The scheduler of due work (expiries, daily cut-offs, retention).
     pub scheduler: SchedulerConfig,
+    /// `[plan_retry]`: how a refused instalment of a payment plan is retried
+    /// (`attempts_max`, `interval_days`) before it is marked failed.
+    pub plan_retry: caisse_domain::plan::RetryPolicy,
 }
 
 /// `[scheduler]`: whether this process runs due work, and how often it looks.
@@ -100,6 +103,7 @@ impl Default for Config {
             retention_months: RETENTION_MONTHS_DEFAULT,
             authorisation_validity: Default::default(),
             scheduler: SchedulerConfig::default(),
+            plan_retry: Default::default(),
         }
     }
 }
@@ -122,6 +126,11 @@ impl Config {
 
     /// Checks the values the file and the environment may both have set.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=10).contains(&self.plan_retry.attempts_max)
+            || !(1..=30).contains(&self.plan_retry.interval_days)
+        {
+            bail!("plan_retry: attempts_max must be 1 to 10 and interval_days 1 to 30");
+        }
         if self.scheduler.interval_ms == 0 {
             bail!("scheduler.interval_ms (CAISSE_SCHEDULER_INTERVAL_MS) must be at least 1");
         }
@@ -184,9 +193,9 @@ impl Config {
             };
         }
         if let Some(interval) = var("CAISSE_SCHEDULER_INTERVAL_MS") {
-            self.scheduler.interval_ms = interval
-                .parse()
-                .with_context(|| format!("CAISSE_SCHEDULER_INTERVAL_MS={interval}: expected milliseconds"))?;
+            self.scheduler.interval_ms = interval.parse().with_context(|| {
+                format!("CAISSE_SCHEDULER_INTERVAL_MS={interval}: expected milliseconds")
+            })?;
         }
         if let Some(months) = var("CAISSE_RETENTION_MONTHS") {
             self.retention_months = months.parse().with_context(|| {

@@ -233,4 +233,26 @@ impl EventLog for EventLogReader {
             global_position: row.int("global_position"),
         })
     }
+
+    async fn last_position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<LogPosition, AppError> {
+        let sql = if self.db.is_postgres() {
+            "SELECT tx_id::text::bigint AS tx_id, global_position FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1"
+        } else {
+            "SELECT 0 AS tx_id, global_position FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1"
+        };
+        let row = self
+            .db
+            .fetch_optional(sql, &[aggregate_type.into(), aggregate_id.into()])
+            .await?;
+        Ok(row.map_or(LogPosition::default(), |row| LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        }))
+    }
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use caisse_application::ports::LogPosition;
 use caisse_application::AppError;
 use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_domain::remittance::{Remittance, RemittanceEvent};
 use caisse_infrastructure::event_log::{EventLogReader, LOG_PAGE_SIZE_MAX};
 use caisse_infrastructure::Db;
 use cqrs_es::Aggregate;
@@ -61,6 +62,7 @@ async fn verify_log(log: &EventLogReader) -> Result<AuditReport, AppError> {
     let mut report = AuditReport::default();
     let mut sequences: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut payments: BTreeMap<String, Payment> = BTreeMap::new();
+    let mut credits = RefundRemittances::default();
     let mut cursor = LogPosition::default();
     loop {
         let page = log.read_after(cursor, LOG_PAGE_SIZE_MAX).await?;
@@ -83,6 +85,18 @@ async fn verify_log(log: &EventLogReader) -> Result<AuditReport, AppError> {
             if event.aggregate_type == Payment::TYPE {
                 match serde_json::from_value::<PaymentEvent>(event.payload.clone()) {
                     Ok(payment_event) => {
+                        if let PaymentEvent::RefundRemitted {
+                            refund_id,
+                            remittance_id,
+                            ..
+                        } = &payment_event
+                        {
+                            credits
+                                .named
+                                .entry(refund_id.to_string())
+                                .or_default()
+                                .push(remittance_id.to_string());
+                        }
                         let payment = payments.entry(event.aggregate_id.clone()).or_default();
                         payment.apply(payment_event);
                         check_payment(&event.aggregate_id, payment, &mut report.findings);
@@ -92,9 +106,30 @@ async fn verify_log(log: &EventLogReader) -> Result<AuditReport, AppError> {
                         event.position.global_position
                     )),
                 }
+            } else if event.aggregate_type == Remittance::TYPE {
+                match serde_json::from_value::<RemittanceEvent>(event.payload.clone()) {
+                    Ok(RemittanceEvent::RemittanceSubmitted {
+                        remittance_id,
+                        refunds,
+                        ..
+                    }) => {
+                        for refund in refunds {
+                            credits
+                                .listed
+                                .entry(refund.refund_id.to_string())
+                                .or_default()
+                                .push(remittance_id.to_string());
+                        }
+                    }
+                    Err(error) => report.findings.push(format!(
+                        "event at position {} does not deserialise: {error}",
+                        event.position.global_position
+                    )),
+                }
             }
         }
     }
+    credits.check(&mut report.findings);
     report.aggregates = sequences.len();
     report.payments = payments.len();
     Ok(report)
@@ -152,8 +187,50 @@ async fn finish(
             compare_tables(table, &stored, &replayed, &mut report.findings);
         }
     }
-    report.findings.extend(crate::journal::audit_findings(db).await?);
+    report
+        .findings
+        .extend(crate::journal::audit_findings(db).await?);
     Ok(report)
+}
+
+/// Where the log sends each refund: the remittances whose `RemittanceSubmitted`
+/// lists it, and those its payment's `RefundRemitted` names (docs/adr/0008).
+#[derive(Default)]
+struct RefundRemittances {
+    listed: BTreeMap<String, Vec<String>>,
+    named: BTreeMap<String, Vec<String>>,
+}
+
+impl RefundRemittances {
+    /// Every refund is in at most one remittance, the one its `RefundRemitted` names.
+    fn check(&self, findings: &mut Vec<String>) {
+        for (refund_id, remittances) in &self.named {
+            if remittances.len() > 1 {
+                findings.push(format!(
+                    "refund {refund_id}: remitted {} times ({})",
+                    remittances.len(),
+                    remittances.join(", ")
+                ));
+            }
+        }
+        for (refund_id, remittances) in &self.listed {
+            if remittances.len() > 1 {
+                findings.push(format!(
+                    "refund {refund_id}: listed in {} remittances ({})",
+                    remittances.len(),
+                    remittances.join(", ")
+                ));
+            }
+            let named = self.named.get(refund_id).cloned().unwrap_or_default();
+            for remittance_id in remittances {
+                if !named.contains(remittance_id) {
+                    findings.push(format!(
+                        "refund {refund_id}: listed in remittance {remittance_id}, which its RefundRemitted does not name"
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn check_payment(payment_id: &str, payment: &Payment, findings: &mut Vec<String>) {

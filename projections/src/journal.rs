@@ -28,10 +28,13 @@ pub enum Account {
     /// Credit balance: what buyers have committed to the shop (held, awaiting
     /// authorisation or paid), net of releases and refunds.
     BuyerFunds,
-    /// Debit balance: captured amounts not yet sent to the acquirer in a remittance.
+    /// What the next remittances will net: captured amounts not yet sent to the
+    /// acquirer, less refunds not yet sent (a credit balance when refunds exceed
+    /// captures).
     MerchantReceivable,
-    /// Debit balance: amounts sent to the acquirer, net of refunds, awaiting
-    /// settlement (settlement comes with reconciliation, a later issue).
+    /// Debit balance: amounts sent to the acquirer in remittances, debits less
+    /// credits, awaiting settlement (settlement comes with reconciliation, a later
+    /// issue).
     RemittedToAcquirer,
 }
 
@@ -196,6 +199,11 @@ pub fn payment_entries(
         PaymentEvent::PaymentRefused { .. }
         | PaymentEvent::PaymentValidated { .. }
         | PaymentEvent::PaymentDuplicated { .. } => None,
+        // Declarations only make a held amount due; a re-authorisation renews
+        // the same hold.
+        PaymentEvent::ShipmentDeclared { .. }
+        | PaymentEvent::DeliveryDeclared { .. }
+        | PaymentEvent::PaymentReauthorised { .. } => None,
         // The domain only lowers an amount, which releases the difference from
         // wherever it is open; a raise (should a later version allow it) holds
         // more, and a change of the capture date alone moves nothing.
@@ -221,12 +229,14 @@ pub fn payment_entries(
             ..
         } => move_money(MerchantReceivable, AuthorisationHolds, amount)
             .map(|entry| entry.for_remittance(remittance_id.to_string())),
-        // Captures only happen inside a remittance run, so a refunded amount has
-        // gone (or, after a crash, is about to go) to the acquirer, which nets the
-        // refund out of what it settles.
+        // The refund goes to the acquirer as a credit of the next remittance
+        // (docs/adr/0008): until then it lowers what that remittance will net.
         PaymentEvent::PaymentRefunded { amount, .. } => {
-            move_money(BuyerFunds, RemittedToAcquirer, amount)
+            move_money(BuyerFunds, MerchantReceivable, amount)
         }
+        // Booked with the remittance that lists it (`remittance_entries`), like a
+        // capture's move to the acquirer.
+        PaymentEvent::RefundRemitted { .. } => None,
     };
     entry
         .map(|entry| entry.for_payment(payment_id))
@@ -234,29 +244,44 @@ pub fn payment_entries(
         .collect()
 }
 
-/// The entries of a remittance: one per remitted payment, moving its captured
-/// amount from the receivable to the acquirer.
+/// The entries of a remittance: one per remitted payment (a debit), moving its
+/// captured amount from the receivable to the acquirer, then one per refund (a
+/// credit), moving it back from the acquirer to the receivable.
 pub fn remittance_entries(event: &RemittanceEvent) -> Vec<Entry> {
     match event {
         RemittanceEvent::RemittanceSubmitted {
             remittance_id,
             payments,
+            refunds,
             ..
-        } => payments
-            .iter()
-            .filter_map(|payment| {
+        } => {
+            let debits = payments.iter().map(|payment| {
                 let entry = move_money(
                     Account::RemittedToAcquirer,
                     Account::MerchantReceivable,
                     &payment.amount,
-                )?;
-                Some(
-                    entry
-                        .for_payment(&payment.payment_id.to_string())
-                        .for_remittance(remittance_id.to_string()),
-                )
-            })
-            .collect(),
+                );
+                (payment.payment_id, entry)
+            });
+            let credits = refunds.iter().map(|refund| {
+                let entry = move_money(
+                    Account::MerchantReceivable,
+                    Account::RemittedToAcquirer,
+                    &refund.amount,
+                );
+                (refund.payment_id, entry)
+            });
+            debits
+                .chain(credits)
+                .filter_map(|(payment_id, entry)| {
+                    Some(
+                        entry?
+                            .for_payment(&payment_id.to_string())
+                            .for_remittance(remittance_id.to_string()),
+                    )
+                })
+                .collect()
+        }
     }
 }
 
@@ -307,7 +332,11 @@ impl Projection for JournalProjection {
                 | PaymentEvent::PaymentExpired { .. }
                 | PaymentEvent::PaymentCaptured { .. }
                 | PaymentEvent::PaymentRefunded { .. }
-                | PaymentEvent::PaymentDuplicated { .. } => None,
+                | PaymentEvent::RefundRemitted { .. }
+                | PaymentEvent::PaymentDuplicated { .. }
+                | PaymentEvent::ShipmentDeclared { .. }
+                | PaymentEvent::DeliveryDeclared { .. }
+                | PaymentEvent::PaymentReauthorised { .. } => None,
             };
             let history = match first_event_owner {
                 Some(_) => None,
@@ -734,6 +763,9 @@ mod tests {
             channel: Channel::Ecommerce,
             capture_mode: CaptureMode::Automatic,
             capture_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            capture_trigger: Default::default(),
+            instalment_of: None,
+            acquirer_contract: caisse_domain::acquirer::default_contract(),
             card: CardSnapshot {
                 token: "tok_test".to_string(),
                 bin: "497010".to_string(),
@@ -846,6 +878,7 @@ mod tests {
         };
         let expired = PaymentEvent::PaymentExpired {
             amount: money("1.234", "KWD"),
+            reauthorisation_refusal: None,
             occurred_at: at(),
         };
         for event in [cancelled, expired] {
@@ -877,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_gives_the_buyer_back_out_of_what_the_acquirer_holds() {
+    fn a_refund_gives_the_buyer_back_out_of_what_the_next_remittance_nets() {
         let event = PaymentEvent::PaymentRefunded {
             refund_id: RefundId::from_uuid(Uuid::from_u128(0xC001)),
             amount: money("30.00", "EUR"),
@@ -887,7 +920,64 @@ mod tests {
         let entry = only_entry(payment_entries(PAYMENT, &none(), &event));
         assert_eq!(
             lines(&entry),
-            vec![(BuyerFunds, 30_000, 0), (RemittedToAcquirer, 0, 30_000)]
+            vec![(BuyerFunds, 30_000, 0), (MerchantReceivable, 0, 30_000)]
+        );
+        // Its remittance books it, not the payment's `RefundRemitted`.
+        let remitted = PaymentEvent::RefundRemitted {
+            refund_id: RefundId::from_uuid(Uuid::from_u128(0xC001)),
+            remittance_id: remittance_id(),
+            amount: money("30.00", "EUR"),
+            occurred_at: at(),
+        };
+        assert_eq!(payment_entries(PAYMENT, &none(), &remitted), vec![]);
+    }
+
+    #[test]
+    fn a_remittance_moves_its_credits_back_from_the_acquirer_after_its_debits() {
+        let first = PaymentId::from_uuid(Uuid::from_u128(0xA001));
+        let refunded = PaymentId::from_uuid(Uuid::from_u128(0xA003));
+        let event = RemittanceEvent::RemittanceSubmitted {
+            remittance_id: remittance_id(),
+            shop_id: ShopId::from_uuid(Uuid::from_u128(0x5409)),
+            mode: Mode::Test,
+            contract: "SIMULATOR".to_string(),
+            business_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            payments: vec![RemittedPayment {
+                payment_id: first,
+                amount: money("80.00", "EUR"),
+            }],
+            count: 1,
+            total: money("80.00", "EUR"),
+            refunds: vec![caisse_domain::remittance::RemittedRefund {
+                payment_id: refunded,
+                refund_id: RefundId::from_uuid(Uuid::from_u128(0xC001)),
+                amount: money("30.00", "EUR"),
+            }],
+            credit_count: 1,
+            credit_total: Some(money("30.00", "EUR")),
+            occurred_at: at(),
+        };
+        let entries = remittance_entries(&event);
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(Entry::is_balanced));
+        assert!(entries
+            .iter()
+            .all(|entry| entry.remittance_id == Some(remittance_id().to_string())));
+        assert_eq!(entries[0].payment_id, Some(first.to_string()));
+        assert_eq!(
+            lines(&entries[0]),
+            vec![
+                (RemittedToAcquirer, 80_000, 0),
+                (MerchantReceivable, 0, 80_000)
+            ]
+        );
+        assert_eq!(entries[1].payment_id, Some(refunded.to_string()));
+        assert_eq!(
+            lines(&entries[1]),
+            vec![
+                (MerchantReceivable, 30_000, 0),
+                (RemittedToAcquirer, 0, 30_000)
+            ]
         );
     }
 
@@ -912,6 +1002,10 @@ mod tests {
             ],
             count: 2,
             total: money("85.50", "EUR"),
+            contract: caisse_domain::acquirer::default_contract(),
+            refunds: vec![],
+            credit_count: 0,
+            credit_total: None,
             occurred_at: at(),
         };
         let entries = remittance_entries(&event);

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod journal_queries;
 pub mod money;
 pub mod payments;
+pub mod plans;
 pub mod projector;
 pub mod queries;
 pub mod remittances;

@@ -27,9 +27,10 @@ const INSERT_PAYMENT: &str = "
 INSERT INTO payments_view (payment_id, shop_id, mode, order_reference, status, currency, amount_milli,
     authorised_milli, channel, capture_mode, capture_date, card_brand, card_networks, card_bin,
     card_last_four, card_expiry_month, card_expiry_year, card_holder_name, buyer_email, buyer_ip,
-    authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence)
+    authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence,
+    capture_trigger, acquirer_contract, plan_id, instalment_number)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27)";
+    $23, $24, $25, $26, $27, $28, $29, $30, $31)";
 
 #[async_trait]
 impl Projection for PaymentsProjection {
@@ -116,6 +117,16 @@ impl Projection for PaymentsProjection {
                     at.as_str().into(),
                     at.as_str().into(),
                     sequence.into(),
+                    details.capture_trigger.as_str().into(),
+                    details.acquirer_contract.as_str().into(),
+                    details
+                        .instalment_of
+                        .map(|link| link.plan_id.to_string())
+                        .into(),
+                    details
+                        .instalment_of
+                        .map(|link| i64::from(link.number))
+                        .into(),
                 ];
                 tx.execute(INSERT_PAYMENT, &params).await?;
                 let kind = match (status, &refusal) {
@@ -204,6 +215,50 @@ impl Projection for PaymentsProjection {
                 )
                 .await?;
             }
+            PaymentEvent::ShipmentDeclared {
+                carrier,
+                tracking_number,
+                capture_date,
+                ..
+            } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "shipped_at = $3, carrier = $4, tracking_number = $5, \
+                     capture_date = COALESCE($6, capture_date)",
+                    &[
+                        carrier.clone().into(),
+                        tracking_number.clone().into(),
+                        capture_date.map(date_text).into(),
+                    ],
+                )
+                .await?;
+            }
+            PaymentEvent::DeliveryDeclared { capture_date, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "delivered_at = $3, capture_date = COALESCE($4, capture_date)",
+                    &[capture_date.map(date_text).into()],
+                )
+                .await?;
+            }
+            // A new hold on the same amount: no cash movement.
+            PaymentEvent::PaymentReauthorised { authorisation, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "authorisation_code = $4",
+                    &[authorisation.authorisation_code.clone().into()],
+                )
+                .await?;
+            }
             PaymentEvent::PaymentExpired { amount, .. } => {
                 update(tx, payment_id, sequence, &at, "status = 'EXPIRED'", &[]).await?;
                 record_movement(
@@ -264,6 +319,10 @@ impl Projection for PaymentsProjection {
                     to_milli(amount),
                 )
                 .await?;
+            }
+            // The remittances projection follows the refund to the bank.
+            PaymentEvent::RefundRemitted { .. } => {
+                update(tx, payment_id, sequence, &at, "status = status", &[]).await?;
             }
             PaymentEvent::PaymentDuplicated { .. } => {
                 // Nothing in the row changes but its sequence and time.

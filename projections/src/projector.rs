@@ -39,6 +39,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::remittances::RemittancesProjection),
         Arc::new(crate::accounts::AccountsProjection),
         Arc::new(crate::schedule::ScheduleProjection),
+        Arc::new(crate::plans::PlansProjection),
         Arc::new(crate::journal::JournalProjection),
     ]
 }

@@ -1,7 +1,9 @@
 //! Read-side queries over the views, shared by GraphQL and the CLI.
 
 use async_trait::async_trait;
-use caisse_application::ports::{DuePayment, DuePayments, OrphanCapture};
+use caisse_application::ports::{
+    DuePayment, DuePayments, OrphanCapture, OrphanRefund, PendingRefund,
+};
 use caisse_application::AppError;
 use caisse_domain::{Currency, Mode, PaymentId, ShopId};
 use caisse_infrastructure::time::date_text;
@@ -43,6 +45,15 @@ pub struct PaymentRow {
     pub created_at: String,
     pub updated_at: String,
     pub last_sequence: i64,
+    /// DATE, SHIPPING or DELIVERY (TY-6, TY-7).
+    pub capture_trigger: String,
+    pub shipped_at: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub delivered_at: Option<String>,
+    /// The payment plan of an instalment (TY-1, TY-2, TY-5) and its number.
+    pub plan_id: Option<String>,
+    pub instalment_number: Option<i64>,
 }
 
 impl PaymentRow {
@@ -78,6 +89,13 @@ impl PaymentRow {
             created_at: row.text("created_at"),
             updated_at: row.text("updated_at"),
             last_sequence: row.int("last_sequence"),
+            capture_trigger: row.text("capture_trigger"),
+            shipped_at: row.opt_text("shipped_at"),
+            carrier: row.opt_text("carrier"),
+            tracking_number: row.opt_text("tracking_number"),
+            delivered_at: row.opt_text("delivered_at"),
+            plan_id: row.opt_text("plan_id"),
+            instalment_number: row.opt_int("instalment_number"),
         }
     }
 }
@@ -331,9 +349,14 @@ pub struct RemittanceRow {
     pub shop_id: String,
     pub mode: String,
     pub currency: String,
+    pub acquirer_contract: String,
     pub business_date: String,
+    /// The debits: captures.
     pub payment_count: i64,
     pub total_milli: i64,
+    /// The credits: refunds.
+    pub credit_count: i64,
+    pub credit_total_milli: i64,
     pub bank_status: String,
     pub created_at: String,
 }
@@ -345,13 +368,64 @@ impl RemittanceRow {
             shop_id: row.text("shop_id"),
             mode: row.text("mode"),
             currency: row.text("currency"),
+            acquirer_contract: row.text("acquirer_contract"),
             business_date: row.text("business_date"),
             payment_count: row.int("payment_count"),
             total_milli: row.int("total_milli"),
+            credit_count: row.int("credit_count"),
+            credit_total_milli: row.int("credit_total_milli"),
             bank_status: row.text("bank_status"),
             created_at: row.text("created_at"),
         }
     }
+
+    /// Debits less credits: what the acquirer owes for this remittance (negative
+    /// when its refunds exceed its captures).
+    pub fn net_total_milli(&self) -> i64 {
+        self.total_milli - self.credit_total_milli
+    }
+}
+
+/// A refund a remittance sent to the bank as a credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemittedRefundRow {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub currency: String,
+    pub amount_milli: i64,
+    pub refunded_at: String,
+    pub remitted_at: Option<String>,
+}
+
+/// The refunds a remittance the caller may see carried, oldest first; none for
+/// a remittance outside the caller's scope.
+pub async fn refunds_of_remittance(
+    db: &Db,
+    scope: &ReadScope,
+    remittance_id: &str,
+) -> Result<Vec<RemittedRefundRow>, AppError> {
+    if get_remittance(db, scope, remittance_id).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .fetch_all(
+            "SELECT refund_id, payment_id, currency, amount_milli, refunded_at, remitted_at
+               FROM remittance_refunds WHERE recorded_in = $1
+              ORDER BY refunded_at, refund_id",
+            &[remittance_id.into()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| RemittedRefundRow {
+            refund_id: row.text("refund_id"),
+            payment_id: row.text("payment_id"),
+            currency: row.text("currency"),
+            amount_milli: row.int("amount_milli"),
+            refunded_at: row.text("refunded_at"),
+            remitted_at: row.opt_text("remitted_at"),
+        })
+        .collect())
 }
 
 /// Remittances of a shop, newest first, optionally within business dates.
@@ -452,9 +526,32 @@ pub async fn list_merchants(db: &Db) -> Result<Vec<(String, String)>, AppError> 
         .collect())
 }
 
-/// The remittance's source of due payments: the payments view.
+/// The remittance's source of due payments (the payments view) and of refunds
+/// waiting for the bank (the remittances projection's tables).
 pub struct ViewDuePayments {
     pub db: Db,
+}
+
+fn parse_id<T>(parse: impl Fn(&str) -> Option<T>, text: &str, what: &str) -> Result<T, AppError> {
+    parse(text).ok_or_else(|| AppError::internal(format!("bad {what} id in view: {text}")))
+}
+
+fn parse_currency(text: &str) -> Result<Currency, AppError> {
+    Currency::parse(text).map_err(AppError::internal)
+}
+
+/// A positive amount from a view's thousandths.
+fn money_from_milli(milli: i64, currency: Currency) -> Result<caisse_domain::Money, AppError> {
+    caisse_domain::Money::positive(
+        rust_decimal::Decimal::new(milli, crate::money::MILLI_SCALE),
+        currency,
+    )
+    .map_err(AppError::internal)
+}
+
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
+    caisse_infrastructure::time::parse_timestamp(text)
+        .ok_or_else(|| AppError::internal(format!("bad instant in view: {text}")))
 }
 
 #[async_trait]
@@ -468,7 +565,7 @@ impl DuePayments for ViewDuePayments {
         let rows = self
             .db
             .fetch_all(
-                "SELECT payment_id, currency FROM payments_view
+                "SELECT payment_id, currency, acquirer_contract FROM payments_view
                   WHERE shop_id = $1 AND mode = $2 AND status = 'AUTHORISED' AND capture_date <= $3
                   ORDER BY payment_id",
                 &[
@@ -481,9 +578,9 @@ impl DuePayments for ViewDuePayments {
         rows.iter()
             .map(|row| {
                 Ok(DuePayment {
-                    payment_id: PaymentId::parse(&row.text("payment_id"))
-                        .ok_or_else(|| AppError::internal("bad payment id in view"))?,
-                    currency: Currency::parse(&row.text("currency")).map_err(AppError::internal)?,
+                    payment_id: parse_id(PaymentId::parse, &row.text("payment_id"), "payment")?,
+                    currency: parse_currency(&row.text("currency"))?,
+                    contract: row.text("acquirer_contract"),
                 })
             })
             .collect()
@@ -493,39 +590,112 @@ impl DuePayments for ViewDuePayments {
         &self,
         shop_id: ShopId,
         mode: Mode,
-        changed_before: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<OrphanCapture>, AppError> {
         let rows = self
             .db
             .fetch_all(
-                "SELECT p.payment_id, p.remittance_id, p.captured_milli, p.currency FROM payments_view p
-                  WHERE p.shop_id = $1 AND p.mode = $2 AND p.remittance_id IS NOT NULL AND p.updated_at < $3
+                "SELECT p.payment_id, p.remittance_id, p.captured_milli, p.currency, p.acquirer_contract,
+                        p.updated_at
+                   FROM payments_view p
+                  WHERE p.shop_id = $1 AND p.mode = $2 AND p.remittance_id IS NOT NULL
                     AND NOT EXISTS (SELECT 1 FROM remittances_view r WHERE r.remittance_id = p.remittance_id)
                   ORDER BY p.remittance_id, p.payment_id",
-                &[
-                    shop_id.to_string().into(),
-                    mode.as_str().into(),
-                    caisse_infrastructure::time::timestamp_text(changed_before).into(),
-                ],
+                &[shop_id.to_string().into(), mode.as_str().into()],
             )
             .await?;
         rows.iter()
             .map(|row| {
-                let currency =
-                    Currency::parse(&row.text("currency")).map_err(AppError::internal)?;
-                let amount = rust_decimal::Decimal::new(
-                    row.int("captured_milli"),
-                    crate::money::MILLI_SCALE,
-                );
                 Ok(OrphanCapture {
-                    remittance_id: caisse_domain::RemittanceId::parse(&row.text("remittance_id"))
-                        .ok_or_else(|| {
-                        AppError::internal("bad remittance id in view")
-                    })?,
-                    payment_id: PaymentId::parse(&row.text("payment_id"))
-                        .ok_or_else(|| AppError::internal("bad payment id in view"))?,
-                    amount: caisse_domain::Money::positive(amount, currency)
-                        .map_err(AppError::internal)?,
+                    remittance_id: parse_id(
+                        caisse_domain::RemittanceId::parse,
+                        &row.text("remittance_id"),
+                        "remittance",
+                    )?,
+                    payment_id: parse_id(PaymentId::parse, &row.text("payment_id"), "payment")?,
+                    amount: money_from_milli(
+                        row.int("captured_milli"),
+                        parse_currency(&row.text("currency"))?,
+                    )?,
+                    contract: row.text("acquirer_contract"),
+                    changed_at: parse_instant(&row.text("updated_at"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_refunds(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+    ) -> Result<Vec<PendingRefund>, AppError> {
+        // A refund is listed once its payment's capture is recorded in a
+        // remittance, which gives its shop, mode and contract.
+        let rows = self
+            .db
+            .fetch_all(
+                "SELECT r.refund_id, r.payment_id, r.currency, p.acquirer_contract
+                   FROM remittance_refunds r
+                   JOIN remittance_payments p ON p.payment_id = r.payment_id
+                  WHERE r.recorded_in IS NULL AND r.remittance_id IS NULL
+                    AND p.shop_id = $1 AND p.mode = $2
+                  ORDER BY r.refunded_at, r.refund_id",
+                &[shop_id.to_string().into(), mode.as_str().into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingRefund {
+                    payment_id: parse_id(PaymentId::parse, &row.text("payment_id"), "payment")?,
+                    refund_id: parse_id(
+                        caisse_domain::ids::RefundId::parse,
+                        &row.text("refund_id"),
+                        "refund",
+                    )?,
+                    currency: parse_currency(&row.text("currency"))?,
+                    contract: row.text("acquirer_contract"),
+                })
+            })
+            .collect()
+    }
+
+    async fn orphan_refunds(
+        &self,
+        shop_id: ShopId,
+        mode: Mode,
+    ) -> Result<Vec<OrphanRefund>, AppError> {
+        let rows = self
+            .db
+            .fetch_all(
+                "SELECT r.refund_id, r.payment_id, r.currency, r.amount_milli, r.remittance_id, r.remitted_at,
+                        p.acquirer_contract
+                   FROM remittance_refunds r
+                   JOIN remittance_payments p ON p.payment_id = r.payment_id
+                  WHERE r.recorded_in IS NULL AND r.remittance_id IS NOT NULL
+                    AND p.shop_id = $1 AND p.mode = $2
+                  ORDER BY r.remittance_id, r.refund_id",
+                &[shop_id.to_string().into(), mode.as_str().into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OrphanRefund {
+                    remittance_id: parse_id(
+                        caisse_domain::RemittanceId::parse,
+                        &row.text("remittance_id"),
+                        "remittance",
+                    )?,
+                    payment_id: parse_id(PaymentId::parse, &row.text("payment_id"), "payment")?,
+                    refund_id: parse_id(
+                        caisse_domain::ids::RefundId::parse,
+                        &row.text("refund_id"),
+                        "refund",
+                    )?,
+                    amount: money_from_milli(
+                        row.int("amount_milli"),
+                        parse_currency(&row.text("currency"))?,
+                    )?,
+                    contract: row.text("acquirer_contract"),
+                    remitted_at: parse_instant(&row.text("remitted_at"))?,
                 })
             })
             .collect()

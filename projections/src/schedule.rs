@@ -8,7 +8,8 @@ use caisse_application::ports::{ScheduledItem, ScheduledKind, ScheduledWork};
 use caisse_application::AppError;
 use caisse_domain::cut_off::{CutOffEvent, DailyCutOff};
 use caisse_domain::merchant::{CutOffSchedule, Merchant, MerchantEvent};
-use caisse_domain::payment::{CaptureMode, Payment, PaymentEvent};
+use caisse_domain::payment::{CaptureMode, CaptureTrigger, Payment, PaymentEvent};
+use caisse_domain::plan::{PaymentPlan, PlanEvent};
 use caisse_domain::{Mode, PaymentId, ShopId};
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, parse_date, parse_timestamp, timestamp_text};
@@ -21,7 +22,10 @@ use crate::projector::Projection;
 pub const EXPIRE_AUTHORISATION: &str = "EXPIRE_AUTHORISATION";
 pub const REMITTANCE_CUT_OFF: &str = "REMITTANCE_CUT_OFF";
 pub const AUTHORISE_DEFERRED: &str = "AUTHORISE_DEFERRED";
+pub const CHARGE_INSTALMENT: &str = "CHARGE_INSTALMENT";
 
+/// Schedules: expiries of authorisations waiting for validation, shipping or
+/// delivery; deferred authorisations (TY-4); each shop's daily cut-off per mode.
 pub struct ScheduleProjection;
 
 const UPSERT_ITEM: &str = "
@@ -83,7 +87,12 @@ impl Projection for ScheduleProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["schedule_items", "shop_cut_offs", "schedule_waiting_payments"]
+        &[
+            "schedule_items",
+            "shop_cut_offs",
+            "schedule_waiting_payments",
+            "schedule_plans",
+        ]
     }
 
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
@@ -92,8 +101,11 @@ impl Projection for ScheduleProjection {
             let payment_event: PaymentEvent = parse(event)?;
             let item_id = expiry_item_id(&event.aggregate_id);
             match payment_event {
+                // Waiting for validation, shipping or delivery: it lapses unless
+                // that comes within the validity.
                 PaymentEvent::PaymentAuthorised { details, .. }
-                    if details.capture_mode == CaptureMode::Manual =>
+                    if details.capture_mode == CaptureMode::Manual
+                        || details.capture_trigger != CaptureTrigger::Date =>
                 {
                     let expires_at = details.occurred_at
                         + chrono::Duration::days(i64::from(details.authorisation_validity_days));
@@ -173,6 +185,27 @@ impl Projection for ScheduleProjection {
                         tx.execute(UPSERT_ITEM, &params).await?;
                     }
                 }
+                // Shipped or delivered as its trigger asks: captured at the next
+                // cut-off, nothing left to expire.
+                PaymentEvent::ShipmentDeclared {
+                    capture_date: Some(_),
+                    ..
+                }
+                | PaymentEvent::DeliveryDeclared {
+                    capture_date: Some(_),
+                    ..
+                } => {
+                    delete_item(tx, item_id).await?;
+                }
+                PaymentEvent::ShipmentDeclared { .. } | PaymentEvent::DeliveryDeclared { .. } => {}
+                // A new hold: the lapse moves to its end.
+                PaymentEvent::PaymentReauthorised { expires_at, .. } => {
+                    tx.execute(
+                        "UPDATE schedule_items SET due_at = $2, global_position = $3 WHERE item_id = $1",
+                        &[item_id.into(), timestamp_text(expires_at).into(), position.into()],
+                    )
+                    .await?;
+                }
                 PaymentEvent::DeferredAuthorisationRefused { .. } => {
                     delete_item(tx, authorise_item_id(&event.aggregate_id)).await?;
                     forget_waiting(tx, &event.aggregate_id).await?;
@@ -190,6 +223,7 @@ impl Projection for ScheduleProjection {
                 PaymentEvent::PaymentAuthorised { .. }
                 | PaymentEvent::PaymentRefused { .. }
                 | PaymentEvent::PaymentRefunded { .. }
+                | PaymentEvent::RefundRemitted { .. }
                 | PaymentEvent::PaymentDuplicated { .. } => {}
             }
         } else if event.aggregate_type == Merchant::TYPE {
@@ -234,6 +268,8 @@ impl Projection for ScheduleProjection {
                 | MerchantEvent::ApiKeyIssued { .. }
                 | MerchantEvent::UserCreated { .. } => {}
             }
+        } else if event.aggregate_type == PaymentPlan::TYPE {
+            apply_plan_event(tx, event, parse(event)?, position).await?;
         } else if event.aggregate_type == DailyCutOff::TYPE {
             let CutOffEvent::DailyCutOffCompleted {
                 shop_id,
@@ -247,6 +283,109 @@ impl Projection for ScheduleProjection {
         }
         Ok(())
     }
+}
+
+/// A payment plan's instalments are charged from their due date; never sooner
+/// than a grace delay after the plan's own request, which charges at once what is
+/// due then (the scheduler only steps in if that request stopped half-way).
+const INSTALMENT_GRACE_MINUTES: i64 = 10;
+
+fn instalment_item_id(plan_id: &str, number: u32) -> String {
+    format!("{CHARGE_INSTALMENT}:{plan_id}:{number}")
+}
+
+fn instalment_due_at(due_date: NaiveDate, requested_at: DateTime<Utc>) -> DateTime<Utc> {
+    let start_of_day = due_date
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    start_of_day.max(requested_at + chrono::Duration::minutes(INSTALMENT_GRACE_MINUTES))
+}
+
+async fn apply_plan_event(
+    tx: &mut Tx,
+    event: &LoggedEvent,
+    plan_event: PlanEvent,
+    position: i64,
+) -> Result<(), AppError> {
+    let plan_id = event.aggregate_id.as_str();
+    match plan_event {
+        PlanEvent::PlanCreated { details } => {
+            tx.execute(
+                "INSERT INTO schedule_plans (plan_id, shop_id, mode) VALUES ($1, $2, $3)",
+                &[
+                    plan_id.into(),
+                    details.shop_id.to_string().into(),
+                    details.mode.as_str().into(),
+                ],
+            )
+            .await?;
+            for instalment in &details.instalments {
+                let Some(due_date) = instalment.due_date else {
+                    continue;
+                };
+                let params: Vec<SqlValue> = vec![
+                    instalment_item_id(plan_id, instalment.number).into(),
+                    CHARGE_INSTALMENT.into(),
+                    plan_id.into(),
+                    details.shop_id.to_string().into(),
+                    details.mode.as_str().into(),
+                    timestamp_text(instalment_due_at(due_date, details.occurred_at)).into(),
+                    None::<String>.into(),
+                    position.into(),
+                ];
+                tx.execute(UPSERT_ITEM, &params).await?;
+            }
+        }
+        PlanEvent::InstalmentCalled {
+            number,
+            due_date,
+            occurred_at,
+        } => {
+            let owner = tx
+                .fetch_optional(
+                    "SELECT shop_id, mode FROM schedule_plans WHERE plan_id = $1",
+                    &[plan_id.into()],
+                )
+                .await?;
+            if let Some(owner) = owner {
+                let params: Vec<SqlValue> = vec![
+                    instalment_item_id(plan_id, number).into(),
+                    CHARGE_INSTALMENT.into(),
+                    plan_id.into(),
+                    owner.text("shop_id").into(),
+                    owner.text("mode").into(),
+                    timestamp_text(instalment_due_at(due_date, occurred_at)).into(),
+                    None::<String>.into(),
+                    position.into(),
+                ];
+                tx.execute(UPSERT_ITEM, &params).await?;
+            }
+        }
+        PlanEvent::InstalmentAttemptFailed {
+            number,
+            next_attempt_on: Some(next),
+            ..
+        } => {
+            tx.execute(
+                "UPDATE schedule_items SET due_at = $2, global_position = $3 WHERE item_id = $1",
+                &[
+                    instalment_item_id(plan_id, number).into(),
+                    timestamp_text(instalment_due_at(next, DateTime::<Utc>::MIN_UTC)).into(),
+                    position.into(),
+                ],
+            )
+            .await?;
+        }
+        PlanEvent::InstalmentPaid { number, .. } | PlanEvent::InstalmentFailed { number, .. } => {
+            delete_item(tx, instalment_item_id(plan_id, number)).await?;
+        }
+        PlanEvent::InstalmentAttemptFailed { .. }
+        | PlanEvent::InstalmentAttemptStarted { .. }
+        | PlanEvent::PlanCompleted { .. }
+        | PlanEvent::PlanDefaulted { .. } => {}
+    }
+    Ok(())
 }
 
 fn parse<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Result<E, AppError> {
@@ -397,16 +536,30 @@ impl ScheduledWork for ViewScheduledWork {
 }
 
 fn item_from_row(row: &SqlRow) -> Result<ScheduledItem, AppError> {
-    let bad = |what: &str| AppError::internal(format!("schedule item {}: bad {what}", row.text("item_id")));
+    let bad = |what: &str| {
+        AppError::internal(format!("schedule item {}: bad {what}", row.text("item_id")))
+    };
     let shop_id = ShopId::parse(&row.text("shop_id")).ok_or_else(|| bad("shop_id"))?;
     let mode = Mode::parse(&row.text("mode")).ok_or_else(|| bad("mode"))?;
     let due_at = parse_timestamp(&row.text("due_at")).ok_or_else(|| bad("due_at"))?;
     let kind = match row.text("kind").as_str() {
         EXPIRE_AUTHORISATION => ScheduledKind::ExpireAuthorisation {
-            payment_id: PaymentId::parse(&row.text("subject_id")).ok_or_else(|| bad("subject_id"))?,
+            payment_id: PaymentId::parse(&row.text("subject_id"))
+                .ok_or_else(|| bad("subject_id"))?,
         },
         AUTHORISE_DEFERRED => ScheduledKind::AuthoriseDeferred {
-            payment_id: PaymentId::parse(&row.text("subject_id")).ok_or_else(|| bad("subject_id"))?,
+            payment_id: PaymentId::parse(&row.text("subject_id"))
+                .ok_or_else(|| bad("subject_id"))?,
+        },
+        CHARGE_INSTALMENT => ScheduledKind::ChargeInstalment {
+            plan_id: caisse_domain::ids::PlanId::parse(&row.text("subject_id"))
+                .ok_or_else(|| bad("subject_id"))?,
+            number: row
+                .text("item_id")
+                .rsplit(':')
+                .next()
+                .and_then(|number| number.parse().ok())
+                .ok_or_else(|| bad("item_id"))?,
         },
         REMITTANCE_CUT_OFF => ScheduledKind::RemittanceCutOff {
             business_date: row

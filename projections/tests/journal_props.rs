@@ -15,6 +15,7 @@ use caisse_domain::payment::{
 };
 use caisse_domain::remittance::{
     Remittance, RemittanceCommand, RemittanceError, RemittanceEvent, RemittedPayment,
+    RemittedRefund,
 };
 use caisse_domain::{Currency, Mode, Money, PaymentId, RemittanceId, ShopId};
 use caisse_projections::journal::{
@@ -135,6 +136,9 @@ fn details(index: usize, spec: &PaymentSpec) -> PaymentDetails {
         channel: Channel::Ecommerce,
         capture_mode: spec.capture_mode,
         capture_date: today(),
+        capture_trigger: Default::default(),
+        instalment_of: None,
+        acquirer_contract: caisse_domain::acquirer::default_contract(),
         card: CardSnapshot {
             token: "tok_test".to_string(),
             bin: "497010".to_string(),
@@ -186,6 +190,8 @@ struct World {
     open_runs: BTreeMap<Currency, RemittanceId>,
     pending: BTreeMap<RemittanceId, Vec<RemittedPayment>>,
     remitted: BTreeSet<String>,
+    /// Refunds not yet sent to the bank: payment index and refund id.
+    pending_refunds: Vec<(usize, RefundId)>,
     /// Debits minus credits, per payment and account.
     balances: BTreeMap<(String, Account), i64>,
     /// Debits minus credits, per currency (the trial balance).
@@ -274,8 +280,10 @@ impl World {
                 remittance_id,
                 shop_id: shop_id(),
                 mode: Mode::Test,
+                contract: caisse_domain::acquirer::default_contract(),
                 business_date: today(),
                 payments: payments.clone(),
+                refunds: vec![],
                 occurred_at: start() + Duration::hours(1),
             };
             let result = self
@@ -301,6 +309,75 @@ impl World {
                 for payment in payments {
                     self.remitted.insert(payment.payment_id.to_string());
                 }
+            }
+        }
+        self.remit_refunds()
+    }
+
+    /// Sends the refunds of payments whose capture is remitted, one remittance of
+    /// credits per currency, as the cut-off does (docs/adr/0008).
+    fn remit_refunds(&mut self) -> Result<(), TestCaseError> {
+        let mut credits: BTreeMap<Currency, (RemittanceId, Vec<RemittedRefund>)> = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for (index, refund_id) in std::mem::take(&mut self.pending_refunds) {
+            if !self.remitted.contains(&payment_id(index).to_string()) {
+                waiting.push((index, refund_id));
+                continue;
+            }
+            let currency = self.payments[index].amount.expect("exists").currency();
+            let remittance_id = match credits.get(&currency) {
+                Some((id, _)) => *id,
+                None => RemittanceId::from_uuid(self.fresh_id()),
+            };
+            let command = PaymentCommand::RemitRefund {
+                remittance_id,
+                refund_id,
+                occurred_at: start() + Duration::hours(1),
+            };
+            let events = self.handle_payment(index, command)?;
+            prop_assert_eq!(events.len(), 1, "a pending refund is remitted once");
+            let PaymentEvent::RefundRemitted { amount, .. } = &events[0] else {
+                return Err(TestCaseError::fail("RemitRefund emits RefundRemitted"));
+            };
+            // Never twice: a second attempt is refused and changes nothing.
+            let again = PaymentCommand::RemitRefund {
+                remittance_id: RemittanceId::from_uuid(self.fresh_id()),
+                refund_id,
+                occurred_at: start() + Duration::hours(1),
+            };
+            prop_assert!(self.handle_payment(index, again)?.is_empty());
+            credits
+                .entry(currency)
+                .or_insert_with(|| (remittance_id, Vec::new()))
+                .1
+                .push(RemittedRefund {
+                    payment_id: payment_id(index),
+                    refund_id,
+                    amount: *amount,
+                });
+        }
+        self.pending_refunds = waiting;
+        for (_currency, (remittance_id, refunds)) in credits {
+            let mut remittance = Remittance::default();
+            let sink = EventSink::default();
+            let command = RemittanceCommand::Submit {
+                remittance_id,
+                shop_id: shop_id(),
+                mode: Mode::Test,
+                contract: caisse_domain::acquirer::default_contract(),
+                business_date: today(),
+                payments: vec![],
+                refunds: refunds.clone(),
+                occurred_at: start() + Duration::hours(1),
+            };
+            let result = self
+                .runtime
+                .block_on(remittance.handle(command, &(), &sink));
+            prop_assert!(result.is_ok(), "{:?}", result);
+            for event in self.runtime.block_on(sink.collect()) {
+                let entries = remittance_entries(&event);
+                prop_assert_eq!(entries.len(), refunds.len());
+                self.post(&entries, None)?;
             }
         }
         Ok(())
@@ -347,6 +424,12 @@ impl World {
             } else {
                 0
             };
+            let refunds_remitted: i64 = payment
+                .refunds
+                .iter()
+                .filter(|refund| refund.remittance_id.is_some())
+                .map(|refund| to_milli(&refund.amount))
+                .sum();
             prop_assert_eq!(
                 self.balance(&id, Account::AuthorisationHolds),
                 held,
@@ -361,11 +444,12 @@ impl World {
             );
             prop_assert_eq!(
                 self.balance(&id, Account::MerchantReceivable),
-                captured - remitted
+                (captured - remitted) - (refunded - refunds_remitted),
+                "receivable = captures and refunds not yet remitted"
             );
             prop_assert_eq!(
                 self.balance(&id, Account::RemittedToAcquirer),
-                remitted - refunded
+                remitted - refunds_remitted
             );
             prop_assert_eq!(
                 self.balance(&id, Account::DeferredAuthorisations),
@@ -391,12 +475,16 @@ fn event_currency(event: &PaymentEvent) -> Option<Currency> {
         | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount.currency()),
         PaymentEvent::PaymentValidated { .. }
         | PaymentEvent::DeferredAuthorisationGranted { .. }
-        | PaymentEvent::DeferredAuthorisationRefused { .. } => None,
+        | PaymentEvent::DeferredAuthorisationRefused { .. }
+        | PaymentEvent::ShipmentDeclared { .. }
+        | PaymentEvent::DeliveryDeclared { .. } => None,
         PaymentEvent::PaymentModified { amount, .. }
+        | PaymentEvent::PaymentReauthorised { amount, .. }
         | PaymentEvent::PaymentCancelled { amount, .. }
         | PaymentEvent::PaymentExpired { amount, .. }
         | PaymentEvent::PaymentCaptured { amount, .. }
         | PaymentEvent::PaymentRefunded { amount, .. }
+        | PaymentEvent::RefundRemitted { amount, .. }
         | PaymentEvent::PaymentDuplicated { amount, .. } => Some(amount.currency()),
     }
 }
@@ -410,6 +498,7 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
         open_runs: BTreeMap::new(),
         pending: BTreeMap::new(),
         remitted: BTreeSet::new(),
+        pending_refunds: Vec::new(),
         balances: BTreeMap::new(),
         trial: BTreeMap::new(),
         currencies: BTreeMap::new(),
@@ -489,6 +578,7 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
                 occurred_at,
             },
             Step::Expire(_) => PaymentCommand::Expire {
+                reauthorisation: None,
                 occurred_at: start()
                     + Duration::days(i64::from(DEFAULT_AUTHORISATION_VALIDITY_DAYS))
                     + Duration::minutes(number as i64),
@@ -536,6 +626,9 @@ fn run(specs: &[PaymentSpec], steps: &[Step]) -> Result<World, TestCaseError> {
             Step::Remit => unreachable!("handled above"),
         };
         for event in world.handle_payment(index, command)? {
+            if let PaymentEvent::PaymentRefunded { refund_id, .. } = event {
+                world.pending_refunds.push((index, refund_id));
+            }
             if let PaymentEvent::PaymentCaptured {
                 remittance_id,
                 amount,
@@ -648,8 +741,9 @@ fn a_full_lifecycle_reaches_every_accounting_rule() {
     );
     // Three authorisations and two deferred orders (not the refusal), two
     // modifications, the grant, two captures and their two remittance entries,
-    // two refunds, the cancellation, the expiry and the deferred refusal.
-    assert_eq!(world.entries, 17);
+    // two refunds and their two remittance entries, the cancellation, the expiry
+    // and the deferred refusal.
+    assert_eq!(world.entries, 19);
     // EUR 40.00 deferred, lowered to 30.00 while waiting, granted, captured, remitted.
     let deferred = payment_id(4).to_string();
     assert_eq!(world.balance(&deferred, Account::DeferredAuthorisations), 0);

@@ -1,6 +1,7 @@
 //! The double-entry journal: a lifecycle's entries and trial balance
-//! through GraphQL, paging and date filters, isolation between merchants and
-//! modes, bad arguments, and `projections rebuild journal` / `audit verify`.
+//! through GraphQL, paging and date filters, deferred authorisations (TY-4),
+//! isolation between merchants and modes, bad arguments, and `projections rebuild
+//! journal` / `audit verify`.
 
 use caisse_projections::audit;
 use caisse_tests::{data, error_code, payment_input, TestApp};
@@ -34,6 +35,8 @@ struct Lifecycle {
     /// EUR 20.00 to capture in 3 days, cancelled the next day.
     cancelled: String,
     remittance: String,
+    /// The next day's remittance, carrying the refund as its only credit.
+    credit_remittance: String,
 }
 
 async fn mutate(app: &TestApp, query: &str, variables: Value) {
@@ -74,11 +77,17 @@ async fn run_lifecycle(app: &TestApp) -> Lifecycle {
         json!({ "id": cancelled }),
     )
     .await;
+    // Nothing left to capture; the refund goes to the bank as a credit.
+    let credits = app.run_remittance().await;
+    assert_eq!(credits.as_array().unwrap().len(), 1, "{credits}");
+    assert_eq!(credits[0]["paymentCount"], 0, "{credits}");
+    let credit_remittance = credits[0]["id"].as_str().unwrap().to_string();
     Lifecycle {
         modified,
         small,
         cancelled,
         remittance,
+        credit_remittance,
     }
 }
 
@@ -203,17 +212,25 @@ fn expected_entries(ledger: &Lifecycle) -> Vec<(&'static str, String, Option<Str
             transfer(remitted, receivable, amount),
         ));
     }
+    // The refund lowers what the next remittance nets, then that remittance
+    // takes it back from the acquirer.
     expected.push((
         "PaymentRefunded",
         ledger.modified.clone(),
         None,
-        transfer(buyer, remitted, "30.00"),
+        transfer(buyer, receivable, "30.00"),
     ));
     expected.push((
         "PaymentCancelled",
         ledger.cancelled.clone(),
         None,
         transfer(buyer, holds, "20.00"),
+    ));
+    expected.push((
+        "RemittanceSubmitted",
+        ledger.modified.clone(),
+        Some(ledger.credit_remittance.clone()),
+        transfer(receivable, remitted, "30.00"),
     ));
     expected
 }
@@ -318,26 +335,27 @@ async fn a_lifecycle_makes_balanced_entries_and_a_zero_trial_balance(app: TestAp
         Vec::<Value>::new()
     );
 
-    // Trial balance now: every hold released or captured, the buyers' 55.00 with
-    // the acquirer.
+    // Trial balance now: every hold released or captured, every capture and
+    // refund remitted, the buyers' 55.00 with the acquirer.
     let balance = trial_balance(&app, &app.test_key, &app.shop_id, None).await;
     assert_eq!(balance.as_array().unwrap().len(), 1, "{balance}");
     let eur = &balance[0];
     assert_eq!(eur["currency"], "EUR");
-    assert_eq!(eur["totalDebit"], "365.00");
-    assert_eq!(eur["totalCredit"], "365.00");
+    assert_eq!(eur["totalDebit"], "395.00");
+    assert_eq!(eur["totalCredit"], "395.00");
     assert_eq!(eur["balanced"], true);
     assert_eq!(
         accounts(eur),
         vec![
             row("authorisation_holds", "125.00", "125.00", "0.00"),
             row("buyer_funds", "70.00", "125.00", "-55.00"),
-            row("merchant_receivable", "85.00", "85.00", "0.00"),
+            row("merchant_receivable", "115.00", "115.00", "0.00"),
             row("remitted_to_acquirer", "85.00", "30.00", "55.00"),
         ]
     );
 
-    // At the end of the first day the cancelled payment was still held.
+    // At the end of the first day the cancelled payment was still held and the
+    // refund not yet sent: the next remittance would net -30.00.
     for at in [
         "2026-03-02",
         "2026-03-02T23:59:59Z",
@@ -353,8 +371,8 @@ async fn a_lifecycle_makes_balanced_entries_and_a_zero_trial_balance(app: TestAp
             vec![
                 row("authorisation_holds", "125.00", "105.00", "20.00"),
                 row("buyer_funds", "50.00", "125.00", "-75.00"),
-                row("merchant_receivable", "85.00", "85.00", "0.00"),
-                row("remitted_to_acquirer", "85.00", "30.00", "55.00"),
+                row("merchant_receivable", "85.00", "115.00", "-30.00"),
+                row("remitted_to_acquirer", "85.00", "0.00", "85.00"),
             ],
             "at {at}"
         );
@@ -416,7 +434,7 @@ async fn another_merchant_or_mode_sees_none_of_the_journal(app: TestApp) {
         whole_journal(&app, &app.test_key, &app.shop_id, 200)
             .await
             .len(),
-        10
+        11
     );
 }
 
@@ -486,7 +504,7 @@ async fn a_rebuild_reproduces_the_journal_and_audit_reports_a_tampered_line(app:
     assert!(report.is_clean(), "{:#?}", report.findings);
     let journal = whole_journal(&app, &app.test_key, &app.shop_id, 200).await;
     let balance = trial_balance(&app, &app.test_key, &app.shop_id, None).await;
-    assert_eq!(journal.len(), 10);
+    assert_eq!(journal.len(), 11);
 
     // `caisse projections rebuild journal` replays the log into the same entries.
     let handle = app
@@ -526,7 +544,7 @@ async fn a_rebuild_reproduces_the_journal_and_audit_reports_a_tampered_line(app:
     assert_eq!(changed, 1);
     let tampered = trial_balance(&app, &app.test_key, &app.shop_id, None).await;
     assert_eq!(tampered[0]["balanced"], false);
-    assert_eq!(tampered[0]["totalCredit"], "366.00");
+    assert_eq!(tampered[0]["totalCredit"], "396.00");
     let report = audit::verify(app.state.db()).await.expect("audit runs");
     let refund = journal
         .iter()
@@ -566,4 +584,102 @@ async fn a_rebuild_reproduces_the_journal_and_audit_reports_a_tampered_line(app:
 caisse_tests::both_backends!(
     a_rebuild_reproduces_the_journal_and_audit_reports_a_tampered_line,
     super::a_rebuild_reproduces_the_journal_and_audit_reports_a_tampered_line
+);
+
+/// Deferred beyond the 7-day authorisation validity (TY-4): the order waits in
+/// `deferred_authorisations` until the authorisation the day before capture holds
+/// it or releases it.
+async fn a_deferred_payment_waits_in_its_own_account_until_its_authorisation(app: TestApp) {
+    let deferred = |amount: &str, reference: &str, card: &str| {
+        let mut input = payment_input(amount, reference);
+        input["captureDelayDays"] = json!(20);
+        input["card"]["number"] = json!(card);
+        input
+    };
+    let granted = app
+        .create_payment(deferred("60.00", "JOURNAL-DEFERRED-1", "4970100000000006"))
+        .await;
+    assert_eq!(granted["status"], "WAITING_AUTHORISATION", "{granted}");
+    // Accepted at payment time, insufficient funds at the deferred authorisation.
+    let refused = app
+        .create_payment(deferred("70.00", "JOURNAL-DEFERRED-2", "4970100000000071"))
+        .await;
+    assert_eq!(refused["status"], "WAITING_AUTHORISATION", "{refused}");
+    mutate(
+        &app,
+        "mutation($id: ID!) { modifyPayment(id: $id, amount: \"50.00\") { id } }",
+        json!({ "id": granted["id"] }),
+    )
+    .await;
+    let waiting = trial_balance(&app, &app.test_key, &app.shop_id, None).await;
+    assert_eq!(
+        accounts(&waiting[0]),
+        vec![
+            row("buyer_funds", "10.00", "130.00", "-120.00"),
+            row("deferred_authorisations", "130.00", "10.00", "120.00"),
+        ]
+    );
+
+    // The day before the capture date the scheduler asks for both authorisations.
+    app.clock
+        .set(chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, 21, 0, 0, 0).unwrap());
+    app.run_scheduler().await;
+    let entries = whole_journal(&app, &app.test_key, &app.shop_id, 200).await;
+    let actual: Vec<_> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["eventType"].as_str().unwrap(),
+                entry["paymentId"].clone(),
+                lines(entry),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actual,
+        vec![
+            (
+                "PaymentAwaitingAuthorisation",
+                granted["id"].clone(),
+                transfer("deferred_authorisations", "buyer_funds", "60.00")
+            ),
+            (
+                "PaymentAwaitingAuthorisation",
+                refused["id"].clone(),
+                transfer("deferred_authorisations", "buyer_funds", "70.00")
+            ),
+            (
+                "PaymentModified",
+                granted["id"].clone(),
+                transfer("buyer_funds", "deferred_authorisations", "10.00")
+            ),
+            (
+                "DeferredAuthorisationGranted",
+                granted["id"].clone(),
+                transfer("authorisation_holds", "deferred_authorisations", "50.00")
+            ),
+            (
+                "DeferredAuthorisationRefused",
+                refused["id"].clone(),
+                transfer("buyer_funds", "deferred_authorisations", "70.00")
+            ),
+        ]
+    );
+    let balance = trial_balance(&app, &app.test_key, &app.shop_id, None).await;
+    assert_eq!(balance[0]["balanced"], true);
+    assert_eq!(
+        accounts(&balance[0]),
+        vec![
+            row("authorisation_holds", "50.00", "0.00", "50.00"),
+            row("buyer_funds", "80.00", "130.00", "-50.00"),
+            row("deferred_authorisations", "130.00", "130.00", "0.00"),
+        ]
+    );
+    let report = audit::verify(app.state.db()).await.expect("audit runs");
+    assert!(report.is_clean(), "{:#?}", report.findings);
+}
+
+caisse_tests::both_backends!(
+    a_deferred_payment_waits_in_its_own_account_until_its_authorisation,
+    super::a_deferred_payment_waits_in_its_own_account_until_its_authorisation
 );

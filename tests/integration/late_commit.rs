@@ -60,7 +60,10 @@ fn authorised_event(payment_id: &str, shop_id: &str) -> Value {
         buyer_email: None,
         buyer_ip: None,
         duplicated_from: None,
+        instalment_of: None,
         authorisation_validity_days: 7,
+        capture_trigger: Default::default(),
+        acquirer_contract: caisse_domain::acquirer::SIMULATOR_CONTRACT.into(),
         occurred_at: test_start(),
     };
     let event = PaymentEvent::PaymentAuthorised {

@@ -51,15 +51,26 @@ async fn unvalidated_authorisations_expire_after_their_validity(app: TestApp) {
     app.clock.advance(Duration::days(6));
     let run = app.run_scheduler().await;
     assert_eq!(run.done.get("EXPIRE_AUTHORISATION"), None, "{run:?}");
-    assert_eq!(payment(&app, &lapsing).await["status"], "AUTHORISED_TO_VALIDATE");
+    assert_eq!(
+        payment(&app, &lapsing).await["status"],
+        "AUTHORISED_TO_VALIDATE"
+    );
 
     app.clock.advance(Duration::days(1));
     let run = app.run_scheduler().await;
     assert_eq!(run.done.get("EXPIRE_AUTHORISATION"), Some(&1), "{run:?}");
     let expired = payment(&app, &lapsing).await;
     assert_eq!(expired["status"], "EXPIRED");
-    let last = expired["history"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last, json!({ "type": "PaymentExpired", "actor": "scheduler" }));
+    let last = expired["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last,
+        json!({ "type": "PaymentExpired", "actor": "scheduler" })
+    );
     // The validated one never expires: its day's cut-off captured it.
     assert_eq!(payment(&app, &validated).await["status"], "CAPTURED");
 
@@ -77,7 +88,10 @@ async fn unvalidated_authorisations_expire_after_their_validity(app: TestApp) {
             json!({ "id": lapsing }),
         )
         .await;
-    assert_eq!(data(&response)["duplicatePayment"]["status"], "AUTHORISED_TO_VALIDATE");
+    assert_eq!(
+        data(&response)["duplicatePayment"]["status"],
+        "AUTHORISED_TO_VALIDATE"
+    );
 
     // The expiry shows in the cash-management totals of its day.
     let response = app
@@ -99,19 +113,23 @@ async fn unvalidated_authorisations_expire_after_their_validity(app: TestApp) {
 
 async fn the_daily_cut_off_captures_what_is_due_at_22_00_in_paris(app: TestApp) {
     // The clock starts on Monday 2026-03-02 at 10:00 UTC (11:00 in Paris).
-    let today = app.create_payment(payment_input("10.00", "ORD-TODAY")).await;
+    let today = app
+        .create_payment(payment_input("10.00", "ORD-TODAY"))
+        .await;
     let mut deferred = payment_input("20.00", "ORD-IN-TWO-DAYS");
     deferred["captureDelayDays"] = json!(2);
     let deferred = app.create_payment(deferred).await;
 
     // 21:59 in Paris (20:59 UTC): not yet.
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 2, 20, 59, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 2, 20, 59, 0).unwrap());
     let run = app.run_scheduler().await;
     assert_eq!(run.done_total(), 0, "{run:?}");
     assert_eq!(payment(&app, &today["id"]).await["status"], "AUTHORISED");
 
     // 22:00 in Paris: the cut-off of the test and live modes of the shop.
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 2, 21, 0, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 2, 21, 0, 0).unwrap());
     let run = app.run_scheduler().await;
     assert_eq!(run.done.get("REMITTANCE_CUT_OFF"), Some(&2), "{run:?}");
     let captured = payment(&app, &today["id"]).await;
@@ -136,7 +154,8 @@ async fn the_daily_cut_off_captures_what_is_due_at_22_00_in_paris(app: TestApp) 
 
     // Two days later, after 22:00 on Wednesday: Tuesday's and Wednesday's cut-offs
     // run, and the deferred payment is captured on its capture date.
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 4, 21, 30, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 4, 21, 30, 0).unwrap());
     let run = app.run_scheduler().await;
     assert_eq!(run.done.get("REMITTANCE_CUT_OFF"), Some(&4), "{run:?}");
     let captured = payment(&app, &deferred["id"]).await;
@@ -165,12 +184,19 @@ async fn two_schedulers_on_one_database_capture_each_payment_once(app: TestApp) 
         ids.push(created["id"].clone());
     }
     let lapsing = manual_payment(&app, "7.00", "ORD-LAPSING-TWICE").await;
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 9, 21, 0, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 9, 21, 0, 0).unwrap());
     // Both processes look at the same due work at the same time, twice over.
     for _ in 0..2 {
-        let (first, other) = tokio::join!(app.state.scheduler.run_due(), second.state.scheduler.run_due());
+        let (first, other) = tokio::join!(
+            app.state.scheduler.run_due(),
+            second.state.scheduler.run_due()
+        );
         let (first, other) = (first.unwrap(), other.unwrap());
-        assert!(first.done_total() + other.done_total() <= 1 + 2 * 8, "{first:?} {other:?}");
+        assert!(
+            first.done_total() + other.done_total() <= 1 + 2 * 8,
+            "{first:?} {other:?}"
+        );
     }
     assert_eq!(count_events(&app, "PaymentCaptured").await, 20);
     assert_eq!(count_events(&app, "PaymentExpired").await, 1);
@@ -186,7 +212,11 @@ async fn two_schedulers_on_one_database_capture_each_payment_once(app: TestApp) 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(remitted.int("n"), 20, "every payment in exactly one remittance");
+    assert_eq!(
+        remitted.int("n"),
+        20,
+        "every payment in exactly one remittance"
+    );
     for id in &ids {
         assert_eq!(payment(&app, id).await["status"], "CAPTURED");
     }
@@ -196,7 +226,9 @@ async fn two_schedulers_on_one_database_capture_each_payment_once(app: TestApp) 
 async fn work_missed_while_stopped_is_done_when_the_service_starts(app: TestApp) {
     // This server's scheduler is off: the service is "down" from here on.
     let lapsing = manual_payment(&app, "12.00", "ORD-DOWN-LAPSING").await;
-    let due = app.create_payment(payment_input("13.00", "ORD-DOWN-DUE")).await;
+    let due = app
+        .create_payment(payment_input("13.00", "ORD-DOWN-DUE"))
+        .await;
     app.clock.advance(Duration::days(8));
 
     // A process starting with its scheduler on does the missed work by itself.
@@ -240,7 +272,11 @@ async fn schedule_list_shows_what_is_due(app: TestApp) {
     assert!(line.starts_with("2026-03-09T10:00:00"), "{line}");
     app.clock.advance(Duration::days(7));
     let list = caisse_api::cli::schedule_list(&app.state).await.unwrap();
-    assert!(list.lines().any(|line| line.contains(id) && line.contains("DUE")), "{list}");
+    assert!(
+        list.lines()
+            .any(|line| line.contains(id) && line.contains("DUE")),
+        "{list}"
+    );
 }
 
 both_backends!(
@@ -291,12 +327,16 @@ async fn each_mode_of_a_shop_has_its_own_cut_off_time_and_zone(app: TestApp) {
         json!({ "time": "22:00:00", "timeZone": "Europe/Paris", "nextDueAt": "2026-03-02T21:00:00+00:00" })
     );
 
-    let payment = app.create_payment(payment_input("11.00", "ORD-NEW-YORK")).await;
+    let payment = app
+        .create_payment(payment_input("11.00", "ORD-NEW-YORK"))
+        .await;
     // At 22:00 in Paris only the live cut-off runs; the test one waits for New York.
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 2, 21, 0, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 2, 21, 0, 0).unwrap());
     assert_eq!(app.run_scheduler().await.done_total(), 1);
     assert_eq!(payment_status(&app, &payment["id"]).await, "AUTHORISED");
-    app.clock.set(Utc.with_ymd_and_hms(2026, 3, 2, 23, 30, 0).unwrap());
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 2, 23, 30, 0).unwrap());
     assert_eq!(app.run_scheduler().await.done_total(), 1);
     assert_eq!(payment_status(&app, &payment["id"]).await, "CAPTURED");
 
@@ -319,21 +359,36 @@ async fn each_mode_of_a_shop_has_its_own_cut_off_time_and_zone(app: TestApp) {
         ("22:00", "Mars/Olympus", "INVALID_TIME_ZONE", "timeZone"),
     ] {
         let response = app
-            .graphql(SET_CUT_OFF, json!({ "shop": app.shop_id, "time": time, "zone": zone }))
+            .graphql(
+                SET_CUT_OFF,
+                json!({ "shop": app.shop_id, "time": time, "zone": zone }),
+            )
             .await;
         assert_eq!(error_code(&response), code, "{response}");
-        assert_eq!(response["errors"][0]["extensions"]["field"], field, "{response}");
+        assert_eq!(
+            response["errors"][0]["extensions"]["field"], field,
+            "{response}"
+        );
     }
     let other = app.other_merchant().await;
     let response = app
-        .graphql(SET_CUT_OFF, json!({ "shop": other.shop_id, "time": "20:00", "zone": "Europe/Paris" }))
+        .graphql(
+            SET_CUT_OFF,
+            json!({ "shop": other.shop_id, "time": "20:00", "zone": "Europe/Paris" }),
+        )
         .await;
     assert_eq!(error_code(&response), "SHOP_NOT_FOUND");
-    assert_eq!(count_events(&app, "RemittanceCutOffChanged").await, events_before);
+    assert_eq!(
+        count_events(&app, "RemittanceCutOffChanged").await,
+        events_before
+    );
 }
 
 async fn payment_status(app: &TestApp, id: &Value) -> String {
-    payment(app, id).await["status"].as_str().unwrap().to_string()
+    payment(app, id).await["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 both_backends!(

@@ -1,12 +1,15 @@
-//! Payment typologies end to end (TY-3, TY-4): pay at order, deferred within the
-//! authorisation validity, and deferred beyond it (card check now, authorisation
-//! the day before capture) — time moved by the injected clock.
+//! Payment typologies end to end (TY-3, TY-4, TY-6, TY-7): pay at order,
+//! deferred within the authorisation validity and beyond it (card check now,
+//! authorisation the day before capture), captured at shipping or at delivery
+//! (expiry or re-authorisation when nothing is declared) — time moved by the
+//! injected clock.
 
 use caisse_tests::{both_backends, data, payment_input, TestApp};
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
-const PAYMENT: &str = "query($id: ID!) { payment(id: $id) { status amount capturedAmount captureDate
+const PAYMENT: &str =
+    "query($id: ID!) { payment(id: $id) { status amount capturedAmount captureDate
     refusal { code } history { type actor amount } } }";
 
 async fn payment(app: &TestApp, id: &Value) -> Value {
@@ -82,13 +85,18 @@ async fn deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_ca
         .await;
     let work = data(&response)["scheduledWork"].as_array().unwrap().clone();
     assert!(
-        work.contains(&json!({ "kind": "AUTHORISE_DEFERRED", "paymentId": created["id"],
-                               "dueAt": "2026-03-21T00:00:00+00:00" })),
+        work.contains(
+            &json!({ "kind": "AUTHORISE_DEFERRED", "paymentId": created["id"],
+                               "dueAt": "2026-03-21T00:00:00+00:00" })
+        ),
         "{work:?}"
     );
 
     after_cut_off_of(&app, 20).await;
-    assert_eq!(payment(&app, &created["id"]).await["status"], "WAITING_AUTHORISATION");
+    assert_eq!(
+        payment(&app, &created["id"]).await["status"],
+        "WAITING_AUTHORISATION"
+    );
     // The day before the capture date: authorised.
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
@@ -102,7 +110,11 @@ async fn deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_ca
     assert_eq!(captured["status"], "CAPTURED");
     assert_eq!(
         history_types(&captured),
-        ["PaymentAwaitingAuthorisation", "DeferredAuthorisationGranted", "PaymentCaptured"]
+        [
+            "PaymentAwaitingAuthorisation",
+            "DeferredAuthorisationGranted",
+            "PaymentCaptured"
+        ]
     );
     assert_eq!(captured["history"][1]["actor"], "scheduler");
     assert_eq!(captured["history"][1]["amount"], "60.00");
@@ -122,7 +134,10 @@ async fn a_deferred_authorisation_refused_later_is_recorded_as_refused(app: Test
     assert_eq!(refused["refusal"]["code"], "51");
     assert_eq!(
         history_types(&refused),
-        ["PaymentAwaitingAuthorisation", "DeferredAuthorisationRefused"]
+        [
+            "PaymentAwaitingAuthorisation",
+            "DeferredAuthorisationRefused"
+        ]
     );
     // Refused on the day of the attempt in the totals.
     let response = app
@@ -189,16 +204,234 @@ async fn a_manual_payment_authorised_late_waits_for_validation_then_lapses(app: 
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
     app.run_scheduler().await;
-    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED_TO_VALIDATE");
+    assert_eq!(
+        payment(&app, &created["id"]).await["status"],
+        "AUTHORISED_TO_VALIDATE"
+    );
     // Validity counts from the late authorisation: 7 days after the 21st.
     after_cut_off_of(&app, 27).await;
-    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED_TO_VALIDATE");
+    assert_eq!(
+        payment(&app, &created["id"]).await["status"],
+        "AUTHORISED_TO_VALIDATE"
+    );
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap());
     app.run_scheduler().await;
     assert_eq!(payment(&app, &created["id"]).await["status"], "EXPIRED");
 }
 
+const SHIPMENT: &str = "query($id: ID!) { payment(id: $id) { status captureTrigger captureDate
+    shipment { carrier trackingNumber } deliveredAt history { type actor } } }";
+
+fn on(trigger: &str, amount: &str, reference: &str, card: &str) -> Value {
+    let mut input = payment_input(amount, reference);
+    input["captureTrigger"] = json!(trigger);
+    input["card"]["number"] = json!(card);
+    input
+}
+
+async fn a_payment_captured_at_shipping_waits_for_the_declaration(app: TestApp) {
+    let created = app
+        .create_payment(on("SHIPPING", "50.00", "ORD-SHIP", ACCEPTED))
+        .await;
+    assert_eq!(created["status"], "AUTHORISED");
+    // Cut-offs pass; without a shipping declaration nothing is captured.
+    after_cut_off_of(&app, 4).await;
+    let waiting = app.graphql(SHIPMENT, json!({ "id": created["id"] })).await;
+    assert_eq!(data(&waiting)["payment"]["status"], "AUTHORISED");
+    assert_eq!(data(&waiting)["payment"]["captureTrigger"], "SHIPPING");
+
+    // Delivery is not what this payment waits for.
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { declareDelivery(id: $id) { status } }",
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "CAPTURE_TRIGGER_MISMATCH"
+    );
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 5, 9, 0, 0).unwrap());
+    let response = app
+        .graphql(
+            r#"mutation($id: ID!) { declareShipping(id: $id, carrier: "La Poste", trackingNumber: "6A12345678901") {
+                status captureDate shipment { carrier trackingNumber } } }"#,
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    assert_eq!(
+        data(&response)["declareShipping"],
+        json!({ "status": "AUTHORISED", "captureDate": "2026-03-05",
+                "shipment": { "carrier": "La Poste", "trackingNumber": "6A12345678901" } })
+    );
+    // Twice is refused.
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { declareShipping(id: $id) { status } }",
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    assert_eq!(caisse_tests::error_code(&response), "ALREADY_DECLARED");
+    after_cut_off_of(&app, 5).await;
+    let captured = app.graphql(SHIPMENT, json!({ "id": created["id"] })).await;
+    let captured = &data(&captured)["payment"];
+    assert_eq!(captured["status"], "CAPTURED");
+    assert_eq!(
+        history_types(captured),
+        ["PaymentAuthorised", "ShipmentDeclared", "PaymentCaptured"]
+    );
+
+    // A tracking number that is a card number is refused and changes nothing.
+    let other = app
+        .create_payment(on("SHIPPING", "5.00", "ORD-SHIP-PAN", ACCEPTED))
+        .await;
+    let response = app
+        .graphql(
+            r#"mutation($id: ID!) { declareShipping(id: $id, trackingNumber: "4970100000000006") { status } }"#,
+            json!({ "id": other["id"] }),
+        )
+        .await;
+    assert_eq!(caisse_tests::error_code(&response), "INVALID_TEXT");
+    assert_eq!(
+        response["errors"][0]["extensions"]["field"],
+        "trackingNumber"
+    );
+    let unchanged = app.graphql(SHIPMENT, json!({ "id": other["id"] })).await;
+    assert_eq!(data(&unchanged)["payment"]["shipment"], Value::Null);
+
+    // Shipping and delivery triggers need automatic capture and no delay.
+    let mut manual = on("SHIPPING", "5.00", "ORD-SHIP-MANUAL", ACCEPTED);
+    manual["captureMode"] = json!("MANUAL");
+    let response = app
+        .graphql(caisse_tests::CREATE_PAYMENT, json!({ "input": manual }))
+        .await;
+    assert_eq!(
+        caisse_tests::error_code(&response),
+        "INVALID_CAPTURE_TRIGGER"
+    );
+}
+
+async fn a_payment_captured_at_delivery_waits_for_the_delivery(app: TestApp) {
+    let created = app
+        .create_payment(on("DELIVERY", "80.00", "ORD-DELIVER", ACCEPTED))
+        .await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 3, 9, 0, 0).unwrap());
+    let response = app
+        .graphql(
+            r#"mutation($id: ID!) { declareShipping(id: $id, carrier: "DHL") { status captureDate } }"#,
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    // Shipping is recorded but does not make it due.
+    assert_eq!(
+        data(&response)["declareShipping"],
+        json!({ "status": "AUTHORISED", "captureDate": "2026-03-02" })
+    );
+    after_cut_off_of(&app, 4).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 6, 9, 0, 0).unwrap());
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { declareDelivery(id: $id) { captureDate deliveredAt } }",
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    assert_eq!(
+        data(&response)["declareDelivery"]["captureDate"],
+        "2026-03-06"
+    );
+    after_cut_off_of(&app, 6).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "CAPTURED");
+}
+
+async fn nothing_declared_before_the_validity_ends_expires_the_payment(app: TestApp) {
+    let created = app
+        .create_payment(on("SHIPPING", "45.00", "ORD-NEVER-SHIPPED", ACCEPTED))
+        .await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 9, 10, 0, 0).unwrap());
+    app.run_scheduler().await;
+    let expired = payment(&app, &created["id"]).await;
+    assert_eq!(expired["status"], "EXPIRED");
+    assert_eq!(history_types(&expired).last().unwrap(), "PaymentExpired");
+}
+
+async fn configured_brands_are_reauthorised_instead_of_expiring(app: TestApp) {
+    let created = app
+        .create_payment(on("DELIVERY", "45.00", "ORD-REAUTH", ACCEPTED))
+        .await;
+    let funds_gone = app
+        .create_payment(on(
+            "DELIVERY",
+            "46.00",
+            "ORD-REAUTH-REFUSED",
+            FUNDS_GONE_LATER,
+        ))
+        .await;
+    // Seven days on, both authorisations lapse; the brand (CB) is renewed.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 9, 10, 0, 0).unwrap());
+    app.run_scheduler().await;
+    let renewed = payment(&app, &created["id"]).await;
+    assert_eq!(renewed["status"], "AUTHORISED");
+    assert_eq!(
+        history_types(&renewed).last().unwrap(),
+        "PaymentReauthorised"
+    );
+    let refused = payment(&app, &funds_gone["id"]).await;
+    assert_eq!(refused["status"], "EXPIRED");
+    assert_eq!(history_types(&refused).last().unwrap(), "PaymentExpired");
+    // The new hold lasts another seven days; delivered within it, captured.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 15, 9, 0, 0).unwrap());
+    app.run_scheduler().await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    app.graphql(
+        "mutation($id: ID!) { declareDelivery(id: $id) { status } }",
+        json!({ "id": created["id"] }),
+    )
+    .await;
+    after_cut_off_of(&app, 15).await;
+    assert_eq!(payment(&app, &created["id"]).await["status"], "CAPTURED");
+}
+
+both_backends!(
+    captured_at_shipping,
+    super::a_payment_captured_at_shipping_waits_for_the_declaration
+);
+both_backends!(
+    captured_at_delivery,
+    super::a_payment_captured_at_delivery_waits_for_the_delivery
+);
+both_backends!(
+    undeclared_shipment_expires,
+    super::nothing_declared_before_the_validity_ends_expires_the_payment
+);
+mod reauthorisation {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        run(caisse_tests::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        run(caisse_tests::Backend::Postgres).await;
+    }
+    async fn run(backend: caisse_tests::Backend) {
+        let app = caisse_tests::spawn_app_with(backend, |config| {
+            config.authorisation_validity.reauthorise_brands =
+                vec![caisse_domain::card::CardBrand::Cb];
+        })
+        .await;
+        if let Some(app) = app {
+            super::configured_brands_are_reauthorised_instead_of_expiring(app).await;
+        }
+    }
+}
 both_backends!(
     deferred_within_validity,
     super::deferred_within_the_validity_is_authorised_now_and_captured_on_its_day

@@ -2,9 +2,10 @@
 
 mod cursors;
 mod journal;
-mod mutation;
-mod schedule;
+pub(crate) mod mutation;
+mod plans;
 pub(crate) mod query;
+mod schedule;
 pub(crate) mod types;
 
 use std::sync::Arc;
@@ -18,11 +19,20 @@ use query::CoreQuery;
 
 /// Every query, merged from one object per area so each area lives in its own file.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CoreQuery, journal::JournalQuery, schedule::ScheduleQuery);
+pub struct QueryRoot(
+    CoreQuery,
+    journal::JournalQuery,
+    schedule::ScheduleQuery,
+    plans::PlanQuery,
+);
 
 /// Every mutation, merged from one object per area.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(CoreMutation, schedule::ScheduleMutation);
+pub struct MutationRoot(
+    CoreMutation,
+    schedule::ScheduleMutation,
+    plans::PlanMutation,
+);
 
 pub type CaisseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
@@ -37,10 +47,10 @@ pub fn build_schema(state: Arc<AppState>) -> CaisseSchema {
         MutationRoot::default(),
         EmptySubscription,
     )
-        .data(state)
-        .limit_depth(QUERY_DEPTH_MAX)
-        .limit_complexity(QUERY_COMPLEXITY_MAX)
-        .finish()
+    .data(state)
+    .limit_depth(QUERY_DEPTH_MAX)
+    .limit_complexity(QUERY_COMPLEXITY_MAX)
+    .finish()
 }
 
 /// Per-request data the HTTP layer puts into the GraphQL context.

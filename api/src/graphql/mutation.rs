@@ -32,6 +32,20 @@ pub struct CardInput {
     pub brand: Option<CardBrand>,
 }
 
+impl CardInput {
+    /// The application's card input (expiry month out of range reads as 0, refused there).
+    pub fn into_app(self) -> AppCardInput {
+        AppCardInput {
+            number: self.number,
+            expiry_month: u32::try_from(self.expiry_month).unwrap_or(0),
+            expiry_year: self.expiry_year,
+            cvv: self.cvv,
+            holder_name: self.holder_name,
+            brand: self.brand.map(Into::into),
+        }
+    }
+}
+
 #[derive(InputObject)]
 pub struct CreatePaymentInput {
     /// Decimal string with at most the currency's minor units, e.g. "49.90".
@@ -43,8 +57,13 @@ pub struct CreatePaymentInput {
     pub card: CardInput,
     #[graphql(default_with = "CaptureMode::Automatic")]
     pub capture_mode: CaptureMode,
-    /// Deferred capture: days after today (0–365).
+    /// Deferred capture: days after today (0–365). Beyond the authorisation
+    /// validity (7 days by default) the card is checked now and the payment is
+    /// authorised the day before its capture date (WAITING_AUTHORISATION).
     pub capture_delay_days: Option<i32>,
+    /// DATE (default), SHIPPING or DELIVERY: captured once declared (TY-6, TY-7).
+    #[graphql(default_with = "CaptureTrigger::Date")]
+    pub capture_trigger: CaptureTrigger,
     pub buyer_email: Option<String>,
     pub buyer_ip: Option<String>,
 }
@@ -120,6 +139,7 @@ impl CoreMutation {
             },
             capture_mode: input.capture_mode.into(),
             capture_delay_days,
+            capture_trigger: input.capture_trigger.into(),
             buyer_email: input.buyer_email,
             buyer_ip: input.buyer_ip,
         };
@@ -188,6 +208,42 @@ impl CoreMutation {
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
+    /// Declares the order shipped (TY-6): a payment captured at shipping becomes
+    /// due at the next cut-off. Allowed for SHIPPING and DELIVERY payments.
+    async fn declare_shipping(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        carrier: Option<String>,
+        tracking_number: Option<String>,
+    ) -> async_graphql::Result<PaymentNode> {
+        let state = state(ctx)?;
+        let id = parse_payment_id("id", &id)?;
+        let result = state
+            .payments
+            .declare_shipping(&context(ctx)?, id, carrier, tracking_number)
+            .await
+            .map_err(app_error)?;
+        Ok(PaymentNode::from_aggregate(&result.payment))
+    }
+
+    /// Declares the order delivered (TY-7): a payment captured at delivery
+    /// becomes due at the next cut-off.
+    async fn declare_delivery(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<PaymentNode> {
+        let state = state(ctx)?;
+        let id = parse_payment_id("id", &id)?;
+        let result = state
+            .payments
+            .declare_delivery(&context(ctx)?, id)
+            .await
+            .map_err(app_error)?;
+        Ok(PaymentNode::from_aggregate(&result.payment))
+    }
+
     /// Refunds part or all of a captured payment, never more than captured minus
     /// already refunded (CM-4).
     async fn refund_payment(
@@ -225,9 +281,11 @@ impl CoreMutation {
         Ok(PaymentNode::from_aggregate(&result.payment))
     }
 
-    /// Sends the shop's due payments to the bank: captures them and records one
-    /// remittance per currency (CM-10). Returns the remittances created (none if
-    /// nothing was due). Running it twice captures nothing twice.
+    /// Sends the shop's due payments and its refunds not yet sent to the bank:
+    /// captures the payments and records one remittance per currency and acquirer
+    /// contract, the captures as debits and the refunds as credits (CM-10).
+    /// Returns the remittances created (none if there was nothing to send).
+    /// Running it twice sends nothing twice.
     async fn run_remittance(
         &self,
         ctx: &Context<'_>,

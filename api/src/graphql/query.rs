@@ -152,7 +152,10 @@ impl PaymentFilterInput {
                     Some(digits.clone())
                 }
                 Some(_) => {
-                    return Err(bad_input(&field("lastFour"), "expected exactly four digits"))
+                    return Err(bad_input(
+                        &field("lastFour"),
+                        "expected exactly four digits",
+                    ))
                 }
                 None => None,
             },

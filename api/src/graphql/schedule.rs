@@ -41,18 +41,28 @@ pub struct RemittanceCutOffNode {
 #[derive(SimpleObject)]
 #[graphql(name = "ScheduledWork")]
 pub struct ScheduledWorkNode {
-    /// EXPIRE_AUTHORISATION, AUTHORISE_DEFERRED or REMITTANCE_CUT_OFF.
+    /// EXPIRE_AUTHORISATION, AUTHORISE_DEFERRED, CHARGE_INSTALMENT or REMITTANCE_CUT_OFF.
     pub kind: String,
     /// The payment that will expire or be authorised.
     pub payment_id: Option<String>,
     /// The business day, for a cut-off.
     pub business_date: Option<String>,
+    /// The plan and instalment to charge, for CHARGE_INSTALMENT.
+    pub plan_id: Option<String>,
+    pub instalment_number: Option<i32>,
     pub due_at: DateTime<Utc>,
 }
 
 impl From<ScheduledItem> for ScheduledWorkNode {
     fn from(item: ScheduledItem) -> Self {
+        let (plan_id, instalment_number) = match &item.kind {
+            ScheduledKind::ChargeInstalment { plan_id, number } => {
+                (Some(plan_id.to_string()), Some(*number as i32))
+            }
+            _ => (None, None),
+        };
         let (payment_id, business_date) = match &item.kind {
+            ScheduledKind::ChargeInstalment { .. } => (None, None),
             ScheduledKind::ExpireAuthorisation { payment_id }
             | ScheduledKind::AuthoriseDeferred { payment_id } => {
                 (Some(payment_id.to_string()), None)
@@ -65,6 +75,8 @@ impl From<ScheduledItem> for ScheduledWorkNode {
             kind: item.kind.as_str().to_string(),
             payment_id,
             business_date,
+            plan_id,
+            instalment_number,
             due_at: item.due_at,
         }
     }
@@ -100,9 +112,9 @@ async fn cut_off_node(
         .into_iter()
         .find_map(|item| match item.kind {
             ScheduledKind::RemittanceCutOff { business_date } => Some((business_date, item.due_at)),
-            ScheduledKind::ExpireAuthorisation { .. } | ScheduledKind::AuthoriseDeferred { .. } => {
-                None
-            }
+            ScheduledKind::ExpireAuthorisation { .. }
+            | ScheduledKind::AuthoriseDeferred { .. }
+            | ScheduledKind::ChargeInstalment { .. } => None,
         });
     Ok(RemittanceCutOffNode {
         shop_id: shop_id.to_string(),

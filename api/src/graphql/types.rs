@@ -18,6 +18,34 @@ use super::cursors::log_cursor;
 use crate::errors::app_error;
 use crate::state::AppState;
 
+/// What makes an authorised payment due for capture.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CaptureTrigger {
+    /// Its capture date: at order, or `captureDelayDays` later (TY-3, TY-4).
+    Date,
+    /// `declareShipping` (TY-6).
+    Shipping,
+    /// `declareDelivery` (TY-7).
+    Delivery,
+}
+
+impl From<CaptureTrigger> for caisse_domain::payment::CaptureTrigger {
+    fn from(trigger: CaptureTrigger) -> Self {
+        match trigger {
+            CaptureTrigger::Date => caisse_domain::payment::CaptureTrigger::Date,
+            CaptureTrigger::Shipping => caisse_domain::payment::CaptureTrigger::Shipping,
+            CaptureTrigger::Delivery => caisse_domain::payment::CaptureTrigger::Delivery,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Shipment {
+    pub shipped_at: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Channel {
     Ecommerce,
@@ -239,6 +267,13 @@ impl PaymentNode {
                 .unwrap_or_else(|| created_at.clone()),
             created_at,
             last_sequence: 0,
+            capture_trigger: details.capture_trigger.as_str().to_string(),
+            shipped_at: payment.shipped_at.map(timestamp_text),
+            carrier: payment.carrier.clone(),
+            tracking_number: payment.tracking_number.clone(),
+            delivered_at: payment.delivered_at.map(timestamp_text),
+            plan_id: details.instalment_of.map(|link| link.plan_id.to_string()),
+            instalment_number: details.instalment_of.map(|link| i64::from(link.number)),
         };
         PaymentNode {
             row,
@@ -300,6 +335,29 @@ impl PaymentNode {
     /// Business date (YYYY-MM-DD) from which the remittance captures it.
     async fn capture_date(&self) -> &str {
         &self.row.capture_date
+    }
+    /// The payment plan this payment is an instalment of (TY-1, TY-2, TY-5).
+    async fn plan_id(&self) -> Option<&str> {
+        self.row.plan_id.as_deref()
+    }
+    async fn instalment_number(&self) -> Option<i64> {
+        self.row.instalment_number
+    }
+    /// DATE, SHIPPING (captured once `declareShipping` is called) or DELIVERY.
+    async fn capture_trigger(&self) -> &str {
+        &self.row.capture_trigger
+    }
+    /// When the merchant declared the shipping, with the carrier and tracking number given.
+    async fn shipment(&self) -> Option<Shipment> {
+        self.row.shipped_at.as_ref().map(|shipped_at| Shipment {
+            shipped_at: shipped_at.clone(),
+            carrier: self.row.carrier.clone(),
+            tracking_number: self.row.tracking_number.clone(),
+        })
+    }
+    /// When the merchant declared the delivery.
+    async fn delivered_at(&self) -> Option<&str> {
+        self.row.delivered_at.as_deref()
     }
     async fn card(&self) -> Card {
         Card {
@@ -421,11 +479,14 @@ impl LogEvent {
             | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => Some(details.amount),
             PaymentEvent::DeferredAuthorisationGranted { amount, .. }
             | PaymentEvent::DeferredAuthorisationRefused { amount, .. } => Some(*amount),
+            PaymentEvent::ShipmentDeclared { .. } | PaymentEvent::DeliveryDeclared { .. } => None,
             PaymentEvent::PaymentModified { amount, .. }
+            | PaymentEvent::PaymentReauthorised { amount, .. }
             | PaymentEvent::PaymentCancelled { amount, .. }
             | PaymentEvent::PaymentExpired { amount, .. }
             | PaymentEvent::PaymentCaptured { amount, .. }
             | PaymentEvent::PaymentRefunded { amount, .. }
+            | PaymentEvent::RefundRemitted { amount, .. }
             | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
             PaymentEvent::PaymentValidated { .. } => None,
         }
@@ -569,19 +630,37 @@ pub struct RemittanceNode {
     pub shop_id: String,
     pub mode: String,
     pub currency: String,
+    /// The acquirer contract its payments were authorised under (SIMULATOR in test mode).
+    pub contract: String,
     pub business_date: String,
+    /// Number of captures it carries (the debits); same as `debitCount`.
     pub payment_count: i64,
-    /// Sum of the captures it carries.
+    /// Sum of the captures it carries (the debits); same as `debitTotal`.
     pub total: String,
-    /// SUBMITTED once sent to the acquirer.
+    pub debit_count: i64,
+    pub debit_total: String,
+    /// Number of refunds it carries (the credits).
+    pub credit_count: i64,
+    pub credit_total: String,
+    /// Debits less credits; negative when refunds exceed captures.
+    pub net_total: String,
+    /// SUBMITTED once sent to the acquirer; reconciliation of the acquirer's
+    /// settlements (a later issue) moves it on.
     pub bank_status: String,
     pub created_at: String,
 }
 
 impl From<RemittanceRow> for RemittanceNode {
     fn from(row: RemittanceRow) -> Self {
+        let money = |milli: i64| milli_to_string(milli, &row.currency);
         RemittanceNode {
-            total: milli_to_string(row.total_milli, &row.currency),
+            total: money(row.total_milli),
+            debit_count: row.payment_count,
+            debit_total: money(row.total_milli),
+            credit_count: row.credit_count,
+            credit_total: money(row.credit_total_milli),
+            net_total: money(row.net_total_milli()),
+            contract: row.acquirer_contract,
             id: row.remittance_id,
             shop_id: row.shop_id,
             mode: row.mode,
@@ -594,6 +673,18 @@ impl From<RemittanceRow> for RemittanceNode {
     }
 }
 
+/// A refund a remittance sent to the bank as a credit.
+#[derive(SimpleObject)]
+pub struct RemittedRefund {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount: String,
+    pub currency: String,
+    pub refunded_at: String,
+    /// When the remittance took it.
+    pub remitted_at: Option<String>,
+}
+
 #[ComplexObject]
 impl RemittanceNode {
     /// The payments this remittance captured.
@@ -604,6 +695,26 @@ impl RemittanceNode {
             .await
             .map_err(app_error)?;
         Ok(rows.into_iter().map(PaymentNode::from_row).collect())
+    }
+
+    /// The refunds this remittance sent to the bank (its credits), oldest first.
+    async fn refunds(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RemittedRefund>> {
+        let state = ctx.data::<Arc<AppState>>()?;
+        let caller = &ctx.data::<super::RequestData>()?.caller;
+        let rows = queries::refunds_of_remittance(state.db(), &caller.read_scope(), &self.id)
+            .await
+            .map_err(app_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RemittedRefund {
+                amount: milli_to_string(row.amount_milli, &row.currency),
+                refund_id: row.refund_id,
+                payment_id: row.payment_id,
+                currency: row.currency,
+                refunded_at: row.refunded_at,
+                remitted_at: row.remitted_at,
+            })
+            .collect())
     }
 }
 

@@ -5,12 +5,12 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{PaymentId, RemittanceId};
+use crate::ids::{PaymentId, RefundId, RemittanceId};
 use crate::money::{Money, MoneyError};
 
-use super::commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
+use super::commands::{AccessScope, AuthorisationOutcome, PaymentCommand, Reauthorisation};
 use super::errors::PaymentError;
-use super::events::{CaptureMode, PaymentDetails, PaymentEvent, Refusal};
+use super::events::{CaptureMode, CaptureTrigger, PaymentDetails, PaymentEvent, Refusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -86,11 +86,28 @@ pub struct Payment {
     pub refusal: Option<Refusal>,
     pub validated: bool,
     pub duplicates: Vec<PaymentId>,
+    /// Every refund, oldest first, with the remittance that sent it to the bank.
+    #[serde(default)]
+    pub refunds: Vec<RefundRecord>,
     /// When the authorisation in force was given (at payment time, or the day
     /// before capture for a payment deferred beyond the validity).
     pub authorised_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set by a re-authorisation: it holds until then, whatever the brand's validity.
+    pub reauthorised_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub shipped_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When the last event happened.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One refund of a payment and, once sent to the bank, its remittance (CM-10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub refund_id: RefundId,
+    pub amount: Money,
+    pub remittance_id: Option<RemittanceId>,
 }
 
 impl Payment {
@@ -122,6 +139,9 @@ impl Payment {
     /// counted from the authorisation.
     pub fn authorisation_expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let details = self.details.as_ref()?;
+        if let Some(until) = self.reauthorised_until {
+            return Some(until);
+        }
         Some(
             self.authorised_at?
                 + chrono::Duration::days(i64::from(details.authorisation_validity_days)),
@@ -132,6 +152,23 @@ impl Payment {
     pub fn is_due(&self, today: NaiveDate) -> bool {
         self.status == PaymentStatus::Authorised
             && self.capture_date.is_some_and(|date| date <= today)
+            && !self.waits_for_a_declaration()
+    }
+
+    /// Whether it is captured on shipping or delivery and that has not been declared.
+    pub fn waits_for_a_declaration(&self) -> bool {
+        match self.details.as_ref().map(|d| d.capture_trigger) {
+            Some(CaptureTrigger::Shipping) => self.shipped_at.is_none(),
+            Some(CaptureTrigger::Delivery) => self.delivered_at.is_none(),
+            _ => false,
+        }
+    }
+
+    /// Whether the authorisation in force can lapse: nobody validated it, or
+    /// the shipping or delivery that makes it due has not been declared.
+    pub fn can_lapse(&self) -> bool {
+        self.status == PaymentStatus::AuthorisedToValidate
+            || (self.status == PaymentStatus::Authorised && self.waits_for_a_declaration())
     }
 
     /// Rejects actions on payments that are no longer before remittance.
@@ -308,13 +345,16 @@ impl Aggregate for Payment {
                 )
                 .await;
             }
-            PaymentCommand::Expire { occurred_at } => {
+            PaymentCommand::Expire {
+                reauthorisation,
+                occurred_at,
+            } => {
                 if self.details.is_none() {
                     return Err(PaymentError::NotFound);
                 }
-                // Only an authorisation nobody validated lapses; a validated or
-                // automatic one is captured by its remittance.
-                if self.status != PaymentStatus::AuthorisedToValidate {
+                // Only an authorisation nobody validated, or one still waiting
+                // for shipping or delivery, lapses; the others are captured.
+                if !self.can_lapse() {
                     self.ensure_before_remittance()?;
                     return Err(PaymentError::NotAwaitingValidation {
                         status: self.status.as_str().to_string(),
@@ -329,9 +369,85 @@ impl Aggregate for Payment {
                     });
                 }
                 let amount = self.current_amount();
-                sink.write(
-                    PaymentEvent::PaymentExpired {
+                let event = match reauthorisation {
+                    Some(Reauthorisation {
+                        outcome: AuthorisationOutcome::Approved(authorisation),
+                        validity_days,
+                    }) => PaymentEvent::PaymentReauthorised {
                         amount,
+                        authorisation,
+                        expires_at: occurred_at + chrono::Duration::days(i64::from(validity_days)),
+                        occurred_at,
+                    },
+                    Some(Reauthorisation {
+                        outcome: AuthorisationOutcome::Declined(refusal),
+                        ..
+                    }) => PaymentEvent::PaymentExpired {
+                        amount,
+                        reauthorisation_refusal: Some(refusal),
+                        occurred_at,
+                    },
+                    None => PaymentEvent::PaymentExpired {
+                        amount,
+                        reauthorisation_refusal: None,
+                        occurred_at,
+                    },
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::DeclareShipping {
+                scope,
+                carrier,
+                tracking_number,
+                today,
+                occurred_at,
+            } => {
+                let details = self.visible_details(&scope)?;
+                let trigger = details.capture_trigger;
+                self.ensure_before_remittance()?;
+                if trigger == CaptureTrigger::Date {
+                    return Err(PaymentError::CaptureTriggerMismatch {
+                        trigger: "its capture date".to_string(),
+                    });
+                }
+                if self.shipped_at.is_some() {
+                    return Err(PaymentError::AlreadyDeclared { what: "shipping" });
+                }
+                let capture_date = (trigger == CaptureTrigger::Shipping).then_some(today);
+                sink.write(
+                    PaymentEvent::ShipmentDeclared {
+                        carrier,
+                        tracking_number,
+                        capture_date,
+                        occurred_at,
+                    },
+                    self,
+                )
+                .await;
+            }
+            PaymentCommand::DeclareDelivery {
+                scope,
+                today,
+                occurred_at,
+            } => {
+                let details = self.visible_details(&scope)?;
+                let trigger = details.capture_trigger;
+                self.ensure_before_remittance()?;
+                if trigger != CaptureTrigger::Delivery {
+                    return Err(PaymentError::CaptureTriggerMismatch {
+                        trigger: match trigger {
+                            CaptureTrigger::Shipping => "shipping",
+                            _ => "its capture date",
+                        }
+                        .to_string(),
+                    });
+                }
+                if self.delivered_at.is_some() {
+                    return Err(PaymentError::AlreadyDeclared { what: "delivery" });
+                }
+                sink.write(
+                    PaymentEvent::DeliveryDeclared {
+                        capture_date: Some(today),
                         occurred_at,
                     },
                     self,
@@ -387,6 +503,29 @@ impl Aggregate for Payment {
                     refund_id,
                     amount,
                     refunded_total,
+                    occurred_at,
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::RemitRefund {
+                remittance_id,
+                refund_id,
+                occurred_at,
+            } => {
+                let refund = self
+                    .refunds
+                    .iter()
+                    .find(|refund| refund.refund_id == refund_id)
+                    .ok_or(PaymentError::RefundNotFound)?;
+                // What makes a refund go to the bank once, whoever runs the
+                // remittance and whatever the views say (docs/adr/0008).
+                if refund.remittance_id.is_some() {
+                    return Err(PaymentError::RefundAlreadyRemitted);
+                }
+                let event = PaymentEvent::RefundRemitted {
+                    refund_id,
+                    remittance_id,
+                    amount: refund.amount,
                     occurred_at,
                 };
                 sink.write(event, self).await;
@@ -465,6 +604,36 @@ impl Aggregate for Payment {
             PaymentEvent::PaymentExpired { .. } => {
                 self.status = PaymentStatus::Expired;
             }
+            PaymentEvent::ShipmentDeclared {
+                carrier,
+                tracking_number,
+                capture_date,
+                occurred_at,
+            } => {
+                self.shipped_at = Some(occurred_at);
+                self.carrier = carrier;
+                self.tracking_number = tracking_number;
+                if let Some(date) = capture_date {
+                    self.capture_date = Some(date);
+                }
+            }
+            PaymentEvent::DeliveryDeclared {
+                capture_date,
+                occurred_at,
+            } => {
+                self.delivered_at = Some(occurred_at);
+                if let Some(date) = capture_date {
+                    self.capture_date = Some(date);
+                }
+            }
+            PaymentEvent::PaymentReauthorised {
+                expires_at,
+                occurred_at,
+                ..
+            } => {
+                self.authorised_at = Some(occurred_at);
+                self.reauthorised_until = Some(expires_at);
+            }
             PaymentEvent::PaymentCaptured {
                 remittance_id,
                 amount,
@@ -474,7 +643,17 @@ impl Aggregate for Payment {
                 self.captured = Some(amount);
                 self.remittance_id = Some(remittance_id);
             }
-            PaymentEvent::PaymentRefunded { refunded_total, .. } => {
+            PaymentEvent::PaymentRefunded {
+                refund_id,
+                amount,
+                refunded_total,
+                ..
+            } => {
+                self.refunds.push(RefundRecord {
+                    refund_id,
+                    amount,
+                    remittance_id: None,
+                });
                 let fully = self.captured == Some(refunded_total);
                 self.refunded = Some(refunded_total);
                 self.status = if fully {
@@ -485,6 +664,19 @@ impl Aggregate for Payment {
             }
             PaymentEvent::PaymentDuplicated { new_payment_id, .. } => {
                 self.duplicates.push(new_payment_id);
+            }
+            PaymentEvent::RefundRemitted {
+                refund_id,
+                remittance_id,
+                ..
+            } => {
+                if let Some(refund) = self
+                    .refunds
+                    .iter_mut()
+                    .find(|refund| refund.refund_id == refund_id)
+                {
+                    refund.remittance_id = Some(remittance_id);
+                }
             }
         }
     }

@@ -35,6 +35,13 @@ pub enum AuthorisationOutcome {
     Declined(Refusal),
 }
 
+/// The acquirer's answer to a re-authorisation, and how long a new one holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reauthorisation {
+    pub outcome: AuthorisationOutcome,
+    pub validity_days: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentCommand {
     /// Records the acquirer's answer to a new payment's authorisation request.
@@ -69,8 +76,25 @@ pub enum PaymentCommand {
         scope: AccessScope,
         occurred_at: DateTime<Utc>,
     },
-    /// Issued by the scheduler when an unvalidated authorisation has lapsed.
-    Expire { occurred_at: DateTime<Utc> },
+    /// Issued by the scheduler when an authorisation nobody validated (or
+    /// nothing was shipped or delivered under) has lapsed. `reauthorisation`
+    /// carries the outcome when a new authorisation was asked instead.
+    Expire {
+        reauthorisation: Option<Reauthorisation>,
+        occurred_at: DateTime<Utc>,
+    },
+    DeclareShipping {
+        scope: AccessScope,
+        carrier: Option<String>,
+        tracking_number: Option<String>,
+        today: NaiveDate,
+        occurred_at: DateTime<Utc>,
+    },
+    DeclareDelivery {
+        scope: AccessScope,
+        today: NaiveDate,
+        occurred_at: DateTime<Utc>,
+    },
     /// Issued by the remittance for a payment it found due.
     Capture {
         remittance_id: RemittanceId,
@@ -81,6 +105,12 @@ pub enum PaymentCommand {
         scope: AccessScope,
         refund_id: RefundId,
         amount: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Issued by the remittance for a refund it sends to the bank as a credit.
+    RemitRefund {
+        remittance_id: RemittanceId,
+        refund_id: RefundId,
         occurred_at: DateTime<Utc>,
     },
     /// Links the source payment to the new payment a duplication created.

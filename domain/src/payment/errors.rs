@@ -35,6 +35,14 @@ pub enum PaymentError {
     NotDuplicable { status: String },
     #[error("payment is not due for capture")]
     NotDue,
+    #[error("refund not found on this payment")]
+    RefundNotFound,
+    #[error("refund was already sent to the bank in a remittance")]
+    RefundAlreadyRemitted,
+    #[error("this payment is captured on {trigger}, not on this declaration")]
+    CaptureTriggerMismatch { trigger: String },
+    #[error("{what} was already declared for this payment")]
+    AlreadyDeclared { what: &'static str },
     #[error("payment is not waiting for its deferred authorisation (status {status})")]
     NotWaitingAuthorisation { status: String },
     #[error("the authorisation is valid until {expires_at}; it cannot expire before")]
@@ -63,8 +71,12 @@ impl PaymentError {
             PaymentError::NothingToModify => "NOTHING_TO_MODIFY",
             PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
             PaymentError::NotDue => "PAYMENT_NOT_DUE",
+            PaymentError::RefundNotFound => "REFUND_NOT_FOUND",
+            PaymentError::RefundAlreadyRemitted => "REFUND_ALREADY_REMITTED",
             PaymentError::NotExpiredYet { .. } => "PAYMENT_NOT_EXPIRED_YET",
             PaymentError::NotWaitingAuthorisation { .. } => "PAYMENT_NOT_WAITING_AUTHORISATION",
+            PaymentError::CaptureTriggerMismatch { .. } => "CAPTURE_TRIGGER_MISMATCH",
+            PaymentError::AlreadyDeclared { .. } => "ALREADY_DECLARED",
             PaymentError::Money(error) => error.code(),
         }
     }

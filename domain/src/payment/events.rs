@@ -48,6 +48,36 @@ pub enum CaptureMode {
     Manual,
 }
 
+/// The plan and instalment a payment pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalmentOf {
+    pub plan_id: crate::ids::PlanId,
+    pub number: u32,
+}
+
+/// What makes an authorised payment due for capture (TY-3, TY-4, TY-6, TY-7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureTrigger {
+    /// Its capture date (at order, or deferred).
+    #[default]
+    Date,
+    /// The merchant's shipping declaration (TY-6).
+    Shipping,
+    /// The merchant's delivery declaration (TY-7).
+    Delivery,
+}
+
+impl CaptureTrigger {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CaptureTrigger::Date => "DATE",
+            CaptureTrigger::Shipping => "SHIPPING",
+            CaptureTrigger::Delivery => "DELIVERY",
+        }
+    }
+}
+
 /// Everything fixed when the payment is created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentDetails {
@@ -59,15 +89,26 @@ pub struct PaymentDetails {
     pub channel: Channel,
     pub capture_mode: CaptureMode,
     pub capture_date: NaiveDate,
+    /// Absent from payments recorded before triggers existed: their date.
+    #[serde(default)]
+    pub capture_trigger: CaptureTrigger,
     pub card: CardSnapshot,
     pub buyer_email: Option<String>,
     pub buyer_ip: Option<String>,
     /// Set on a payment created by `duplicatePayment` (CM-3).
     pub duplicated_from: Option<PaymentId>,
+    /// Set on an instalment of a payment plan (TY-1, TY-2, TY-5).
+    #[serde(default)]
+    pub instalment_of: Option<InstalmentOf>,
     /// Days the issuer holds the authorisation (per brand, from configuration). An
     /// authorisation still waiting for validation after it expires (EXPIRED).
     #[serde(default = "default_authorisation_validity_days")]
     pub authorisation_validity_days: u32,
+    /// The acquirer contract the payment was authorised under: its capture and its
+    /// refunds are remitted under it (CM-10). Absent from payments recorded before
+    /// contracts were, all of them the simulator's.
+    #[serde(default = "crate::acquirer::default_contract")]
+    pub acquirer_contract: String,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -146,10 +187,35 @@ pub enum PaymentEvent {
         amount: Money,
         occurred_at: DateTime<Utc>,
     },
-    /// The authorisation lapsed before the payment was validated: final, the hold
-    /// on the buyer's card is released.
+    /// The authorisation lapsed before the payment was validated (or shipped or
+    /// delivered): final, the hold on the buyer's card is released.
     PaymentExpired {
         amount: Money,
+        /// Set when a re-authorisation was tried and refused.
+        #[serde(default)]
+        reauthorisation_refusal: Option<Refusal>,
+        occurred_at: DateTime<Utc>,
+    },
+    /// The merchant shipped the order. With a SHIPPING trigger this makes the
+    /// payment due: `capture_date` is the day it becomes due.
+    ShipmentDeclared {
+        carrier: Option<String>,
+        tracking_number: Option<String>,
+        capture_date: Option<NaiveDate>,
+        occurred_at: DateTime<Utc>,
+    },
+    /// The order reached the buyer. With a DELIVERY trigger this makes the
+    /// payment due.
+    DeliveryDeclared {
+        capture_date: Option<NaiveDate>,
+        occurred_at: DateTime<Utc>,
+    },
+    /// The authorisation was about to lapse before shipping or delivery, and the
+    /// brand allows a new one (per configuration): a fresh hold until `expires_at`.
+    PaymentReauthorised {
+        amount: Money,
+        authorisation: Authorisation,
+        expires_at: DateTime<Utc>,
         occurred_at: DateTime<Utc>,
     },
     PaymentCaptured {
@@ -161,6 +227,14 @@ pub enum PaymentEvent {
         refund_id: RefundId,
         amount: Money,
         refunded_total: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    /// The refund goes to the bank as a credit of this remittance (CM-10): at most
+    /// once per refund (docs/adr/0008).
+    RefundRemitted {
+        refund_id: RefundId,
+        remittance_id: RemittanceId,
+        amount: Money,
         occurred_at: DateTime<Utc>,
     },
     PaymentDuplicated {
@@ -182,8 +256,12 @@ impl PaymentEvent {
             | PaymentEvent::PaymentModified { occurred_at, .. }
             | PaymentEvent::PaymentCancelled { occurred_at, .. }
             | PaymentEvent::PaymentExpired { occurred_at, .. }
+            | PaymentEvent::ShipmentDeclared { occurred_at, .. }
+            | PaymentEvent::DeliveryDeclared { occurred_at, .. }
+            | PaymentEvent::PaymentReauthorised { occurred_at, .. }
             | PaymentEvent::PaymentCaptured { occurred_at, .. }
             | PaymentEvent::PaymentRefunded { occurred_at, .. }
+            | PaymentEvent::RefundRemitted { occurred_at, .. }
             | PaymentEvent::PaymentDuplicated { occurred_at, .. } => *occurred_at,
         }
     }
@@ -201,8 +279,12 @@ impl DomainEvent for PaymentEvent {
             PaymentEvent::PaymentModified { .. } => "PaymentModified",
             PaymentEvent::PaymentCancelled { .. } => "PaymentCancelled",
             PaymentEvent::PaymentExpired { .. } => "PaymentExpired",
+            PaymentEvent::ShipmentDeclared { .. } => "ShipmentDeclared",
+            PaymentEvent::DeliveryDeclared { .. } => "DeliveryDeclared",
+            PaymentEvent::PaymentReauthorised { .. } => "PaymentReauthorised",
             PaymentEvent::PaymentCaptured { .. } => "PaymentCaptured",
             PaymentEvent::PaymentRefunded { .. } => "PaymentRefunded",
+            PaymentEvent::RefundRemitted { .. } => "RefundRemitted",
             PaymentEvent::PaymentDuplicated { .. } => "PaymentDuplicated",
         }
         .to_string()

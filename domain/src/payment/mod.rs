@@ -5,12 +5,12 @@ mod commands;
 mod errors;
 mod events;
 
-pub use aggregate::{Payment, PaymentStatus};
-pub use commands::{AccessScope, AuthorisationOutcome, PaymentCommand};
+pub use aggregate::{Payment, PaymentStatus, RefundRecord};
+pub use commands::{AccessScope, AuthorisationOutcome, PaymentCommand, Reauthorisation};
 pub use errors::PaymentError;
 pub use events::{
-    Authorisation, CaptureMode, Channel, PaymentDetails, PaymentEvent, Refusal, RefusalCategory,
-    DEFAULT_AUTHORISATION_VALIDITY_DAYS,
+    Authorisation, CaptureMode, CaptureTrigger, Channel, InstalmentOf, PaymentDetails,
+    PaymentEvent, Refusal, RefusalCategory, DEFAULT_AUTHORISATION_VALIDITY_DAYS,
 };
 
 #[cfg(test)]

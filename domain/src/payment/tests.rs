@@ -108,11 +108,14 @@ fn details_with(
         channel: Channel::Ecommerce,
         capture_mode,
         capture_date,
+        capture_trigger: CaptureTrigger::Date,
         card: card(),
         buyer_email: Some("buyer@example.com".to_string()),
         buyer_ip: Some("203.0.113.7".to_string()),
         duplicated_from: None,
+        instalment_of: None,
         authorisation_validity_days: DEFAULT_AUTHORISATION_VALIDITY_DAYS,
+        acquirer_contract: crate::acquirer::SIMULATOR_CONTRACT.to_string(),
         occurred_at: at(2, 10),
     }
 }
@@ -386,6 +389,7 @@ fn validating_a_payment_awaiting_validation_emits_payment_validated() {
 /// Authorised at(2, 10) with 7 days of validity: lapses at(9, 10).
 fn expire_at(day: u32, hour: u32) -> PaymentCommand {
     PaymentCommand::Expire {
+        reauthorisation: None,
         occurred_at: at(day, hour),
     }
 }
@@ -393,6 +397,7 @@ fn expire_at(day: u32, hour: u32) -> PaymentCommand {
 fn expired() -> PaymentEvent {
     PaymentEvent::PaymentExpired {
         amount: eur("100.00"),
+        reauthorisation_refusal: None,
         occurred_at: at(9, 10),
     }
 }
@@ -462,12 +467,15 @@ fn an_expired_payment_cannot_be_validated_or_cancelled_but_can_be_duplicated() {
             occurred_at: at(10, 0),
         })
         .then_expect_error(PaymentError::Expired);
-    let state = state_after(given, PaymentCommand::RecordDuplicate {
-        scope: scope(),
-        new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xE1)),
-        amount: eur("100.00"),
-        occurred_at: at(10, 0),
-    });
+    let state = state_after(
+        given,
+        PaymentCommand::RecordDuplicate {
+            scope: scope(),
+            new_payment_id: PaymentId::from_uuid(Uuid::from_u128(0xE1)),
+            amount: eur("100.00"),
+            occurred_at: at(10, 0),
+        },
+    );
     assert_eq!(state.duplicates.len(), 1);
 }
 
@@ -483,7 +491,167 @@ fn the_validity_comes_from_the_payment_details() {
         .given(given)
         .when(expire_at(20, 0))
         .then_expect_error(PaymentError::NotExpiredYet {
-            expires_at: Utc.with_ymd_and_hms(2026, 4, 1, 10, 0, 0).unwrap().to_rfc3339(),
+            expires_at: Utc
+                .with_ymd_and_hms(2026, 4, 1, 10, 0, 0)
+                .unwrap()
+                .to_rfc3339(),
+        });
+}
+
+// At shipping and at delivery (TY-6, TY-7) ----------------------------------------------
+
+fn authorised_on(trigger: CaptureTrigger) -> PaymentEvent {
+    let mut details = details(CaptureMode::Automatic);
+    details.capture_trigger = trigger;
+    PaymentEvent::PaymentAuthorised {
+        details,
+        authorisation: authorisation(),
+    }
+}
+
+fn declare_shipping() -> PaymentCommand {
+    PaymentCommand::DeclareShipping {
+        scope: scope(),
+        carrier: Some("La Poste".to_string()),
+        tracking_number: Some("6A123".to_string()),
+        today: day(5),
+        occurred_at: at(5, 15),
+    }
+}
+
+fn declare_delivery() -> PaymentCommand {
+    PaymentCommand::DeclareDelivery {
+        scope: scope(),
+        today: day(6),
+        occurred_at: at(6, 15),
+    }
+}
+
+#[test]
+fn a_payment_captured_at_shipping_is_due_only_once_shipped() {
+    let waiting = replay(vec![authorised_on(CaptureTrigger::Shipping)]);
+    assert!(!waiting.is_due(day(30)));
+    payment()
+        .given(vec![authorised_on(CaptureTrigger::Shipping)])
+        .when(declare_shipping())
+        .then_expect_events(vec![PaymentEvent::ShipmentDeclared {
+            carrier: Some("La Poste".to_string()),
+            tracking_number: Some("6A123".to_string()),
+            capture_date: Some(day(5)),
+            occurred_at: at(5, 15),
+        }]);
+    let shipped = state_after(
+        vec![authorised_on(CaptureTrigger::Shipping)],
+        declare_shipping(),
+    );
+    assert!(shipped.is_due(day(5)));
+    assert!(!shipped.is_due(day(4)));
+}
+
+#[test]
+fn a_payment_captured_at_delivery_is_due_only_once_delivered() {
+    let shipped = state_after(
+        vec![authorised_on(CaptureTrigger::Delivery)],
+        declare_shipping(),
+    );
+    assert!(
+        !shipped.is_due(day(30)),
+        "shipping alone does not make it due"
+    );
+    assert_eq!(shipped.capture_date, Some(day(CAPTURE_DAY)));
+    let delivered = state_after(
+        vec![
+            authorised_on(CaptureTrigger::Delivery),
+            PaymentEvent::ShipmentDeclared {
+                carrier: None,
+                tracking_number: None,
+                capture_date: None,
+                occurred_at: at(5, 15),
+            },
+        ],
+        declare_delivery(),
+    );
+    assert!(delivered.is_due(day(6)));
+}
+
+#[test]
+fn declarations_that_do_not_fit_the_trigger_are_refused() {
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(declare_shipping())
+        .then_expect_error(PaymentError::CaptureTriggerMismatch {
+            trigger: "its capture date".to_string(),
+        });
+    payment()
+        .given(vec![authorised_on(CaptureTrigger::Shipping)])
+        .when(declare_delivery())
+        .then_expect_error(PaymentError::CaptureTriggerMismatch {
+            trigger: "shipping".to_string(),
+        });
+    let shipped = vec![
+        authorised_on(CaptureTrigger::Shipping),
+        PaymentEvent::ShipmentDeclared {
+            carrier: None,
+            tracking_number: None,
+            capture_date: Some(day(5)),
+            occurred_at: at(5, 15),
+        },
+    ];
+    payment()
+        .given(shipped)
+        .when(declare_shipping())
+        .then_expect_error(PaymentError::AlreadyDeclared { what: "shipping" });
+}
+
+#[test]
+fn an_undeclared_shipment_lapses_or_is_reauthorised() {
+    let given = vec![authorised_on(CaptureTrigger::Shipping)];
+    payment()
+        .given(given.clone())
+        .when(expire_at(9, 10))
+        .then_expect_events(vec![expired()]);
+    payment()
+        .given(given.clone())
+        .when(PaymentCommand::Expire {
+            reauthorisation: Some(Reauthorisation {
+                outcome: AuthorisationOutcome::Approved(authorisation()),
+                validity_days: 7,
+            }),
+            occurred_at: at(9, 10),
+        })
+        .then_expect_events(vec![PaymentEvent::PaymentReauthorised {
+            amount: eur("100.00"),
+            authorisation: authorisation(),
+            expires_at: at(16, 10),
+            occurred_at: at(9, 10),
+        }]);
+    payment()
+        .given(given.clone())
+        .when(PaymentCommand::Expire {
+            reauthorisation: Some(Reauthorisation {
+                outcome: AuthorisationOutcome::Declined(refusal()),
+                validity_days: 7,
+            }),
+            occurred_at: at(9, 10),
+        })
+        .then_expect_events(vec![PaymentEvent::PaymentExpired {
+            amount: eur("100.00"),
+            reauthorisation_refusal: Some(refusal()),
+            occurred_at: at(9, 10),
+        }]);
+    // Once shipped it is captured, never expired.
+    let mut shipped = given;
+    shipped.push(PaymentEvent::ShipmentDeclared {
+        carrier: None,
+        tracking_number: None,
+        capture_date: Some(day(5)),
+        occurred_at: at(5, 15),
+    });
+    payment()
+        .given(shipped)
+        .when(expire_at(9, 10))
+        .then_expect_error(PaymentError::NotAwaitingValidation {
+            status: "AUTHORISED".to_string(),
         });
 }
 
@@ -514,7 +682,10 @@ fn a_checked_card_makes_a_payment_wait_for_its_authorisation() {
         .then_expect_events(vec![awaiting()]);
     let state = replay(vec![awaiting()]);
     assert_eq!(state.status, PaymentStatus::WaitingAuthorisation);
-    assert!(!state.is_due(day(30)), "never captured before it is authorised");
+    assert!(
+        !state.is_due(day(30)),
+        "never captured before it is authorised"
+    );
 }
 
 #[test]
@@ -532,7 +703,9 @@ fn a_declined_card_check_refuses_the_payment() {
 fn the_deferred_authorisation_authorises_or_refuses_the_current_amount() {
     payment()
         .given(vec![awaiting(), modified_to("80.00")])
-        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .when(complete_deferred(AuthorisationOutcome::Approved(
+            authorisation(),
+        )))
         .then_expect_events(vec![PaymentEvent::DeferredAuthorisationGranted {
             amount: eur("80.00"),
             authorisation: authorisation(),
@@ -564,13 +737,17 @@ fn the_deferred_authorisation_authorises_or_refuses_the_current_amount() {
 fn only_a_waiting_payment_gets_a_deferred_authorisation() {
     payment()
         .given(vec![authorised(CaptureMode::Automatic)])
-        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .when(complete_deferred(AuthorisationOutcome::Approved(
+            authorisation(),
+        )))
         .then_expect_error(PaymentError::NotWaitingAuthorisation {
             status: "AUTHORISED".to_string(),
         });
     payment()
         .given(vec![awaiting(), cancelled()])
-        .when(complete_deferred(AuthorisationOutcome::Approved(authorisation())))
+        .when(complete_deferred(AuthorisationOutcome::Approved(
+            authorisation(),
+        )))
         .then_expect_error(PaymentError::AlreadyCancelled);
 }
 
@@ -1399,7 +1576,12 @@ fn to_command(
         Step::Expire {
             days_after_authorisation,
         } => PaymentCommand::Expire {
-            occurred_at: live.details.as_ref().expect("the payment exists").occurred_at
+            reauthorisation: None,
+            occurred_at: live
+                .details
+                .as_ref()
+                .expect("the payment exists")
+                .occurred_at
                 + chrono::Duration::days(*days_after_authorisation),
         },
     }
@@ -1443,20 +1625,24 @@ fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
             None => false,
         },
         PaymentCommand::RecordDuplicate { .. } => !awaiting_remittance,
-        PaymentCommand::Expire { occurred_at } => {
+        PaymentCommand::RemitRefund { refund_id, .. } => before
+            .refunds
+            .iter()
+            .any(|refund| refund.refund_id == *refund_id && refund.remittance_id.is_none()),
+        PaymentCommand::Expire { occurred_at, .. } => {
             let details = before.details.as_ref().expect("the payment exists");
             before.status == PaymentStatus::AuthorisedToValidate
                 && before.authorised_at.is_some_and(|authorised_at| {
                     *occurred_at
                         >= authorised_at
-                            + chrono::Duration::days(i64::from(
-                                details.authorisation_validity_days,
-                            ))
+                            + chrono::Duration::days(i64::from(details.authorisation_validity_days))
                 })
         }
         PaymentCommand::CompleteDeferredAuthorisation { .. } => {
             before.status == PaymentStatus::WaitingAuthorisation
         }
+        // Sequences use the DATE trigger, where declarations are refused.
+        PaymentCommand::DeclareShipping { .. } | PaymentCommand::DeclareDelivery { .. } => false,
         PaymentCommand::Authorise { .. } | PaymentCommand::AwaitAuthorisation { .. } => false,
     }
 }
@@ -1619,4 +1805,98 @@ proptest! {
     ) {
         run_sequence(capture_mode, deferred_beyond_validity, original_cents, &steps)?;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Remitting refunds (CM-10, docs/adr/0008)
+// ---------------------------------------------------------------------------------------
+
+fn next_remittance_id() -> RemittanceId {
+    RemittanceId::from_uuid(Uuid::from_u128(0xB002))
+}
+
+fn remit_refund(n: u128, remittance_id: RemittanceId) -> PaymentCommand {
+    PaymentCommand::RemitRefund {
+        remittance_id,
+        refund_id: refund_id(n),
+        occurred_at: at(16, 23),
+    }
+}
+
+fn refund_remitted(n: u128, amount: &str, remittance_id: RemittanceId) -> PaymentEvent {
+    PaymentEvent::RefundRemitted {
+        refund_id: refund_id(n),
+        remittance_id,
+        amount: eur(amount),
+        occurred_at: at(16, 23),
+    }
+}
+
+#[test]
+fn a_refund_is_remitted_with_its_amount() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    payment()
+        .given(given)
+        .when(remit_refund(1, next_remittance_id()))
+        .then_expect_events(vec![refund_remitted(1, "30.00", next_remittance_id())]);
+}
+
+#[test]
+fn a_refund_is_remitted_once_whatever_the_remittance() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    given.push(refund_remitted(1, "30.00", next_remittance_id()));
+    for remittance_id in [next_remittance_id(), remittance_id()] {
+        payment()
+            .given(given.clone())
+            .when(remit_refund(1, remittance_id))
+            .then_expect_error(PaymentError::RefundAlreadyRemitted);
+    }
+}
+
+#[test]
+fn an_unknown_refund_cannot_be_remitted() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    payment()
+        .given(given)
+        .when(remit_refund(2, next_remittance_id()))
+        .then_expect_error(PaymentError::RefundNotFound);
+    payment()
+        .given(vec![])
+        .when(remit_refund(1, next_remittance_id()))
+        .then_expect_error(PaymentError::RefundNotFound);
+}
+
+#[test]
+fn each_refund_is_remitted_on_its_own_and_the_state_keeps_which_remittance() {
+    let mut given = captured_payment();
+    given.push(refunded(1, "30.00", "30.00"));
+    given.push(refund_remitted(1, "30.00", next_remittance_id()));
+    given.push(refunded(2, "20.00", "50.00"));
+    let state = state_after(given, remit_refund(2, remittance_id()));
+    let remitted: Vec<_> = state
+        .refunds
+        .iter()
+        .map(|refund| (refund.refund_id, refund.amount, refund.remittance_id))
+        .collect();
+    assert_eq!(
+        remitted,
+        vec![
+            (refund_id(1), eur("30.00"), Some(next_remittance_id())),
+            (refund_id(2), eur("20.00"), Some(remittance_id())),
+        ]
+    );
+    // Remitting changes neither the status nor the refunded total.
+    assert_eq!(state.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(state.refunded, Some(eur("50.00")));
+}
+
+#[test]
+fn payment_details_recorded_before_contracts_read_as_the_simulators() {
+    let mut json = serde_json::to_value(details(CaptureMode::Automatic)).unwrap();
+    json.as_object_mut().unwrap().remove("acquirer_contract");
+    let details: PaymentDetails = serde_json::from_value(json).unwrap();
+    assert_eq!(details.acquirer_contract, "SIMULATOR");
 }
