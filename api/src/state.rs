@@ -33,7 +33,7 @@ pub struct AppState {
     /// Background tasks besides the projectors (the scheduler loop), stopped by `stop_background`.
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub merchants: MerchantService<EventRepository>,
-    pub retention: RetentionService<EventRepository>,
+    pub retention: Arc<RetentionService<EventRepository>>,
     pub api_keys: crate::auth::ApiKeyCache,
 }
 
@@ -88,6 +88,12 @@ impl AppState {
             Arc::new(log.clone()),
             waiter.clone(),
         ));
+        let retention = Arc::new(RetentionService::new(
+            repository.clone(),
+            config.retention_months,
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
         let plans = Arc::new(PlanService::new(
             repository.clone(),
             payments.clone(),
@@ -101,18 +107,14 @@ impl AppState {
             remittances.clone(),
             payments.clone(),
             plans.clone(),
+            retention.clone(),
             Arc::new(ViewScheduledWork { db: db.clone() }),
             key_lock,
             clock.clone(),
             Arc::new(log.clone()),
             waiter.clone(),
         );
-        let retention = RetentionService::new(
-            repository.clone(),
-            config.retention_months,
-            Arc::new(log.clone()),
-            waiter.clone(),
-        );
+
         let merchants =
             MerchantService::new(repository, clock.clone(), Arc::new(log.clone()), waiter);
         Ok(Arc::new(AppState {

@@ -1,7 +1,8 @@
 //! The scheduler: does the work that falls due later — expiring authorisations
 //! nobody validated, authorising payments deferred beyond the authorisation
 //! validity, charging the instalments of payment plans (and their retries), and
-//! running each shop's daily remittance cut-off — exactly
+//! running each shop's daily remittance cut-off and the daily retention of
+//! the online views — exactly
 //! once, even with several `caisse serve` processes on one database.
 //!
 //! What is due comes from the `schedule` view, itself derived from events, so a
@@ -26,6 +27,7 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::payments::PaymentService;
 use crate::plans::PlanService;
+use crate::retention::RetentionService;
 use crate::ports::{
     Clock, EventLog, KeyLock, ProjectionWaiter, ScheduledItem, ScheduledKind, ScheduledWork,
 };
@@ -62,6 +64,10 @@ where
     remittances: Arc<RemittanceService<R>>,
     payment_service: Arc<PaymentService<R>>,
     plans: Arc<PlanService<R>>,
+    retention: Arc<RetentionService<R>>,
+    /// The last day the retention job found nothing new to trim, so a pass
+    /// does not reload its aggregate every second.
+    retention_checked: std::sync::Mutex<Option<chrono::NaiveDate>>,
     work: Arc<dyn ScheduledWork>,
     locks: Arc<dyn KeyLock>,
     clock: Arc<dyn Clock>,
@@ -81,6 +87,7 @@ where
         remittances: Arc<RemittanceService<R>>,
         payment_service: Arc<PaymentService<R>>,
         plans: Arc<PlanService<R>>,
+        retention: Arc<RetentionService<R>>,
         work: Arc<dyn ScheduledWork>,
         locks: Arc<dyn KeyLock>,
         clock: Arc<dyn Clock>,
@@ -92,6 +99,8 @@ where
             remittances,
             payment_service,
             plans,
+            retention,
+            retention_checked: std::sync::Mutex::new(None),
             work,
             locks,
             clock,
@@ -107,6 +116,9 @@ where
     pub async fn run_due(&self) -> Result<SchedulerRun, AppError> {
         let _pass = self.pass.lock().await;
         let mut run = SchedulerRun::default();
+        if self.run_retention().await? {
+            *run.done.entry("RETENTION").or_default() += 1;
+        }
         // Items handled in this call (an item id comes back with a new due time
         // for the next cut-off): the view may still list them for an instant.
         let mut handled = std::collections::HashSet::new();
@@ -139,6 +151,23 @@ where
                 return Ok(run);
             }
         }
+    }
+
+    /// The daily retention job (CM-12): trims the online views once the date
+    /// they keep from moves on. Due-ness comes from the `ViewRetention`
+    /// aggregate's events (the last trim), and a trim that is not new appends
+    /// nothing, so several processes running it is harmless.
+    async fn run_retention(&self) -> Result<bool, AppError> {
+        let today = self.clock.today();
+        if *self.retention_checked.lock().expect("retention date") == Some(today) {
+            return Ok(false);
+        }
+        let outcome = self.retention.run(self.clock.now()).await?;
+        *self.retention_checked.lock().expect("retention date") = Some(today);
+        if outcome.trimmed {
+            tracing::info!(created_before = %outcome.created_before, "online views trimmed");
+        }
+        Ok(outcome.trimmed)
     }
 
     /// Does one item; `false` when it was found already done.

@@ -301,3 +301,65 @@ async fn fresh_memory_database() -> Result<Db, AppError> {
         .map_err(AppError::internal)?;
     Ok(Db::Sqlite(pool))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RefundRemittances;
+
+    fn credits(listed: &[(&str, &str)], named: &[(&str, &str)]) -> RefundRemittances {
+        let mut credits = RefundRemittances::default();
+        for (refund, remittance) in listed {
+            credits
+                .listed
+                .entry(refund.to_string())
+                .or_default()
+                .push(remittance.to_string());
+        }
+        for (refund, remittance) in named {
+            credits
+                .named
+                .entry(refund.to_string())
+                .or_default()
+                .push(remittance.to_string());
+        }
+        credits
+    }
+
+    fn findings(credits: &RefundRemittances) -> Vec<String> {
+        let mut findings = Vec::new();
+        credits.check(&mut findings);
+        findings
+    }
+
+    #[test]
+    fn a_refund_in_one_remittance_its_refund_remitted_names_is_clean() {
+        let clean = credits(
+            &[("ref_1", "rem_a")],
+            &[("ref_1", "rem_a"), ("ref_2", "rem_b")],
+        );
+        assert_eq!(findings(&clean), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_refund_in_two_remittances_or_remitted_twice_is_reported() {
+        let twice = credits(
+            &[("ref_1", "rem_a"), ("ref_1", "rem_b")],
+            &[("ref_1", "rem_a"), ("ref_1", "rem_b")],
+        );
+        assert_eq!(
+            findings(&twice),
+            vec![
+                "refund ref_1: remitted 2 times (rem_a, rem_b)".to_string(),
+                "refund ref_1: listed in 2 remittances (rem_a, rem_b)".to_string(),
+            ]
+        );
+        let elsewhere = credits(&[("ref_1", "rem_b")], &[("ref_1", "rem_a")]);
+        assert_eq!(
+            findings(&elsewhere),
+            vec![
+                "refund ref_1: listed in remittance rem_b, which its RefundRemitted does not name"
+                    .to_string()
+            ]
+        );
+    }
+}
