@@ -579,3 +579,301 @@ impl Aggregate for PaymentPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::{CardBrand, CardExpiry};
+    use crate::money::Currency;
+    use crate::payment::RefusalCategory;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+    use uuid::Uuid;
+
+    fn eur(text: &str) -> Money {
+        Money::parse_positive(text, "EUR").unwrap()
+    }
+
+    fn day(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, day).unwrap()
+    }
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 10, 0, 0).unwrap()
+    }
+
+    fn payment(n: u128) -> PaymentId {
+        PaymentId::from_uuid(Uuid::from_u128(0xA000 + n))
+    }
+
+    fn refusal() -> Refusal {
+        Refusal {
+            code: "51".into(),
+            message: "insufficient funds".into(),
+            category: RefusalCategory::IssuerDeclined,
+        }
+    }
+
+    fn details(instalments: Vec<PlannedInstalment>, attempts_max: u32) -> PlanDetails {
+        PlanDetails {
+            plan_id: PlanId::from_uuid(Uuid::from_u128(0x9001)),
+            shop_id: ShopId::from_uuid(Uuid::from_u128(0x5409)),
+            mode: Mode::Test,
+            kind: PlanKind::PayInN,
+            order_reference: "order-7".into(),
+            total: instalments
+                .iter()
+                .try_fold(Money::zero(Currency::parse("EUR").unwrap()), |sum, i| {
+                    sum.checked_add(&i.amount)
+                })
+                .unwrap(),
+            channel: Channel::Ecommerce,
+            card: CardSnapshot {
+                token: "tok".into(),
+                bin: "497010".into(),
+                last_four: "0006".into(),
+                brand: CardBrand::Cb,
+                networks: vec![CardBrand::Cb, CardBrand::Visa],
+                expiry: CardExpiry {
+                    month: 12,
+                    year: 2030,
+                },
+                fingerprint: "fp".into(),
+                holder_name: None,
+                issuing_country: None,
+            },
+            buyer_email: None,
+            instalments,
+            retry: RetryPolicy {
+                attempts_max,
+                interval_days: 3,
+            },
+            occurred_at: at(2),
+        }
+    }
+
+    fn two_instalments(attempts_max: u32) -> PlanDetails {
+        details(
+            vec![
+                PlannedInstalment {
+                    number: 1,
+                    amount: eur("40.00"),
+                    due_date: Some(day(2)),
+                },
+                PlannedInstalment {
+                    number: 2,
+                    amount: eur("60.00"),
+                    due_date: Some(day(12)),
+                },
+            ],
+            attempts_max,
+        )
+    }
+
+    fn created(attempts_max: u32) -> PlanEvent {
+        PlanEvent::PlanCreated {
+            details: Box::new(two_instalments(attempts_max)),
+        }
+    }
+
+    fn started(number: u32, attempt: u32, n: u128) -> PlanEvent {
+        PlanEvent::InstalmentAttemptStarted {
+            number,
+            attempt,
+            payment_id: payment(n),
+            occurred_at: at(2),
+        }
+    }
+
+    fn paid(number: u32, n: u128, amount: &str) -> PlanEvent {
+        PlanEvent::InstalmentPaid {
+            number,
+            payment_id: payment(n),
+            amount: eur(amount),
+            occurred_at: at(2),
+        }
+    }
+
+    fn record(number: u32, n: u128, refused: bool, today: u32) -> PlanCommand {
+        PlanCommand::RecordAttempt {
+            number,
+            payment_id: payment(n),
+            refusal: refused.then(refusal),
+            retry: true,
+            today: day(today),
+            occurred_at: at(today),
+        }
+    }
+
+    #[test]
+    fn pay_in_3_puts_the_remainder_cents_on_the_first_instalment() {
+        let instalments = pay_in_3(&eur("100.00"), day(2)).unwrap();
+        let amounts: Vec<String> = instalments.iter().map(|i| i.amount.to_string()).collect();
+        assert_eq!(amounts, ["33.34 EUR", "33.33 EUR", "33.33 EUR"]);
+        let dates: Vec<_> = instalments.iter().map(|i| i.due_date.unwrap()).collect();
+        assert_eq!(
+            dates,
+            [
+                day(2),
+                NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 5, 1).unwrap()
+            ]
+        );
+        assert!(pay_in_3(&eur("0.02"), day(2)).is_err());
+        let jpy = Money::parse_positive("1000", "JPY").unwrap();
+        let amounts: Vec<String> = pay_in_3(&jpy, day(2))
+            .unwrap()
+            .iter()
+            .map(|i| i.amount.to_string())
+            .collect();
+        assert_eq!(amounts, ["334 JPY", "333 JPY", "333 JPY"]);
+    }
+
+    #[test]
+    fn schedules_must_sum_exactly_and_be_in_order() {
+        let planned = |number, amount: &str, due_date| PlannedInstalment {
+            number,
+            amount: eur(amount),
+            due_date,
+        };
+        let total = eur("100.00");
+        assert!(check_instalments(&total, &[planned(1, "100.00", Some(day(2)))]).is_ok());
+        for bad in [
+            vec![],
+            vec![planned(1, "99.99", Some(day(2)))],
+            vec![planned(2, "100.00", Some(day(2)))],
+            vec![planned(1, "50.00", Some(day(5))), planned(2, "50.00", Some(day(4)))],
+            vec![planned(1, "50.00", None), planned(2, "50.00", Some(day(4)))],
+        ] {
+            assert!(
+                matches!(check_instalments(&total, &bad), Err(PlanError::InvalidInstalments(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_paid_last_instalment_completes_the_plan() {
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), started(1, 1, 1), paid(1, 1, "40.00"), started(2, 1, 2)])
+            .when(record(2, 2, false, 12))
+            .then_expect_events(vec![
+                PlanEvent::InstalmentPaid {
+                    number: 2,
+                    payment_id: payment(2),
+                    amount: eur("60.00"),
+                    occurred_at: at(12),
+                },
+                PlanEvent::PlanCompleted { occurred_at: at(12) },
+            ]);
+    }
+
+    #[test]
+    fn a_refused_instalment_is_retried_then_fails_and_the_plan_defaults() {
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(2), started(1, 1, 1), paid(1, 1, "40.00"), started(2, 1, 2)])
+            .when(record(2, 2, true, 12))
+            .then_expect_events(vec![PlanEvent::InstalmentAttemptFailed {
+                number: 2,
+                attempt: 1,
+                payment_id: payment(2),
+                refusal: refusal(),
+                next_attempt_on: Some(day(15)),
+                occurred_at: at(12),
+            }]);
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![
+                created(2),
+                started(1, 1, 1),
+                paid(1, 1, "40.00"),
+                started(2, 1, 2),
+                PlanEvent::InstalmentAttemptFailed {
+                    number: 2,
+                    attempt: 1,
+                    payment_id: payment(2),
+                    refusal: refusal(),
+                    next_attempt_on: Some(day(15)),
+                    occurred_at: at(12),
+                },
+                started(2, 2, 3),
+            ])
+            .when(record(2, 3, true, 15))
+            .then_expect_events(vec![
+                PlanEvent::InstalmentAttemptFailed {
+                    number: 2,
+                    attempt: 2,
+                    payment_id: payment(3),
+                    refusal: refusal(),
+                    next_attempt_on: None,
+                    occurred_at: at(15),
+                },
+                PlanEvent::InstalmentFailed {
+                    number: 2,
+                    amount: eur("60.00"),
+                    occurred_at: at(15),
+                },
+                PlanEvent::PlanDefaulted {
+                    failed_instalments: vec![2],
+                    occurred_at: at(15),
+                },
+            ]);
+    }
+
+    #[test]
+    fn an_attempt_in_progress_is_resumed_never_doubled() {
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), started(1, 1, 1)])
+            .when(PlanCommand::StartAttempt {
+                number: 1,
+                payment_id: payment(9),
+                occurred_at: at(2),
+            })
+            .then_expect_error(PlanError::AttemptInProgress {
+                number: 1,
+                payment_id: payment(1),
+            });
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), started(1, 1, 1)])
+            .when(record(1, 9, false, 2))
+            .then_expect_error(PlanError::NoAttemptInProgress(1));
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), started(1, 1, 1), paid(1, 1, "40.00")])
+            .when(PlanCommand::StartAttempt {
+                number: 1,
+                payment_id: payment(9),
+                occurred_at: at(2),
+            })
+            .then_expect_error(PlanError::InstalmentSettled {
+                number: 1,
+                status: "PAID",
+            });
+    }
+
+    #[test]
+    fn only_an_instalment_due_on_call_can_be_called() {
+        let mut on_call = two_instalments(3);
+        on_call.instalments[1].due_date = None;
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![PlanEvent::PlanCreated {
+                details: Box::new(on_call),
+            }])
+            .when(PlanCommand::CallInstalment {
+                number: 2,
+                today: day(10),
+                occurred_at: at(10),
+            })
+            .then_expect_events(vec![PlanEvent::InstalmentCalled {
+                number: 2,
+                due_date: day(10),
+                occurred_at: at(10),
+            }]);
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3)])
+            .when(PlanCommand::CallInstalment {
+                number: 2,
+                today: day(10),
+                occurred_at: at(10),
+            })
+            .then_expect_error(PlanError::NotOnCall(2));
+    }
+}
