@@ -50,6 +50,10 @@ pub struct CutoffArgs {
     /// which captures one payment after the other, as the scheduler does).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Do not run ANALYZE while loading, even on a PostgreSQL server whose
+    /// autovacuum is off (see `BenchApp::analyze`).
+    #[arg(long)]
+    pub no_analyze: bool,
     /// PostgreSQL server to create the fresh `caisse_bench_<uuid>` database on.
     #[arg(
         long,
@@ -127,6 +131,8 @@ pub(crate) struct BenchApp {
     pub clock: Arc<ManualClock>,
     pub shop_id: ShopId,
     context: RequestContext,
+    /// Run ANALYZE at every tenth of a load: PostgreSQL with autovacuum off.
+    analyze: bool,
 }
 
 /// The instant every bench starts at, as in the tests: Monday 2026-03-02 10:00 UTC.
@@ -140,9 +146,35 @@ fn bench_start() -> chrono::DateTime<chrono::Utc> {
 impl BenchApp {
     /// Migrates the (fresh) database of `config`, starts the projectors and creates
     /// the merchant whose test shop receives every payment.
-    pub(crate) async fn start(config: Config) -> anyhow::Result<BenchApp> {
+    pub(crate) async fn start(config: Config, no_analyze: bool) -> anyhow::Result<BenchApp> {
         let database = Database::connect(&config).await?;
         database.migrate().await?;
+        // A server in service runs autovacuum, which analyzes a table each time a
+        // tenth of it changed. Without it (this machine's CI configuration) the
+        // planner never gets statistics for the views, and the journal's lookup of
+        // a payment's lines becomes a sequential scan per event: quadratic in the
+        // load (docs/performance.md). The bench then does what autovacuum would.
+        let analyze = match &database.db {
+            Db::Postgres(_) if !no_analyze => {
+                let row = database
+                    .db
+                    .fetch_optional(
+                        "SELECT setting FROM pg_settings WHERE name = 'autovacuum'",
+                        &[],
+                    )
+                    .await
+                    .map_err(app_error)?;
+                let off = row.is_some_and(|row| row.text("setting") == "off");
+                if off {
+                    println!(
+                        "  autovacuum is off on this server: ANALYZE at every tenth of the load, \
+                         as autovacuum would (--no-analyze to skip)"
+                    );
+                }
+                off
+            }
+            _ => false,
+        };
         let clock = Arc::new(ManualClock::new(bench_start()));
         let state = AppState::build(config, database, clock.clone())?;
         state.projectors.catch_up_all().await.map_err(app_error)?;
@@ -164,6 +196,7 @@ impl BenchApp {
             clock,
             shop_id: init.shop_id,
             context,
+            analyze,
         })
     }
 
@@ -193,7 +226,9 @@ impl BenchApp {
         while let Some((index, outcome)) = created.next().await {
             ids[index] = Some(outcome.with_context(|| format!("creating payment #{index}"))?);
             done += 1;
-            progress("created", done, total, started);
+            if progress("created", done, total, started) {
+                self.analyze().await?;
+            }
         }
         Ok(ids.into_iter().flatten().collect())
     }
@@ -268,7 +303,9 @@ impl BenchApp {
                 );
             }
             done += 1;
-            progress(follow_up.name(), done, total, started);
+            if progress(follow_up.name(), done, total, started) {
+                self.analyze().await?;
+            }
         }
         Ok(())
     }
@@ -286,6 +323,18 @@ impl BenchApp {
             FollowUp::RefundPart => payments.refund(&self.context, id, "4.00".into()).await?,
         };
         Ok(result.payment.status)
+    }
+
+    /// ANALYZE, when the server's autovacuum would have done it (`start`).
+    async fn analyze(&self) -> anyhow::Result<()> {
+        if self.analyze {
+            self.state
+                .db()
+                .execute("ANALYZE", &[])
+                .await
+                .map_err(app_error)?;
+        }
+        Ok(())
     }
 
     /// Waits until every view has applied the whole log.
@@ -434,16 +483,18 @@ impl Outcome {
     }
 }
 
-/// Prints a progress line at every tenth of `total` (and at the end).
-fn progress(what: &str, done: usize, total: usize, started: Instant) {
+/// Prints a progress line at every tenth of `total` (and at the end); `true` then.
+fn progress(what: &str, done: usize, total: usize, started: Instant) -> bool {
     let step = (total / 10).max(1);
-    if done % step == 0 || done == total {
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "  {what}: {done}/{total} in {seconds:.1} s ({:.0}/s)",
-            rate(done, seconds)
-        );
+    if done % step != 0 && done != total {
+        return false;
     }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "  {what}: {done}/{total} in {seconds:.1} s ({:.0}/s)",
+        rate(done, seconds)
+    );
+    true
 }
 
 pub(crate) fn rate(count: usize, seconds: f64) -> f64 {
@@ -632,7 +683,7 @@ async fn cutoff_on(
     config: Config,
     args: &CutoffArgs,
 ) -> anyhow::Result<CutoffResult> {
-    let app = BenchApp::start(config).await?;
+    let app = BenchApp::start(config, args.no_analyze).await?;
     let outcome = async {
         let fates = vec![Fate::Captured; args.payments];
         let started = Instant::now();

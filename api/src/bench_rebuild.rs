@@ -49,6 +49,10 @@ pub struct RebuildArgs {
     /// Commands run at the same time while loading.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Do not run ANALYZE while loading, even on a PostgreSQL server whose
+    /// autovacuum is off (as `bench cutoff`).
+    #[arg(long)]
+    pub no_analyze: bool,
     /// PostgreSQL server to create the fresh `caisse_bench_<uuid>` database on.
     #[arg(
         long,
@@ -95,7 +99,7 @@ pub async fn run(args: RebuildArgs, config: Config) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for backend in backends {
         let result = on_fresh_database(backend, &args.postgres_url, &config, |config| {
-            rebuild_on(backend, config, payments, args.concurrency)
+            rebuild_on(backend, config, payments, &args)
         })
         .await
         .with_context(|| format!("{} rebuild benchmark", backend.name()))?;
@@ -109,9 +113,10 @@ async fn rebuild_on(
     backend: Backend,
     config: Config,
     payments: usize,
-    concurrency: usize,
+    args: &RebuildArgs,
 ) -> anyhow::Result<RebuildResult> {
-    let app = BenchApp::start(config).await?;
+    let concurrency = args.concurrency;
+    let app = BenchApp::start(config, args.no_analyze).await?;
     let outcome = async {
         let started = Instant::now();
         let fates: Vec<Fate> = (0..payments).map(|index| MIX[index % MIX.len()]).collect();

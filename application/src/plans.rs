@@ -83,11 +83,16 @@ where
     /// with the buyer's card). Returns the plan after that.
     pub async fn create(
         &self,
-        context: &RequestContext,
+        request: &RequestContext,
         input: CreatePlanInput,
     ) -> Result<PaymentPlan, AppError> {
-        // Instalments are payments of their own; a plan's idempotency key is not theirs.
-        let context = &without_idempotency(context);
+        // A repeat of a request with the same Idempotency-Key gets the same plan
+        // back and charges nothing.
+        if let Some(plan) = self.replay(request).await? {
+            return Ok(plan);
+        }
+        // Instalments are payments of their own; the plan's key is not theirs.
+        let context = &without_idempotency(request);
         let shop_id = *context.scope.shop_ids.first().ok_or(AppError::NotFound)?;
         let total = Money::parse_positive(&input.amount, &input.currency).map_err(|error| {
             let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) {
@@ -123,16 +128,30 @@ where
             occurred_at: self.clock.now(),
         };
         let plan_id = details.plan_id;
-        self.runner
+        // The key goes with the plan's first event: atomic with it, unique.
+        let created = self
+            .runner
             .execute(
                 &plan_id.to_string(),
                 PlanCommand::Create {
                     details: Box::new(details),
                 },
-                context.metadata(false),
+                request.metadata(true),
             )
-            .await
-            .map_err(instalment_field)?;
+            .await;
+        match created {
+            Ok(_) => {}
+            // A concurrent request with the same key won the unique index.
+            Err(error @ (AppError::Internal(_) | AppError::ConcurrencyExhausted))
+                if request.idempotency.is_some() =>
+            {
+                return match self.replay(request).await? {
+                    Some(plan) => Ok(plan),
+                    None => Err(error),
+                };
+            }
+            Err(error) => return Err(instalment_field(error)),
+        }
         // The first instalment with the card the buyer just gave (CVV included).
         // Should this process stop here, the scheduler charges it with the card
         // on file: it is due today.
@@ -141,6 +160,25 @@ where
         let plan = self.runner.load(&plan_id.to_string()).await?;
         self.wait_for_views(&plan_id.to_string()).await?;
         Ok(plan)
+    }
+
+    /// The plan an earlier request with this Idempotency-Key created, if any;
+    /// `IDEMPOTENCY_KEY_REUSED` when the key was used for another request.
+    async fn replay(&self, request: &RequestContext) -> Result<Option<PaymentPlan>, AppError> {
+        let Some(idempotency) = &request.idempotency else {
+            return Ok(None);
+        };
+        let Some(record) = self.log.find_idempotent(&idempotency.scoped_key).await? else {
+            return Ok(None);
+        };
+        if record.request_hash != idempotency.request_hash
+            || record.aggregate_type != PaymentPlan::TYPE
+        {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        let plan = self.runner.load(&record.aggregate_id).await?;
+        self.wait_for_views(&record.aggregate_id).await?;
+        Ok(Some(plan))
     }
 
     /// Charges a due instalment (the scheduler), resuming an attempt a crash

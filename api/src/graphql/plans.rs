@@ -3,6 +3,7 @@
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use caisse_application::plans::{CreatePlanInput, InstalmentInput as AppInstalmentInput};
+use caisse_application::context::IdempotencyRequest;
 use caisse_application::{AppError, RequestContext};
 use caisse_domain::ids::PlanId;
 use caisse_domain::plan::PlanKind as DomainPlanKind;
@@ -152,13 +153,28 @@ fn parse_date(field: &'static str, text: &str) -> Result<NaiveDate, AppError> {
     })
 }
 
+/// The caller's context, with the request's Idempotency-Key bound to this
+/// field's name and arguments (as for the other mutations).
 fn request_context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext> {
     let data = request(ctx)?;
+    let idempotency = match &data.idempotency_key {
+        Some(key) => {
+            let arguments = serde_json::to_string(&ctx.field().arguments()?)
+                .map_err(|error| bad_input("arguments", error.to_string()))?;
+            Some(IdempotencyRequest::new(
+                &data.caller.principal(),
+                key,
+                ctx.field().name(),
+                &arguments,
+            ))
+        }
+        None => None,
+    };
     Ok(RequestContext {
         scope: data.caller.scope(),
         actor: data.caller.actor(),
         request_id: data.request_id.clone(),
-        idempotency: None,
+        idempotency,
     })
 }
 
