@@ -130,6 +130,17 @@ async fn pay_in_3_charges_now_then_at_30_and_60_days(app: TestApp) {
         captured,
         [&json!("33.34"), &json!("33.33"), &json!("33.33")]
     );
+
+    // The auditor's replay agrees with every view, the plans' and schedule's
+    // included, and a rebuild gives the same plan.
+    let report = caisse_projections::audit::verify(app.state.db())
+        .await
+        .expect("audit runs");
+    assert!(report.is_clean(), "{:?}", report.findings);
+    for name in ["plans", "schedule"] {
+        app.state.projectors.get(name).unwrap().rebuild().await.unwrap();
+    }
+    assert_eq!(plan(&app, &created["id"]).await, done);
 }
 
 async fn a_refused_instalment_is_retried_then_failed(app: TestApp) {
