@@ -290,6 +290,48 @@ where
         self.authorise(context, details, outcome).await
     }
 
+    /// A merchant-initiated authorisation with the card on file (deferred
+    /// authorisation, re-authorisation, later instalments): the PAN comes from
+    /// the vault for the call only; a card expired since is refused as the
+    /// issuer would (54) without calling the acquirer.
+    async fn authorise_card_on_file(
+        &self,
+        mode: caisse_domain::Mode,
+        card: &CardSnapshot,
+        amount: Money,
+        order_reference: &str,
+    ) -> Result<AuthorisationOutcome, AppError> {
+        let today = self.clock.today();
+        let Ok(expiry) = CardExpiry::parse(
+            card.expiry.month,
+            card.expiry.year,
+            today.year(),
+            today.month(),
+        ) else {
+            return Ok(AuthorisationOutcome::Declined(Refusal {
+                code: "54".to_string(),
+                message: "expired card".to_string(),
+                category: RefusalCategory::IssuerDeclined,
+            }));
+        };
+        let pan = self.vault.reveal(&card.token).await?;
+        let outcome = self
+            .acquirers
+            .for_mode(mode)
+            .authorise(AuthorisationRequest {
+                mode,
+                purpose: AuthorisationPurpose::DeferredPayment,
+                pan: &pan,
+                expiry,
+                cvv: None,
+                amount,
+                order_reference,
+            })
+            .await;
+        drop(pan);
+        Ok(outcome)
+    }
+
     /// Checks a card given by the buyer (Luhn, brand, expiry, CVV as the channel
     /// requires) and stores it in the vault.
     pub async fn prepare_card(
@@ -382,36 +424,10 @@ where
                     })
                     .await
             }
-            None => match CardExpiry::parse(
-                card.expiry.month,
-                card.expiry.year,
-                today.year(),
-                today.month(),
-            ) {
-                Err(_) => AuthorisationOutcome::Declined(Refusal {
-                    code: "54".to_string(),
-                    message: "expired card".to_string(),
-                    category: RefusalCategory::IssuerDeclined,
-                }),
-                Ok(expiry) => {
-                    let pan = self.vault.reveal(&card.token).await?;
-                    let outcome = self
-                        .acquirers
-                        .for_mode(plan.mode)
-                        .authorise(AuthorisationRequest {
-                            mode: plan.mode,
-                            purpose: AuthorisationPurpose::DeferredPayment,
-                            pan: &pan,
-                            expiry,
-                            cvv: None,
-                            amount: planned.amount,
-                            order_reference: &order_reference,
-                        })
-                        .await;
-                    drop(pan);
-                    outcome
-                }
-            },
+            None => {
+                self.authorise_card_on_file(plan.mode, card, planned.amount, &order_reference)
+                    .await?
+            }
         };
         let details = PaymentDetails {
             payment_id,
@@ -454,38 +470,14 @@ where
             }
             .into());
         }
-        let today = self.clock.today();
-        let outcome = match CardExpiry::parse(
-            details.card.expiry.month,
-            details.card.expiry.year,
-            today.year(),
-            today.month(),
-        ) {
-            // Expired since the payment: refused like the issuer would (54).
-            Err(_) => AuthorisationOutcome::Declined(Refusal {
-                code: "54".to_string(),
-                message: "expired card".to_string(),
-                category: RefusalCategory::IssuerDeclined,
-            }),
-            Ok(expiry) => {
-                let pan = self.vault.reveal(&details.card.token).await?;
-                let outcome = self
-                    .acquirers
-                    .for_mode(details.mode)
-                    .authorise(AuthorisationRequest {
-                        mode: details.mode,
-                        purpose: AuthorisationPurpose::DeferredPayment,
-                        pan: &pan,
-                        expiry,
-                        cvv: None,
-                        amount: payment.amount.expect("an existing payment has an amount"),
-                        order_reference: &details.order_reference,
-                    })
-                    .await;
-                drop(pan);
-                outcome
-            }
-        };
+        let outcome = self
+            .authorise_card_on_file(
+                details.mode,
+                &details.card,
+                payment.amount.expect("an existing payment has an amount"),
+                &details.order_reference,
+            )
+            .await?;
         let command = PaymentCommand::CompleteDeferredAuthorisation {
             outcome,
             occurred_at: self.clock.now(),
@@ -601,37 +593,14 @@ where
                 .authorisation_expires_at()
                 .is_some_and(|expires_at| expires_at <= self.clock.now());
         let reauthorisation = if reauthorise {
-            let today = self.clock.today();
-            let outcome = match CardExpiry::parse(
-                details.card.expiry.month,
-                details.card.expiry.year,
-                today.year(),
-                today.month(),
-            ) {
-                Err(_) => AuthorisationOutcome::Declined(Refusal {
-                    code: "54".to_string(),
-                    message: "expired card".to_string(),
-                    category: RefusalCategory::IssuerDeclined,
-                }),
-                Ok(expiry) => {
-                    let pan = self.vault.reveal(&details.card.token).await?;
-                    let outcome = self
-                        .acquirers
-                        .for_mode(details.mode)
-                        .authorise(AuthorisationRequest {
-                            mode: details.mode,
-                            purpose: AuthorisationPurpose::DeferredPayment,
-                            pan: &pan,
-                            expiry,
-                            cvv: None,
-                            amount: payment.amount.expect("an existing payment has an amount"),
-                            order_reference: &details.order_reference,
-                        })
-                        .await;
-                    drop(pan);
-                    outcome
-                }
-            };
+            let outcome = self
+                .authorise_card_on_file(
+                    details.mode,
+                    &details.card,
+                    payment.amount.expect("an existing payment has an amount"),
+                    &details.order_reference,
+                )
+                .await?;
             Some(caisse_domain::payment::Reauthorisation {
                 outcome,
                 validity_days: self.authorisation_validity.days_for(brand),

@@ -70,7 +70,7 @@ pub struct CreatePaymentInput {
 
 /// The request context of a mutation: caller, actor and idempotency key, the key
 /// bound to this field's name and arguments.
-fn context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext> {
+pub(crate) fn context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext> {
     let data = request(ctx)?;
     let idempotency = match &data.idempotency_key {
         Some(key) => {

@@ -3,15 +3,14 @@
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use caisse_application::plans::{CreatePlanInput, InstalmentInput as AppInstalmentInput};
-use caisse_application::context::IdempotencyRequest;
-use caisse_application::{AppError, RequestContext};
+use caisse_application::AppError;
 use caisse_domain::ids::PlanId;
 use caisse_domain::plan::PlanKind as DomainPlanKind;
 use caisse_projections::plans::{get_plan, InstalmentRow, PlanRow};
 use caisse_projections::queries;
 use chrono::NaiveDate;
 
-use super::mutation::CardInput;
+use super::mutation::{context, CardInput};
 use super::query::{request, state};
 use super::types::{Channel, PaymentNode};
 use crate::errors::{app_error, bad_input};
@@ -153,31 +152,6 @@ fn parse_date(field: &'static str, text: &str) -> Result<NaiveDate, AppError> {
     })
 }
 
-/// The caller's context, with the request's Idempotency-Key bound to this
-/// field's name and arguments (as for the other mutations).
-fn request_context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext> {
-    let data = request(ctx)?;
-    let idempotency = match &data.idempotency_key {
-        Some(key) => {
-            let arguments = serde_json::to_string(&ctx.field().arguments()?)
-                .map_err(|error| bad_input("arguments", error.to_string()))?;
-            Some(IdempotencyRequest::new(
-                &data.caller.principal(),
-                key,
-                ctx.field().name(),
-                &arguments,
-            ))
-        }
-        None => None,
-    };
-    Ok(RequestContext {
-        scope: data.caller.scope(),
-        actor: data.caller.actor(),
-        request_id: data.request_id.clone(),
-        idempotency,
-    })
-}
-
 async fn read_plan(ctx: &Context<'_>, plan_id: &str) -> async_graphql::Result<PlanNode> {
     let caller = &request(ctx)?.caller;
     let row = get_plan(state(ctx)?.db(), &caller.read_scope(), plan_id)
@@ -237,7 +211,7 @@ impl PlanMutation {
         let plan = state
             .plans
             .create(
-                &request_context(ctx)?,
+                &context(ctx)?,
                 CreatePlanInput {
                     kind: match input.kind {
                         PlanKind::PayIn3 => DomainPlanKind::PayIn3,
@@ -274,7 +248,7 @@ impl PlanMutation {
         let plan_id = parse_plan_id("id", &id)?;
         state(ctx)?
             .plans
-            .call_balance(&request_context(ctx)?, plan_id)
+            .call_balance(&context(ctx)?, plan_id)
             .await
             .map_err(app_error)?;
         read_plan(ctx, &plan_id.to_string()).await

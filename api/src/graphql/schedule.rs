@@ -3,13 +3,14 @@
 
 use async_graphql::{Context, Object, SimpleObject, ID};
 use caisse_application::ports::{ScheduledItem, ScheduledKind};
-use caisse_application::{AppError, RequestContext};
+use caisse_application::AppError;
 use caisse_domain::merchant::{CutOffSchedule, MerchantError};
 use caisse_domain::{Mode, ShopId};
 use caisse_projections::schedule::ViewScheduledWork;
 use chrono::{DateTime, NaiveTime, Utc};
 
 use crate::errors::app_error;
+use crate::graphql::mutation::context;
 use crate::graphql::query::{parse_shop_id, request, state};
 
 /// Most items `scheduledWork` returns.
@@ -190,12 +191,7 @@ impl ScheduleMutation {
         let data = request(ctx)?;
         let merchant_id = caisse_domain::ids::MerchantId::parse(&data.caller.merchant_id)
             .ok_or_else(|| app_error(AppError::internal("caller without merchant")))?;
-        let context = RequestContext {
-            scope: data.caller.scope(),
-            actor: data.caller.actor(),
-            request_id: data.request_id.clone(),
-            idempotency: None,
-        };
+        let context = context(ctx)?;
         state(ctx)?
             .merchants
             .set_remittance_cut_off(
