@@ -37,6 +37,8 @@ use crate::state::AppState;
 const AMOUNT: &str = "10.00";
 /// The actor recorded in the metadata of the events the loader causes.
 const LOADER_ACTOR: &str = "bench";
+/// How often the bench's stand-in for autovacuum looks for tables to analyze.
+const AUTOANALYZE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Debug)]
 pub struct CutoffArgs {
@@ -50,8 +52,8 @@ pub struct CutoffArgs {
     /// which captures one payment after the other, as the scheduler does).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Do not run ANALYZE while loading, even on a PostgreSQL server whose
-    /// autovacuum is off (see `BenchApp::analyze`).
+    /// On a PostgreSQL server whose autovacuum is off, do not stand in for it
+    /// (ANALYZE of the tables a tenth of which changed, every 10 s).
     #[arg(long)]
     pub no_analyze: bool,
     /// PostgreSQL server to create the fresh `caisse_bench_<uuid>` database on.
@@ -131,8 +133,6 @@ pub(crate) struct BenchApp {
     pub clock: Arc<ManualClock>,
     pub shop_id: ShopId,
     context: RequestContext,
-    /// Run ANALYZE at every tenth of a load: PostgreSQL with autovacuum off.
-    analyze: bool,
 }
 
 /// The instant every bench starts at, as in the tests: Monday 2026-03-02 10:00 UTC.
@@ -154,7 +154,7 @@ impl BenchApp {
         // planner never gets statistics for the views, and the journal's lookup of
         // a payment's lines becomes a sequential scan per event: quadratic in the
         // load (docs/performance.md). The bench then does what autovacuum would.
-        let analyze = match &database.db {
+        let autoanalyze = match &database.db {
             Db::Postgres(_) if !no_analyze => {
                 let row = database
                     .db
@@ -167,8 +167,8 @@ impl BenchApp {
                 let off = row.is_some_and(|row| row.text("setting") == "off");
                 if off {
                     println!(
-                        "  autovacuum is off on this server: ANALYZE at every tenth of the load, \
-                         as autovacuum would (--no-analyze to skip)"
+                        "  autovacuum is off on this server: the bench analyzes the tables as \
+                         autovacuum would (--no-analyze to skip)"
                     );
                 }
                 off
@@ -180,6 +180,14 @@ impl BenchApp {
         state.projectors.catch_up_all().await.map_err(app_error)?;
         // Services wait for their views, so the projectors must run.
         state.projectors.spawn();
+        if autoanalyze {
+            let task = spawn_autoanalyze(state.db().clone());
+            state
+                .background
+                .lock()
+                .expect("background tasks")
+                .push(task);
+        }
         let init = state
             .merchants
             .init(InitInput {
@@ -196,7 +204,6 @@ impl BenchApp {
             clock,
             shop_id: init.shop_id,
             context,
-            analyze,
         })
     }
 
@@ -226,9 +233,7 @@ impl BenchApp {
         while let Some((index, outcome)) = created.next().await {
             ids[index] = Some(outcome.with_context(|| format!("creating payment #{index}"))?);
             done += 1;
-            if progress("created", done, total, started) {
-                self.analyze().await?;
-            }
+            progress("created", done, total, started);
         }
         Ok(ids.into_iter().flatten().collect())
     }
@@ -303,9 +308,7 @@ impl BenchApp {
                 );
             }
             done += 1;
-            if progress(follow_up.name(), done, total, started) {
-                self.analyze().await?;
-            }
+            progress(follow_up.name(), done, total, started);
         }
         Ok(())
     }
@@ -323,18 +326,6 @@ impl BenchApp {
             FollowUp::RefundPart => payments.refund(&self.context, id, "4.00".into()).await?,
         };
         Ok(result.payment.status)
-    }
-
-    /// ANALYZE, when the server's autovacuum would have done it (`start`).
-    async fn analyze(&self) -> anyhow::Result<()> {
-        if self.analyze {
-            self.state
-                .db()
-                .execute("ANALYZE", &[])
-                .await
-                .map_err(app_error)?;
-        }
-        Ok(())
     }
 
     /// Waits until every view has applied the whole log.
@@ -483,18 +474,46 @@ impl Outcome {
     }
 }
 
-/// Prints a progress line at every tenth of `total` (and at the end); `true` then.
-fn progress(what: &str, done: usize, total: usize, started: Instant) -> bool {
+/// Prints a progress line at every tenth of `total` (and at the end).
+fn progress(what: &str, done: usize, total: usize, started: Instant) {
     let step = (total / 10).max(1);
-    if done % step != 0 && done != total {
-        return false;
+    if done % step == 0 || done == total {
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "  {what}: {done}/{total} in {seconds:.1} s ({:.0}/s)",
+            rate(done, seconds)
+        );
     }
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "  {what}: {done}/{total} in {seconds:.1} s ({:.0}/s)",
-        rate(done, seconds)
-    );
-    true
+}
+
+/// Does what autovacuum's autoanalyze would (`BenchApp::start`): every interval,
+/// ANALYZE each table of which more than a tenth changed since its last analyze
+/// (PostgreSQL's defaults: `autovacuum_analyze_scale_factor` 0.1, threshold 50).
+/// Its own task, so the work it waits behind keeps going.
+fn spawn_autoanalyze(db: Db) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(AUTOANALYZE_INTERVAL).await;
+            if let Err(error) = autoanalyze(&db).await {
+                tracing::warn!(%error, "bench autoanalyze failed");
+            }
+        }
+    })
+}
+
+async fn autoanalyze(db: &Db) -> Result<(), caisse_application::AppError> {
+    let tables = db
+        .fetch_all(
+            "SELECT CAST(relname AS TEXT) AS name FROM pg_stat_user_tables
+              WHERE n_mod_since_analyze > 50 + 0.1 * n_live_tup",
+            &[],
+        )
+        .await?;
+    for table in tables {
+        let name = table.text("name").replace('"', "\"\"");
+        db.execute(&format!("ANALYZE \"{name}\""), &[]).await?;
+    }
+    Ok(())
 }
 
 pub(crate) fn rate(count: usize, seconds: f64) -> f64 {

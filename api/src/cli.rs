@@ -62,7 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
-    /// The scheduler's due work (expiries, daily remittance cut-offs).
+    /// The scheduler's due work: expiries and re-authorisations, deferred
+    /// authorisations, plan instalments, daily remittance cut-offs, retention.
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
@@ -283,12 +284,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     state.projectors.spawn();
                     let run = state.scheduler.run_due().await.map_err(anyhow_error)?;
                     println!(
-                        "schedule: {} done {:?}, {} already done, {} locked by another process",
+                        "schedule: {} done {:?}, {} already done, {} locked by another process, {} failed",
                         run.done_total(),
                         run.done,
                         run.already_done,
-                        run.skipped_locked
+                        run.skipped_locked,
+                        run.failed
                     );
+                    if run.failed > 0 {
+                        bail!("{} scheduled item(s) failed; see the log", run.failed);
+                    }
                 }
             }
         }

@@ -246,6 +246,9 @@ where
     ) -> Result<bool, AppError> {
         let aggregate_id = plan_id.to_string();
         let plan = self.visible(context, plan_id).await?;
+        if plan.status == caisse_domain::plan::PlanStatus::Refused {
+            return Ok(false);
+        }
         let instalment = plan.instalment(number)?;
         if matches!(
             instalment.status,
@@ -308,7 +311,9 @@ where
             Ok(_) => Ok(true),
             // Recorded meanwhile by another process.
             Err(AppError::Plan(
-                PlanError::NoAttemptInProgress(_) | PlanError::InstalmentSettled { .. },
+                PlanError::NoAttemptInProgress(_)
+                | PlanError::InstalmentSettled { .. }
+                | PlanError::PlanEnded { .. },
             )) => Ok(false),
             Err(error) => Err(error),
         }

@@ -48,6 +48,8 @@ pub struct SchedulerRun {
     pub already_done: usize,
     /// Items another process was working on.
     pub skipped_locked: usize,
+    /// Items whose work failed this time (logged; tried again on the next pass).
+    pub failed: usize,
 }
 
 impl SchedulerRun {
@@ -138,10 +140,15 @@ where
                     run.skipped_locked += 1;
                     continue;
                 };
-                if self.execute(&item).await? {
-                    *run.done.entry(item.kind.as_str()).or_default() += 1;
-                } else {
-                    run.already_done += 1;
+                match self.execute(&item).await {
+                    Ok(true) => *run.done.entry(item.kind.as_str()).or_default() += 1,
+                    Ok(false) => run.already_done += 1,
+                    // One item's failure (a database hiccup, an acquirer down)
+                    // does not hold back the others; it is tried again next pass.
+                    Err(error) => {
+                        tracing::error!(item = %item.item_id, %error, "scheduled work failed; retried next pass");
+                        run.failed += 1;
+                    }
                 }
                 progressed = true;
             }
@@ -187,13 +194,15 @@ where
                         tracing::info!(%payment_id, status = result.payment.status.as_str(), "lapsed authorisation handled");
                         Ok(true)
                     }
-                    // Validated, shipped, cancelled or expired meanwhile: the view lagged.
+                    // Validated, shipped, cancelled, expired or re-authorised
+                    // meanwhile: the view lagged.
                     Err(AppError::Payment(
                         PaymentError::NotAwaitingValidation { .. }
                         | PaymentError::AlreadyCancelled
                         | PaymentError::AlreadyRemitted
                         | PaymentError::Expired
-                        | PaymentError::Refused,
+                        | PaymentError::Refused
+                        | PaymentError::NotExpiredYet { .. },
                     )) => Ok(false),
                     Err(error) => Err(error),
                 }

@@ -304,7 +304,7 @@ pub fn detect_networks(pan: &Pan, ranges: &CardRanges) -> Result<Vec<CardBrand>,
 /// still waiting for validation after that expires. Configurable because issuers
 /// and schemes differ; 7 days unless configured otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthorisationValidity {
     pub default_days: u32,
     pub by_brand: std::collections::HashMap<CardBrand, u32>,

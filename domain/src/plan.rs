@@ -49,7 +49,7 @@ pub struct PlannedInstalment {
 
 /// How a refused instalment is retried before it is marked failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
     pub attempts_max: u32,
@@ -158,6 +158,9 @@ pub enum PlanEvent {
         failed_instalments: Vec<u32>,
         occurred_at: DateTime<Utc>,
     },
+    /// The first payment, with the buyer present, was refused: the plan never
+    /// starts and nothing more is charged.
+    PlanRefused { occurred_at: DateTime<Utc> },
 }
 
 impl DomainEvent for PlanEvent {
@@ -171,6 +174,7 @@ impl DomainEvent for PlanEvent {
             PlanEvent::InstalmentCalled { .. } => "InstalmentCalled",
             PlanEvent::PlanCompleted { .. } => "PlanCompleted",
             PlanEvent::PlanDefaulted { .. } => "PlanDefaulted",
+            PlanEvent::PlanRefused { .. } => "PlanRefused",
         }
         .to_string()
     }
@@ -197,6 +201,8 @@ pub enum PlanError {
     NoAttemptInProgress(u32),
     #[error("instalment {0} is not due on call")]
     NotOnCall(u32),
+    #[error("the plan has ended ({status}): nothing more is charged")]
+    PlanEnded { status: &'static str },
     #[error("{0}")]
     Money(#[from] MoneyError),
 }
@@ -212,6 +218,7 @@ impl PlanError {
             PlanError::AttemptInProgress { .. } => "INSTALMENT_ATTEMPT_IN_PROGRESS",
             PlanError::NoAttemptInProgress(_) => "INSTALMENT_NO_ATTEMPT_IN_PROGRESS",
             PlanError::NotOnCall(_) => "INSTALMENT_NOT_ON_CALL",
+            PlanError::PlanEnded { .. } => "PLAN_ENDED",
             PlanError::Money(error) => error.code(),
         }
     }
@@ -261,6 +268,18 @@ pub enum PlanStatus {
     Active,
     Completed,
     Defaulted,
+    Refused,
+}
+
+impl PlanStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PlanStatus::Active => "ACTIVE",
+            PlanStatus::Completed => "COMPLETED",
+            PlanStatus::Defaulted => "DEFAULTED",
+            PlanStatus::Refused => "REFUSED",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +373,11 @@ impl PaymentPlan {
     }
 
     fn ensure_open(&self, number: u32) -> Result<&InstalmentState, PlanError> {
+        if self.status == PlanStatus::Refused {
+            return Err(PlanError::PlanEnded {
+                status: self.status.as_str(),
+            });
+        }
         let instalment = self.instalment(number)?;
         if instalment.status.is_settled() {
             return Err(PlanError::InstalmentSettled {
@@ -475,6 +499,12 @@ impl Aggregate for PaymentPlan {
                         }
                     }
                 }
+                // A refusal with the buyer present on the first instalment: the
+                // plan never starts.
+                if !retry_allowed && number == 1 && self.instalments[0].status == InstalmentStatus::Failed {
+                    sink.write(PlanEvent::PlanRefused { occurred_at }, self).await;
+                    return Ok(());
+                }
                 // The plan ends when every instalment is settled.
                 if self.instalments.iter().all(|i| i.status.is_settled()) {
                     let failed: Vec<u32> = self
@@ -576,6 +606,7 @@ impl Aggregate for PaymentPlan {
             }
             PlanEvent::PlanCompleted { .. } => self.status = PlanStatus::Completed,
             PlanEvent::PlanDefaulted { .. } => self.status = PlanStatus::Defaulted,
+            PlanEvent::PlanRefused { .. } => self.status = PlanStatus::Refused,
         }
     }
 }
@@ -817,6 +848,44 @@ mod tests {
                     occurred_at: at(15),
                 },
             ]);
+    }
+
+    #[test]
+    fn a_first_payment_refused_with_the_buyer_present_refuses_the_plan() {
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), started(1, 1, 1)])
+            .when(PlanCommand::RecordAttempt {
+                number: 1,
+                payment_id: payment(1),
+                refusal: Some(refusal()),
+                retry: false,
+                today: day(2),
+                occurred_at: at(2),
+            })
+            .then_expect_events(vec![
+                PlanEvent::InstalmentAttemptFailed {
+                    number: 1,
+                    attempt: 1,
+                    payment_id: payment(1),
+                    refusal: refusal(),
+                    next_attempt_on: None,
+                    occurred_at: at(2),
+                },
+                PlanEvent::InstalmentFailed {
+                    number: 1,
+                    amount: eur("40.00"),
+                    occurred_at: at(2),
+                },
+                PlanEvent::PlanRefused { occurred_at: at(2) },
+            ]);
+        TestFramework::<PaymentPlan>::with(())
+            .given(vec![created(3), PlanEvent::PlanRefused { occurred_at: at(2) }])
+            .when(PlanCommand::StartAttempt {
+                number: 2,
+                payment_id: payment(5),
+                occurred_at: at(12),
+            })
+            .then_expect_error(PlanError::PlanEnded { status: "REFUSED" });
     }
 
     #[test]

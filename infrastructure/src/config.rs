@@ -70,7 +70,7 @@ pub struct Config {
 
 /// `[scheduler]`: whether this process runs due work, and how often it looks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SchedulerConfig {
     /// Off only for processes that must not run background work (and in tests
     /// that drive the scheduler by hand). Env `CAISSE_SCHEDULER_ENABLED`.

@@ -4,7 +4,8 @@
 CREATE TABLE schedule_items
 (
     item_id         TEXT PRIMARY KEY,
-    -- EXPIRE_AUTHORISATION (subject: a payment) or REMITTANCE_CUT_OFF (subject: a shop).
+    -- EXPIRE_AUTHORISATION or AUTHORISE_DEFERRED (subject: a payment),
+    -- CHARGE_INSTALMENT (subject: a payment plan) or REMITTANCE_CUT_OFF (subject: a shop).
     kind            TEXT   NOT NULL,
     subject_id      TEXT   NOT NULL,
     shop_id         TEXT   NOT NULL,

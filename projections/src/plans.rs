@@ -133,6 +133,7 @@ impl Projection for PlansProjection {
             }
             PlanEvent::PlanCompleted { .. } => set_status(tx, plan_id, "COMPLETED").await?,
             PlanEvent::PlanDefaulted { .. } => set_status(tx, plan_id, "DEFAULTED").await?,
+            PlanEvent::PlanRefused { .. } => set_status(tx, plan_id, "REFUSED").await?,
         }
         tx.execute(
             "UPDATE plans_view SET updated_at = $2 WHERE plan_id = $1",

@@ -1,6 +1,8 @@
-//! The `schedule` projection: the scheduler's list of work due later (expiries of
-//! unvalidated authorisations, each shop's daily remittance cut-off), derived from
-//! events so a restart loses nothing, and the read side the scheduler uses.
+//! The `schedule` projection: the scheduler's list of work due later — expiries
+//! (or re-authorisations) of authorisations waiting for validation, shipping or
+//! delivery, deferred authorisations, plan instalments and their retries, each
+//! shop's daily remittance cut-off — derived from events so a restart loses
+//! nothing, and the read side the scheduler uses.
 
 use async_trait::async_trait;
 use caisse_application::cut_off::{cut_off_instant, following_cut_off, next_cut_off};
@@ -379,6 +381,14 @@ async fn apply_plan_event(
         }
         PlanEvent::InstalmentPaid { number, .. } | PlanEvent::InstalmentFailed { number, .. } => {
             delete_item(tx, instalment_item_id(plan_id, number)).await?;
+        }
+        // Nothing more is charged on a refused plan.
+        PlanEvent::PlanRefused { .. } => {
+            tx.execute(
+                "DELETE FROM schedule_items WHERE kind = $1 AND subject_id = $2",
+                &[CHARGE_INSTALMENT.into(), plan_id.into()],
+            )
+            .await?;
         }
         PlanEvent::InstalmentAttemptFailed { .. }
         | PlanEvent::InstalmentAttemptStarted { .. }

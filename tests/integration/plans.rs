@@ -291,8 +291,15 @@ async fn bad_plans_are_refused_with_their_field_and_change_nothing(app: TestApp)
         plan_input("PAY_IN_3", "90.00", "ORD-REFUSED-FIRST", DECLINED),
     )
     .await;
-    assert_eq!(refused["instalments"][0]["status"], "FAILED");
+    assert_eq!(refused["status"], "REFUSED");
+    assert_eq!(statuses(&refused), ["FAILED", "SCHEDULED", "SCHEDULED"]);
     assert_eq!(refused["instalments"][0]["lastRefusalCode"], "05");
+    // Nothing more is charged on it, ever.
+    live_through(&app, 5, 2).await;
+    let later = plan(&app, &refused["id"]).await;
+    assert_eq!(later["status"], "REFUSED");
+    assert_eq!(later["instalments"][1]["attempts"], 0);
+    assert_eq!(later["instalments"][2]["attempts"], 0);
 
     // Another merchant sees nothing of it.
     let other = app.other_merchant().await;

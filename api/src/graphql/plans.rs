@@ -64,7 +64,8 @@ pub struct CreatePaymentPlanInput {
 pub struct PlanNode {
     pub id: String,
     pub kind: String,
-    /// ACTIVE, COMPLETED (every instalment paid) or DEFAULTED (settled, one failed).
+    /// ACTIVE, COMPLETED (every instalment paid), DEFAULTED (settled, one failed)
+    /// or REFUSED (the first payment, with the buyer present, was refused).
     pub status: String,
     pub order_reference: String,
     pub currency: String,

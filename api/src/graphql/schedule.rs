@@ -9,7 +9,7 @@ use caisse_domain::{Mode, ShopId};
 use caisse_projections::schedule::ViewScheduledWork;
 use chrono::{DateTime, NaiveTime, Utc};
 
-use crate::errors::app_error;
+use crate::errors::{app_error, bad_input};
 use crate::graphql::mutation::context;
 use crate::graphql::query::{parse_shop_id, request, state};
 
@@ -148,11 +148,10 @@ impl ScheduleQuery {
     ) -> async_graphql::Result<Vec<ScheduledWorkNode>> {
         let (shop_id, mode) = caller_shop(ctx, &shop_id)?;
         if !(1..=SCHEDULED_WORK_PAGE_MAX).contains(&first) {
-            return Err(app_error(AppError::Invalid {
-                field: "first",
-                code: "INVALID_PAGE_SIZE",
-                message: format!("must be between 1 and {SCHEDULED_WORK_PAGE_MAX}"),
-            }));
+            return Err(bad_input(
+                "first",
+                format!("must be between 1 and {SCHEDULED_WORK_PAGE_MAX}"),
+            ));
         }
         let view = ViewScheduledWork {
             db: state(ctx)?.db().clone(),
