@@ -589,6 +589,7 @@ where
         let reauthorise = payment.status == caisse_domain::payment::PaymentStatus::Authorised
             && payment.waits_for_a_declaration()
             && self.authorisation_validity.reauthorises(brand)
+            && payment.reauthorisations < self.authorisation_validity.reauthorisations_max
             && payment
                 .authorisation_expires_at()
                 .is_some_and(|expires_at| expires_at <= self.clock.now());

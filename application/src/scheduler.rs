@@ -27,11 +27,11 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::payments::PaymentService;
 use crate::plans::PlanService;
-use crate::retention::RetentionService;
 use crate::ports::{
     Clock, EventLog, KeyLock, ProjectionWaiter, ScheduledItem, ScheduledKind, ScheduledWork,
 };
 use crate::remittances::RemittanceService;
+use crate::retention::RetentionService;
 
 /// The actor recorded in the metadata of the events the scheduler causes.
 pub const SCHEDULER_ACTOR: &str = "scheduler";

@@ -311,6 +311,8 @@ pub struct AuthorisationValidity {
     /// Brands whose lapsed authorisations may be renewed while a payment waits
     /// for shipping or delivery (TY-6, TY-7); the others expire.
     pub reauthorise_brands: Vec<CardBrand>,
+    /// Renewals at most per payment; after that it expires.
+    pub reauthorisations_max: u32,
 }
 
 impl Default for AuthorisationValidity {
@@ -319,6 +321,7 @@ impl Default for AuthorisationValidity {
             default_days: crate::payment::DEFAULT_AUTHORISATION_VALIDITY_DAYS,
             by_brand: Default::default(),
             reauthorise_brands: Vec::new(),
+            reauthorisations_max: 1,
         }
     }
 }

@@ -501,8 +501,12 @@ impl Aggregate for PaymentPlan {
                 }
                 // A refusal with the buyer present on the first instalment: the
                 // plan never starts.
-                if !retry_allowed && number == 1 && self.instalments[0].status == InstalmentStatus::Failed {
-                    sink.write(PlanEvent::PlanRefused { occurred_at }, self).await;
+                if !retry_allowed
+                    && number == 1
+                    && self.instalments[0].status == InstalmentStatus::Failed
+                {
+                    sink.write(PlanEvent::PlanRefused { occurred_at }, self)
+                        .await;
                     return Ok(());
                 }
                 // The plan ends when every instalment is settled.
@@ -773,11 +777,17 @@ mod tests {
             vec![],
             vec![planned(1, "99.99", Some(day(2)))],
             vec![planned(2, "100.00", Some(day(2)))],
-            vec![planned(1, "50.00", Some(day(5))), planned(2, "50.00", Some(day(4)))],
+            vec![
+                planned(1, "50.00", Some(day(5))),
+                planned(2, "50.00", Some(day(4))),
+            ],
             vec![planned(1, "50.00", None), planned(2, "50.00", Some(day(4)))],
         ] {
             assert!(
-                matches!(check_instalments(&total, &bad), Err(PlanError::InvalidInstalments(_))),
+                matches!(
+                    check_instalments(&total, &bad),
+                    Err(PlanError::InvalidInstalments(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -786,7 +796,12 @@ mod tests {
     #[test]
     fn a_paid_last_instalment_completes_the_plan() {
         TestFramework::<PaymentPlan>::with(())
-            .given(vec![created(3), started(1, 1, 1), paid(1, 1, "40.00"), started(2, 1, 2)])
+            .given(vec![
+                created(3),
+                started(1, 1, 1),
+                paid(1, 1, "40.00"),
+                started(2, 1, 2),
+            ])
             .when(record(2, 2, false, 12))
             .then_expect_events(vec![
                 PlanEvent::InstalmentPaid {
@@ -795,14 +810,21 @@ mod tests {
                     amount: eur("60.00"),
                     occurred_at: at(12),
                 },
-                PlanEvent::PlanCompleted { occurred_at: at(12) },
+                PlanEvent::PlanCompleted {
+                    occurred_at: at(12),
+                },
             ]);
     }
 
     #[test]
     fn a_refused_instalment_is_retried_then_fails_and_the_plan_defaults() {
         TestFramework::<PaymentPlan>::with(())
-            .given(vec![created(2), started(1, 1, 1), paid(1, 1, "40.00"), started(2, 1, 2)])
+            .given(vec![
+                created(2),
+                started(1, 1, 1),
+                paid(1, 1, "40.00"),
+                started(2, 1, 2),
+            ])
             .when(record(2, 2, true, 12))
             .then_expect_events(vec![PlanEvent::InstalmentAttemptFailed {
                 number: 2,
@@ -879,7 +901,10 @@ mod tests {
                 PlanEvent::PlanRefused { occurred_at: at(2) },
             ]);
         TestFramework::<PaymentPlan>::with(())
-            .given(vec![created(3), PlanEvent::PlanRefused { occurred_at: at(2) }])
+            .given(vec![
+                created(3),
+                PlanEvent::PlanRefused { occurred_at: at(2) },
+            ])
             .when(PlanCommand::StartAttempt {
                 number: 2,
                 payment_id: payment(5),

@@ -141,6 +141,9 @@ impl Config {
         {
             bail!("authorisation_validity: {days} days: must be between 1 and 30");
         }
+        if validity.reauthorisations_max > 10 {
+            bail!("authorisation_validity.reauthorisations_max must be at most 10");
+        }
         if !(RETENTION_MONTHS_MIN..=RETENTION_MONTHS_MAX).contains(&self.retention_months) {
             bail!(
                 "retention_months (CAISSE_RETENTION_MONTHS) = {}: must be between {RETENTION_MONTHS_MIN} \

@@ -204,16 +204,27 @@ impl Projection for PaymentsProjection {
                 .await?;
             }
             PaymentEvent::PaymentCancelled { amount, .. } => {
+                // A payment still waiting for its deferred authorisation had
+                // nothing authorised: cancelling it moves no money.
+                let was_waiting = tx
+                    .fetch_optional(
+                        "SELECT status FROM payments_view WHERE payment_id = $1",
+                        &[payment_id.into()],
+                    )
+                    .await?
+                    .is_some_and(|row| row.text("status") == "WAITING_AUTHORISATION");
                 update(tx, payment_id, sequence, &at, "status = 'CANCELLED'", &[]).await?;
-                record_movement(
-                    tx,
-                    event,
-                    payment_id,
-                    &business_date,
-                    "CANCELLED",
-                    to_milli(amount),
-                )
-                .await?;
+                if !was_waiting {
+                    record_movement(
+                        tx,
+                        event,
+                        payment_id,
+                        &business_date,
+                        "CANCELLED",
+                        to_milli(amount),
+                    )
+                    .await?;
+                }
             }
             PaymentEvent::ShipmentDeclared {
                 carrier,

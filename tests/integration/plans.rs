@@ -138,7 +138,13 @@ async fn pay_in_3_charges_now_then_at_30_and_60_days(app: TestApp) {
         .expect("audit runs");
     assert!(report.is_clean(), "{:?}", report.findings);
     for name in ["plans", "schedule"] {
-        app.state.projectors.get(name).unwrap().rebuild().await.unwrap();
+        app.state
+            .projectors
+            .get(name)
+            .unwrap()
+            .rebuild()
+            .await
+            .unwrap();
     }
     assert_eq!(plan(&app, &created["id"]).await, done);
 }
@@ -317,12 +323,25 @@ async fn repeating_a_plan_with_its_idempotency_key_charges_once(app: TestApp) {
     let query = "mutation($input: CreatePaymentPlanInput!) { createPaymentPlan(input: $input) { id instalments { status paymentId } } }";
     let input = plan_input("PAY_IN_3", "90.00", "ORD-PLAN-KEY", ACCEPTED);
     let first = app
-        .graphql_with(&app.test_key, Some("plan-key-1"), query, json!({ "input": input }))
+        .graphql_with(
+            &app.test_key,
+            Some("plan-key-1"),
+            query,
+            json!({ "input": input }),
+        )
         .await;
     let again = app
-        .graphql_with(&app.test_key, Some("plan-key-1"), query, json!({ "input": input }))
+        .graphql_with(
+            &app.test_key,
+            Some("plan-key-1"),
+            query,
+            json!({ "input": input }),
+        )
         .await;
-    assert_eq!(data(&first)["createPaymentPlan"], data(&again)["createPaymentPlan"]);
+    assert_eq!(
+        data(&first)["createPaymentPlan"],
+        data(&again)["createPaymentPlan"]
+    );
     let count = |sql: &'static str| {
         let app = &app;
         async move {
@@ -335,18 +354,32 @@ async fn repeating_a_plan_with_its_idempotency_key_charges_once(app: TestApp) {
                 .int("n")
         }
     };
-    assert_eq!(count("SELECT COUNT(*) AS n FROM events WHERE event_type = 'PlanCreated'").await, 1);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM events WHERE event_type = 'PlanCreated'").await,
+        1
+    );
     assert_eq!(count("SELECT COUNT(*) AS n FROM payments_view").await, 1);
     // The same key for another request is refused and changes nothing.
     let other = plan_input("PAY_IN_3", "91.00", "ORD-PLAN-KEY", ACCEPTED);
     let reused = app
-        .graphql_with(&app.test_key, Some("plan-key-1"), query, json!({ "input": other }))
+        .graphql_with(
+            &app.test_key,
+            Some("plan-key-1"),
+            query,
+            json!({ "input": other }),
+        )
         .await;
     assert_eq!(error_code(&reused), "IDEMPOTENCY_KEY_REUSED");
-    assert_eq!(count("SELECT COUNT(*) AS n FROM events WHERE event_type = 'PlanCreated'").await, 1);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM events WHERE event_type = 'PlanCreated'").await,
+        1
+    );
 }
 
-both_backends!(plan_idempotency, super::repeating_a_plan_with_its_idempotency_key_charges_once);
+both_backends!(
+    plan_idempotency,
+    super::repeating_a_plan_with_its_idempotency_key_charges_once
+);
 both_backends!(pay_in_3, super::pay_in_3_charges_now_then_at_30_and_60_days);
 both_backends!(
     retried_then_failed,

@@ -173,6 +173,14 @@ async fn a_waiting_payment_can_be_cancelled_or_modified_before_its_authorisation
         )
         .await;
     assert_eq!(data(&response)["cancelPayment"]["status"], "CANCELLED");
+    // Nothing was authorised, so nothing shows as cancelled in the totals.
+    let response = app
+        .graphql(
+            "query($shop: ID!) { cashSummary(shopId: $shop, from: \"2026-03-02\", to: \"2026-03-02\") { cancelled { count } } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    assert_eq!(data(&response)["cashSummary"], json!([]));
     // Lowered and brought forward to the 12th: authorised on the 11th.
     let response = app
         .graphql(
@@ -373,6 +381,9 @@ async fn configured_brands_are_reauthorised_instead_of_expiring(app: TestApp) {
             FUNDS_GONE_LATER,
         ))
         .await;
+    let never_delivered = app
+        .create_payment(on("DELIVERY", "47.00", "ORD-REAUTH-ONCE", ACCEPTED))
+        .await;
     // Seven days on, both authorisations lapse; the brand (CB) is renewed.
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 3, 9, 10, 0, 0).unwrap());
@@ -398,6 +409,16 @@ async fn configured_brands_are_reauthorised_instead_of_expiring(app: TestApp) {
     .await;
     after_cut_off_of(&app, 15).await;
     assert_eq!(payment(&app, &created["id"]).await["status"], "CAPTURED");
+    // Renewed once (the default `reauthorisations_max`), then it lapses for good.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 3, 16, 10, 0, 0).unwrap());
+    app.run_scheduler().await;
+    let lapsed = payment(&app, &never_delivered["id"]).await;
+    assert_eq!(lapsed["status"], "EXPIRED");
+    assert_eq!(
+        history_types(&lapsed),
+        ["PaymentAuthorised", "PaymentReauthorised", "PaymentExpired"]
+    );
 }
 
 both_backends!(

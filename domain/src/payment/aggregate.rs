@@ -94,6 +94,8 @@ pub struct Payment {
     pub authorised_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Set by a re-authorisation: it holds until then, whatever the brand's validity.
     pub reauthorised_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times the authorisation was renewed.
+    pub reauthorisations: u32,
     pub shipped_at: Option<chrono::DateTime<chrono::Utc>>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
@@ -322,6 +324,20 @@ impl Aggregate for Payment {
                 let new_capture_date = capture_date.unwrap_or(previous_capture_date);
                 if capture_date.is_some_and(|date| date < today) {
                     return Err(PaymentError::CaptureDateInPast);
+                }
+                // An authorisation already given lapses at the end of its validity:
+                // its capture cannot move past it (a waiting one is authorised the
+                // day before whatever date it gets).
+                if let (Some(date), Some(expires_at)) =
+                    (capture_date, self.authorisation_expires_at())
+                {
+                    if self.status != PaymentStatus::WaitingAuthorisation
+                        && date > expires_at.date_naive()
+                    {
+                        return Err(PaymentError::CaptureDateBeyondValidity {
+                            valid_until: expires_at.date_naive().to_string(),
+                        });
+                    }
                 }
                 let event = PaymentEvent::PaymentModified {
                     previous_amount,
@@ -633,6 +649,7 @@ impl Aggregate for Payment {
             } => {
                 self.authorised_at = Some(occurred_at);
                 self.reauthorised_until = Some(expires_at);
+                self.reauthorisations += 1;
             }
             PaymentEvent::PaymentCaptured {
                 remittance_id,

@@ -29,6 +29,8 @@ pub enum PaymentError {
     ModifyAmountExceedsAuthorised { authorised: String },
     #[error("the capture date cannot be before today")]
     CaptureDateInPast,
+    #[error("the authorisation is valid until {valid_until}; the capture date cannot be later")]
+    CaptureDateBeyondValidity { valid_until: String },
     #[error("nothing to modify: give a new amount or a new capture date")]
     NothingToModify,
     #[error("payment can be duplicated only when captured, expired, cancelled or refused (status {status})")]
@@ -68,6 +70,7 @@ impl PaymentError {
                 "MODIFY_AMOUNT_EXCEEDS_AUTHORISED"
             }
             PaymentError::CaptureDateInPast => "CAPTURE_DATE_IN_PAST",
+            PaymentError::CaptureDateBeyondValidity { .. } => "CAPTURE_DATE_BEYOND_VALIDITY",
             PaymentError::NothingToModify => "NOTHING_TO_MODIFY",
             PaymentError::NotDuplicable { .. } => "PAYMENT_NOT_DUPLICABLE",
             PaymentError::NotDue => "PAYMENT_NOT_DUE",

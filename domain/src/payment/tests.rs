@@ -384,6 +384,22 @@ fn validating_a_payment_awaiting_validation_emits_payment_validated() {
         .then_expect_events(vec![validated()]);
 }
 
+#[test]
+fn an_authorised_payment_cannot_be_captured_after_its_authorisation_lapses() {
+    // Authorised at(2, 10) with 7 days: valid until 9 March.
+    payment()
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(modify(None, Some(day(10))))
+        .then_expect_error(PaymentError::CaptureDateBeyondValidity {
+            valid_until: "2026-03-09".to_string(),
+        });
+    let moved = state_after(
+        vec![authorised(CaptureMode::Automatic)],
+        modify(None, Some(day(9))),
+    );
+    assert_eq!(moved.capture_date, Some(day(9)));
+}
+
 // Expire ---------------------------------------------------------------------------------
 
 /// Authorised at(2, 10) with 7 days of validity: lapses at(9, 10).
@@ -861,16 +877,24 @@ fn keeping_the_same_amount_is_accepted() {
 
 #[test]
 fn postponing_the_capture_date_emits_payment_modified() {
+    // Within the authorisation's validity (until 9 March).
     payment()
         .given(vec![authorised(CaptureMode::Manual)])
-        .when(modify(None, Some(day(20))))
+        .when(modify(None, Some(day(8))))
         .then_expect_events(vec![PaymentEvent::PaymentModified {
             previous_amount: eur("100.00"),
             amount: eur("100.00"),
             previous_capture_date: day(CAPTURE_DAY),
-            capture_date: day(20),
+            capture_date: day(8),
             occurred_at: at(5, 11),
         }]);
+    // A payment waiting for its deferred authorisation may go further.
+    let waiting = PaymentEvent::PaymentAwaitingAuthorisation {
+        details: details(CaptureMode::Automatic),
+        card_check: authorisation(),
+    };
+    let moved = state_after(vec![waiting], modify(None, Some(day(25))));
+    assert_eq!(moved.capture_date, Some(day(25)));
 }
 
 #[test]
@@ -1605,10 +1629,20 @@ fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
             today,
             ..
         } => {
+            let valid_until = before.authorised_at.map(|authorised_at| {
+                let details = before.details.as_ref().expect("the payment exists");
+                (authorised_at
+                    + chrono::Duration::days(i64::from(details.authorisation_validity_days)))
+                .date_naive()
+            });
             awaiting_remittance
                 && (new_amount.is_some() || capture_date.is_some())
                 && new_amount.is_none_or(|new| new.amount() <= amount)
                 && capture_date.is_none_or(|date| date >= *today)
+                && capture_date.is_none_or(|date| {
+                    before.status == PaymentStatus::WaitingAuthorisation
+                        || valid_until.is_none_or(|until| date <= until)
+                })
         }
         PaymentCommand::Cancel { .. } => awaiting_remittance,
         PaymentCommand::Capture { today, .. } => {
