@@ -393,3 +393,57 @@ both_backends!(
     bad_plans,
     super::bad_plans_are_refused_with_their_field_and_change_nothing
 );
+
+async fn plan_and_cut_off_events_reach_their_shop_s_log_only(app: TestApp) {
+    create_plan(
+        &app,
+        plan_input("PAY_IN_3", "30.00", "ORD-PLAN-LOG", ACCEPTED),
+    )
+    .await;
+    live_through(&app, 3, 2).await;
+    let query = "{ events(first: 500) { events { aggregateType type } } }";
+    let kinds = |response: &Value| -> Vec<(String, String)> {
+        data(response)["events"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["aggregateType"].as_str().unwrap().to_string(),
+                    e["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mine = kinds(&app.graphql(query, json!({})).await);
+    for (aggregate, event) in [
+        ("PaymentPlan", "PlanCreated"),
+        ("PaymentPlan", "InstalmentPaid"),
+        ("DailyCutOff", "DailyCutOffCompleted"),
+        ("Payment", "PaymentCaptured"),
+    ] {
+        assert!(
+            mine.contains(&(aggregate.to_string(), event.to_string())),
+            "{aggregate} {event} missing from {mine:?}"
+        );
+    }
+    // The test key sees its mode's cut-off only, another merchant none of them.
+    let cut_offs = mine
+        .iter()
+        .filter(|(aggregate, _)| aggregate == "DailyCutOff")
+        .count();
+    assert_eq!(cut_offs, 1, "{mine:?}");
+    let other = app.other_merchant().await;
+    let theirs = kinds(&app.graphql_as(&other.test_key, query, json!({})).await);
+    assert!(
+        !theirs
+            .iter()
+            .any(|(aggregate, _)| aggregate == "PaymentPlan" || aggregate == "DailyCutOff"),
+        "{theirs:?}"
+    );
+}
+
+both_backends!(
+    plan_log,
+    super::plan_and_cut_off_events_reach_their_shop_s_log_only
+);

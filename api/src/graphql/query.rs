@@ -453,6 +453,7 @@ async fn owned_aggregates(
         // Payments the retention moved out of payments_view stay in the log (CM-12).
         ("Payment", "archived_payments", "payment_id"),
         ("Remittance", "remittances_view", "remittance_id"),
+        ("PaymentPlan", "plans_view", "plan_id"),
     ] {
         let ids: Vec<&str> = page
             .iter()
@@ -483,5 +484,15 @@ async fn owned_aggregates(
             owned.insert(row.text("id"));
         }
     }
+    // A cut-off's id names its shop and mode.
+    let cut_off_prefix = format!("cutoff_{}_{}_", caller.shop_id, caller.mode.as_str());
+    owned.extend(
+        page.iter()
+            .filter(|event| {
+                event.aggregate_type == caisse_domain::cut_off::DailyCutOff::TYPE
+                    && event.aggregate_id.starts_with(&cut_off_prefix)
+            })
+            .map(|event| event.aggregate_id.clone()),
+    );
     Ok(owned)
 }
