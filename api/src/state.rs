@@ -142,8 +142,8 @@ impl AppState {
         let task = tokio::spawn(async move {
             loop {
                 match state.scheduler.run_due().await {
-                    Ok(run) if run.done_total() > 0 => {
-                        tracing::info!(done = ?run.done, "scheduled work done")
+                    Ok(run) if run.done_total() > 0 || run.failed > 0 => {
+                        tracing::info!(done = ?run.done, failed = run.failed, "scheduled work done")
                     }
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "scheduled work failed; retrying"),

@@ -424,11 +424,12 @@ async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_appli
     let rows = state
         .db()
         .fetch_all(
-            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ('payments', 'remittances')",
+            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ('payments', 'remittances', 'plans')",
             &[],
         )
         .await?;
-    if rows.len() < 2 {
+    // Until each view that tells owners apart has a checkpoint, nothing is safe.
+    if rows.len() < 3 {
         return Ok(LogPosition::default());
     }
     Ok(rows
