@@ -446,6 +446,7 @@ where
             instalment_of: Some(caisse_domain::payment::InstalmentOf {
                 plan_id: plan.plan_id,
                 number,
+                kind: Some(plan.kind),
             }),
             authorisation_validity_days: self.authorisation_validity.days_for(card.brand),
             acquirer_contract: self.acquirers.for_mode(plan.mode).contract().to_string(),

@@ -2,6 +2,8 @@
 -- delivery) and the merchant's declarations, and the payment plan an instalment
 -- belongs to (TY-1, TY-2, TY-5).
 ALTER TABLE payments_view ADD COLUMN capture_trigger TEXT NOT NULL DEFAULT 'DATE';
+-- PAY_AT_ORDER, DEFERRED, AT_SHIPPING, AT_DELIVERY, PAY_IN_3, PAY_IN_N, DEPOSIT_AND_BALANCE.
+ALTER TABLE payments_view ADD COLUMN typology TEXT NOT NULL DEFAULT 'PAY_AT_ORDER';
 ALTER TABLE payments_view ADD COLUMN shipped_at TEXT;
 ALTER TABLE payments_view ADD COLUMN carrier TEXT;
 ALTER TABLE payments_view ADD COLUMN tracking_number TEXT;

@@ -28,9 +28,9 @@ INSERT INTO payments_view (payment_id, shop_id, mode, order_reference, status, c
     authorised_milli, channel, capture_mode, capture_date, card_brand, card_networks, card_bin,
     card_last_four, card_expiry_month, card_expiry_year, card_holder_name, buyer_email, buyer_ip,
     authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence,
-    capture_trigger, acquirer_contract, plan_id, instalment_number)
+    capture_trigger, acquirer_contract, plan_id, instalment_number, typology)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30, $31)";
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)";
 
 #[async_trait]
 impl Projection for PaymentsProjection {
@@ -127,6 +127,7 @@ impl Projection for PaymentsProjection {
                         .instalment_of
                         .map(|link| i64::from(link.number))
                         .into(),
+                    details.typology().into(),
                 ];
                 tx.execute(INSERT_PAYMENT, &params).await?;
                 let kind = match (status, &refusal) {

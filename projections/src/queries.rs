@@ -47,6 +47,9 @@ pub struct PaymentRow {
     pub last_sequence: i64,
     /// DATE, SHIPPING or DELIVERY (TY-6, TY-7).
     pub capture_trigger: String,
+    /// PAY_AT_ORDER, DEFERRED, AT_SHIPPING, AT_DELIVERY, PAY_IN_3, PAY_IN_N or
+    /// DEPOSIT_AND_BALANCE (TY-1..7).
+    pub typology: String,
     pub shipped_at: Option<String>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
@@ -90,6 +93,7 @@ impl PaymentRow {
             updated_at: row.text("updated_at"),
             last_sequence: row.int("last_sequence"),
             capture_trigger: row.text("capture_trigger"),
+            typology: row.text("typology"),
             shipped_at: row.opt_text("shipped_at"),
             carrier: row.opt_text("carrier"),
             tracking_number: row.opt_text("tracking_number"),

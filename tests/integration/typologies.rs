@@ -473,3 +473,98 @@ both_backends!(
     manual_deferred_lapses,
     super::a_manual_payment_authorised_late_waits_for_validation_then_lapses
 );
+
+async fn each_typology_shows_on_the_payment_and_in_the_list(app: TestApp) {
+    let mut deferred = payment_input("12.00", "ORD-TYPO-DEFERRED");
+    deferred["captureDelayDays"] = json!(3);
+    let mut in_3 = payment_input("90.00", "ORD-TYPO-IN-3");
+    in_3["plan"] = json!({ "kind": "PAY_IN_3" });
+    let mut deposit = payment_input("100.00", "ORD-TYPO-DEPOSIT");
+    deposit["plan"] = json!({ "kind": "DEPOSIT_AND_BALANCE", "deposit": "20.00" });
+    let mut in_n = payment_input("50.00", "ORD-TYPO-IN-N");
+    in_n["plan"] = json!({ "kind": "PAY_IN_N", "instalments": [
+        { "amount": "10.00", "dueDate": "2026-03-02" },
+        { "amount": "40.00", "dueDate": "2026-04-02" }
+    ] });
+    let cases = [
+        (
+            payment_input("11.00", "ORD-TYPO-AT-ORDER"),
+            "PAY_AT_ORDER",
+            "11.00",
+        ),
+        (deferred, "DEFERRED", "12.00"),
+        (
+            on("SHIPPING", "13.00", "ORD-TYPO-SHIPPING", ACCEPTED),
+            "AT_SHIPPING",
+            "13.00",
+        ),
+        (
+            on("DELIVERY", "14.00", "ORD-TYPO-DELIVERY", ACCEPTED),
+            "AT_DELIVERY",
+            "14.00",
+        ),
+        (in_3, "PAY_IN_3", "30.00"),
+        (deposit, "DEPOSIT_AND_BALANCE", "20.00"),
+        (in_n, "PAY_IN_N", "10.00"),
+    ];
+    let query = "mutation($input: CreatePaymentInput!) { createPayment(input: $input) {
+        id status amount typology planId instalmentNumber } }";
+    for (input, typology, amount) in &cases {
+        let response = app.graphql(query, json!({ "input": input })).await;
+        let payment = &data(&response)["createPayment"];
+        assert_eq!(payment["typology"], *typology, "{payment}");
+        assert_eq!(payment["amount"], *amount, "{payment}");
+        if typology.starts_with("PAY_IN") || *typology == "DEPOSIT_AND_BALANCE" {
+            // Through createPayment, an instalment plan answers its first payment.
+            assert_eq!(payment["instalmentNumber"], 1, "{payment}");
+            let plan = app
+                .graphql(
+                    "query($id: ID!) { paymentPlan(id: $id) { kind instalments { status } } }",
+                    json!({ "id": payment["planId"] }),
+                )
+                .await;
+            assert_eq!(data(&plan)["paymentPlan"]["kind"], *typology);
+        } else {
+            assert_eq!(payment["planId"], Value::Null);
+        }
+    }
+    // The list shows them too.
+    let response = app
+        .graphql(
+            "{ payments(first: 50) { edges { node { orderReference typology } } } }",
+            json!({}),
+        )
+        .await;
+    let listed: Vec<(String, String)> = data(&response)["payments"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| {
+            (
+                edge["node"]["orderReference"].as_str().unwrap().to_string(),
+                edge["node"]["typology"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&("ORD-TYPO-SHIPPING".into(), "AT_SHIPPING".into())),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("ORD-TYPO-IN-3/1".into(), "PAY_IN_3".into())),
+        "{listed:?}"
+    );
+
+    // A plan cannot be combined with another capture.
+    let mut bad = payment_input("40.00", "ORD-TYPO-BAD");
+    bad["plan"] = json!({ "kind": "PAY_IN_3" });
+    bad["captureMode"] = json!("MANUAL");
+    let response = app.graphql(query, json!({ "input": bad })).await;
+    assert_eq!(caisse_tests::error_code(&response), "INVALID_PLAN");
+    assert_eq!(response["errors"][0]["extensions"]["field"], "plan");
+}
+
+both_backends!(
+    typology_visible,
+    super::each_typology_shows_on_the_payment_and_in_the_list
+);

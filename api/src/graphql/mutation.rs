@@ -66,6 +66,62 @@ pub struct CreatePaymentInput {
     pub capture_trigger: CaptureTrigger,
     pub buyer_email: Option<String>,
     pub buyer_ip: Option<String>,
+    /// Pay in instalments (TY-1 pay in 3, TY-2 pay in n, TY-5 deposit and
+    /// balance): creates a payment plan and answers its first instalment's
+    /// payment, whose `planId` leads to `paymentPlan`. Automatic capture at
+    /// order only (no `captureDelayDays`, no SHIPPING or DELIVERY trigger).
+    pub plan: Option<super::plans::PlanOptionsInput>,
+}
+
+/// `createPayment` with a `plan`: the plan is created and its first instalment's
+/// payment is the answer.
+async fn create_first_instalment(
+    ctx: &Context<'_>,
+    input: CreatePaymentInput,
+) -> async_graphql::Result<PaymentNode> {
+    let invalid = |message: &str| {
+        app_error(AppError::Invalid {
+            field: "plan",
+            code: "INVALID_PLAN",
+            message: message.to_string(),
+        })
+    };
+    if input.capture_mode != CaptureMode::Automatic
+        || input.capture_delay_days.is_some_and(|days| days != 0)
+        || input.capture_trigger != CaptureTrigger::Date
+    {
+        return Err(invalid(
+            "instalments are captured at order: no MANUAL capture, captureDelayDays or SHIPPING/DELIVERY trigger with a plan",
+        ));
+    }
+    let plan = input.plan.expect("checked by the caller");
+    let node = super::plans::create_plan(
+        ctx,
+        super::plans::CreatePaymentPlanInput {
+            kind: plan.kind,
+            amount: input.amount,
+            currency: input.currency,
+            order_reference: input.order_reference,
+            channel: input.channel,
+            card: input.card,
+            instalments: plan.instalments,
+            deposit: plan.deposit,
+            balance_date: plan.balance_date,
+            buyer_email: input.buyer_email,
+        },
+    )
+    .await?;
+    let payment_id = node
+        .instalments
+        .first()
+        .and_then(|instalment| instalment.payment_id.clone())
+        .ok_or_else(|| app_error(AppError::internal("plan without a first payment")))?;
+    let caller = &request(ctx)?.caller;
+    let row = queries::get_payment(state(ctx)?.db(), &caller.read_scope(), &payment_id)
+        .await
+        .map_err(app_error)?
+        .ok_or_else(|| app_error(AppError::internal("first instalment missing from its view")))?;
+    Ok(PaymentNode::from_row(row))
 }
 
 /// The request context of a mutation: caller, actor and idempotency key, the key
@@ -116,6 +172,9 @@ impl CoreMutation {
         input: CreatePaymentInput,
     ) -> async_graphql::Result<PaymentNode> {
         let state = state(ctx)?;
+        if input.plan.is_some() {
+            return create_first_instalment(ctx, input).await;
+        }
         let context = context(ctx)?;
         let capture_delay_days = input
             .capture_delay_days

@@ -40,6 +40,19 @@ pub struct InstalmentInput {
     pub due_date: String,
 }
 
+/// The plan part of `createPayment(input: {plan: …})`: the same payment fields
+/// become an order paid in instalments.
+#[derive(InputObject)]
+pub struct PlanOptionsInput {
+    pub kind: PlanKind,
+    /// PAY_IN_N: the schedule.
+    pub instalments: Option<Vec<InstalmentInput>>,
+    /// DEPOSIT_AND_BALANCE: the deposit, charged now.
+    pub deposit: Option<String>,
+    /// DEPOSIT_AND_BALANCE: the balance's date (YYYY-MM-DD); on call if absent.
+    pub balance_date: Option<String>,
+}
+
 #[derive(InputObject)]
 pub struct CreatePaymentPlanInput {
     pub kind: PlanKind,
@@ -162,6 +175,71 @@ async fn read_plan(ctx: &Context<'_>, plan_id: &str) -> async_graphql::Result<Pl
     Ok(plan_node(row))
 }
 
+/// Creates a plan and charges its first instalment (`createPaymentPlan`, and
+/// `createPayment` with `plan`).
+pub(crate) async fn create_plan(
+    ctx: &Context<'_>,
+    input: CreatePaymentPlanInput,
+) -> async_graphql::Result<PlanNode> {
+    let state = state(ctx)?;
+    let mut instalments = Vec::new();
+    for given in input.instalments.unwrap_or_default() {
+        instalments.push(AppInstalmentInput {
+            amount: given.amount,
+            due_date: parse_date("instalments.dueDate", &given.due_date).map_err(app_error)?,
+        });
+    }
+    if input.kind == PlanKind::PayInN && instalments.is_empty() {
+        return Err(app_error(AppError::Invalid {
+            field: "instalments",
+            code: "INVALID_INSTALMENTS",
+            message: "PAY_IN_N needs its instalments".into(),
+        }));
+    }
+    if input.kind != PlanKind::PayInN && !instalments.is_empty() {
+        return Err(app_error(AppError::Invalid {
+            field: "instalments",
+            code: "INVALID_INSTALMENTS",
+            message: "instalments are given only for PAY_IN_N".into(),
+        }));
+    }
+    let balance_date = input
+        .balance_date
+        .as_deref()
+        .map(|text| parse_date("balanceDate", text))
+        .transpose()
+        .map_err(app_error)?;
+    let plan = state
+        .plans
+        .create(
+            &context(ctx)?,
+            CreatePlanInput {
+                kind: match input.kind {
+                    PlanKind::PayIn3 => DomainPlanKind::PayIn3,
+                    PlanKind::PayInN => DomainPlanKind::PayInN,
+                    PlanKind::DepositAndBalance => DomainPlanKind::DepositAndBalance,
+                },
+                amount: input.amount,
+                currency: input.currency,
+                order_reference: input.order_reference,
+                channel: input.channel.into(),
+                card: input.card.into_app(),
+                instalments,
+                deposit: input.deposit,
+                balance_date,
+                buyer_email: input.buyer_email,
+            },
+        )
+        .await
+        .map_err(app_error)?;
+    let plan_id = plan
+        .details
+        .as_ref()
+        .map(|details| details.plan_id.to_string())
+        .ok_or_else(|| app_error(AppError::internal("plan without details")))?;
+    read_plan(ctx, &plan_id).await
+}
+
 #[Object]
 impl PlanQuery {
     /// A payment plan with its instalments and their payments.
@@ -181,63 +259,7 @@ impl PlanMutation {
         ctx: &Context<'_>,
         input: CreatePaymentPlanInput,
     ) -> async_graphql::Result<PlanNode> {
-        let state = state(ctx)?;
-        let mut instalments = Vec::new();
-        for given in input.instalments.unwrap_or_default() {
-            instalments.push(AppInstalmentInput {
-                amount: given.amount,
-                due_date: parse_date("instalments.dueDate", &given.due_date).map_err(app_error)?,
-            });
-        }
-        if input.kind == PlanKind::PayInN && instalments.is_empty() {
-            return Err(app_error(AppError::Invalid {
-                field: "instalments",
-                code: "INVALID_INSTALMENTS",
-                message: "PAY_IN_N needs its instalments".into(),
-            }));
-        }
-        if input.kind != PlanKind::PayInN && !instalments.is_empty() {
-            return Err(app_error(AppError::Invalid {
-                field: "instalments",
-                code: "INVALID_INSTALMENTS",
-                message: "instalments are given only for PAY_IN_N".into(),
-            }));
-        }
-        let balance_date = input
-            .balance_date
-            .as_deref()
-            .map(|text| parse_date("balanceDate", text))
-            .transpose()
-            .map_err(app_error)?;
-        let plan = state
-            .plans
-            .create(
-                &context(ctx)?,
-                CreatePlanInput {
-                    kind: match input.kind {
-                        PlanKind::PayIn3 => DomainPlanKind::PayIn3,
-                        PlanKind::PayInN => DomainPlanKind::PayInN,
-                        PlanKind::DepositAndBalance => DomainPlanKind::DepositAndBalance,
-                    },
-                    amount: input.amount,
-                    currency: input.currency,
-                    order_reference: input.order_reference,
-                    channel: input.channel.into(),
-                    card: input.card.into_app(),
-                    instalments,
-                    deposit: input.deposit,
-                    balance_date,
-                    buyer_email: input.buyer_email,
-                },
-            )
-            .await
-            .map_err(app_error)?;
-        let plan_id = plan
-            .details
-            .as_ref()
-            .map(|details| details.plan_id.to_string())
-            .ok_or_else(|| app_error(AppError::internal("plan without details")))?;
-        read_plan(ctx, &plan_id).await
+        create_plan(ctx, input).await
     }
 
     /// Charges the balance of a deposit-and-balance plan due on call (TY-5), now.

@@ -268,6 +268,7 @@ impl PaymentNode {
             created_at,
             last_sequence: 0,
             capture_trigger: details.capture_trigger.as_str().to_string(),
+            typology: details.typology().to_string(),
             shipped_at: payment.shipped_at.map(timestamp_text),
             carrier: payment.carrier.clone(),
             tracking_number: payment.tracking_number.clone(),
@@ -342,6 +343,11 @@ impl PaymentNode {
     }
     async fn instalment_number(&self) -> Option<i64> {
         self.row.instalment_number
+    }
+    /// The typology it was made under (FEATURES TY-1..7): PAY_AT_ORDER, DEFERRED,
+    /// AT_SHIPPING, AT_DELIVERY, PAY_IN_3, PAY_IN_N or DEPOSIT_AND_BALANCE.
+    async fn typology(&self) -> &str {
+        &self.row.typology
     }
     /// DATE, SHIPPING (captured once `declareShipping` is called) or DELIVERY.
     async fn capture_trigger(&self) -> &str {

@@ -53,6 +53,9 @@ pub enum CaptureMode {
 pub struct InstalmentOf {
     pub plan_id: crate::ids::PlanId,
     pub number: u32,
+    /// The plan's kind, so the payment shows its typology on its own.
+    #[serde(default)]
+    pub kind: Option<crate::plan::PlanKind>,
 }
 
 /// What makes an authorised payment due for capture (TY-3, TY-4, TY-6, TY-7).
@@ -110,6 +113,23 @@ pub struct PaymentDetails {
     #[serde(default = "crate::acquirer::default_contract")]
     pub acquirer_contract: String,
     pub occurred_at: DateTime<Utc>,
+}
+
+impl PaymentDetails {
+    /// The typology (FEATURES TY-1..7) the payment was made under: its plan's
+    /// kind for an instalment, AT_SHIPPING / AT_DELIVERY, DEFERRED when its
+    /// capture date was later than its day, PAY_AT_ORDER otherwise.
+    pub fn typology(&self) -> &'static str {
+        if let Some(kind) = self.instalment_of.and_then(|link| link.kind) {
+            return kind.as_str();
+        }
+        match self.capture_trigger {
+            CaptureTrigger::Shipping => "AT_SHIPPING",
+            CaptureTrigger::Delivery => "AT_DELIVERY",
+            CaptureTrigger::Date if self.capture_date > self.occurred_at.date_naive() => "DEFERRED",
+            CaptureTrigger::Date => "PAY_AT_ORDER",
+        }
+    }
 }
 
 /// The usual validity of a card authorisation, and the value for payments recorded
