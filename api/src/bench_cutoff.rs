@@ -477,7 +477,7 @@ impl Outcome {
 /// Prints a progress line at every tenth of `total` (and at the end).
 fn progress(what: &str, done: usize, total: usize, started: Instant) {
     let step = (total / 10).max(1);
-    if done % step == 0 || done == total {
+    if done.is_multiple_of(step) || done == total {
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "  {what}: {done}/{total} in {seconds:.1} s ({:.0}/s)",
