@@ -41,7 +41,10 @@ SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
   FROM events
  WHERE (tx_id, global_position) > ($1::text::xid8, $2)
    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY tx_id, global_position
+ -- The table's columns, not the bigint output alias `tx_id`: ordering by the
+ -- alias sorts the whole table instead of walking the (tx_id, global_position)
+ -- index (52 ms instead of 0.4 ms a batch at 100k events; docs/performance.md).
+ ORDER BY events.tx_id, events.global_position
  LIMIT $3";
 
 // SQLite: one writer at a time, so position order is commit order.
