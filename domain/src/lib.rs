@@ -13,6 +13,7 @@ pub mod merchant;
 pub mod money;
 pub mod payment;
 pub mod plan;
+pub mod reference;
 pub mod remittance;
 pub mod retention;
 
