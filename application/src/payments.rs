@@ -212,30 +212,15 @@ where
         }
         let shop_id = *context.scope.shop_ids.first().ok_or(AppError::NotFound)?;
         let mode = context.scope.mode;
-        let amount = Money::parse_positive(&input.amount, &input.currency).map_err(|error| {
-            let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) {
-                "currency"
-            } else {
-                "amount"
-            };
-            AppError::Money {
-                field,
-                source: error,
-            }
-        })?;
+        let amount = parse_order_amount(&input.amount, &input.currency)?;
         let order_reference = validate_order_reference(&input.order_reference)?;
         let today = self.clock.today();
         let capture_date = capture_date(today, input.capture_delay_days)?;
         validate_capture_trigger(&input)?;
         let buyer_email = validate_email(input.buyer_email)?;
         let buyer_ip = validate_ip(input.buyer_ip)?;
-        let PreparedCard {
-            pan,
-            expiry,
-            cvv,
-            snapshot,
-        } = self.prepare_card(&input.card, input.channel).await?;
-        let brand = snapshot.brand;
+        let prepared = self.prepare_card(&input.card, input.channel).await?;
+        let brand = prepared.snapshot.brand;
         let authorisation_validity_days = self.authorisation_validity.days_for(brand);
         // Beyond the validity the authorisation would lapse before the capture:
         // check the card now, authorise the day before the capture date (TY-4).
@@ -247,17 +232,7 @@ where
             AuthorisationPurpose::Payment
         };
         let outcome = self
-            .acquirers
-            .for_mode(mode)
-            .authorise(AuthorisationRequest {
-                mode,
-                purpose,
-                pan: &pan,
-                expiry,
-                cvv: cvv.as_ref(),
-                amount,
-                order_reference: &order_reference,
-            })
+            .authorise_present_card(&prepared, mode, purpose, amount, &order_reference)
             .await;
         let payment_id = PaymentId::new();
         let details = PaymentDetails {
@@ -270,7 +245,7 @@ where
             capture_mode: input.capture_mode,
             capture_date,
             capture_trigger: input.capture_trigger,
-            card: snapshot,
+            card: prepared.snapshot,
             buyer_email,
             buyer_ip,
             duplicated_from: None,
@@ -288,6 +263,29 @@ where
             return self.run(context, payment_id, command, true).await;
         }
         self.authorise(context, details, outcome).await
+    }
+
+    /// An authorisation with the card the buyer just gave (CVV included when given).
+    async fn authorise_present_card(
+        &self,
+        card: &PreparedCard,
+        mode: caisse_domain::Mode,
+        purpose: AuthorisationPurpose,
+        amount: Money,
+        order_reference: &str,
+    ) -> AuthorisationOutcome {
+        self.acquirers
+            .for_mode(mode)
+            .authorise(AuthorisationRequest {
+                mode,
+                purpose,
+                pan: &card.pan,
+                expiry: card.expiry,
+                cvv: card.cvv.as_ref(),
+                amount,
+                order_reference,
+            })
+            .await
     }
 
     /// A merchant-initiated authorisation with the card on file (deferred
@@ -411,18 +409,14 @@ where
         let order_reference = format!("{}/{number}", plan.order_reference);
         let outcome = match present_card {
             Some(prepared) => {
-                self.acquirers
-                    .for_mode(plan.mode)
-                    .authorise(AuthorisationRequest {
-                        mode: plan.mode,
-                        purpose: AuthorisationPurpose::Payment,
-                        pan: &prepared.pan,
-                        expiry: prepared.expiry,
-                        cvv: prepared.cvv.as_ref(),
-                        amount: planned.amount,
-                        order_reference: &order_reference,
-                    })
-                    .await
+                self.authorise_present_card(
+                    prepared,
+                    plan.mode,
+                    AuthorisationPurpose::Payment,
+                    planned.amount,
+                    &order_reference,
+                )
+                .await
             }
             None => {
                 self.authorise_card_on_file(plan.mode, card, planned.amount, &order_reference)
@@ -896,6 +890,22 @@ fn capture_date(today: NaiveDate, delay_days: Option<u32>) -> Result<NaiveDate, 
         });
     }
     Ok(today + Days::new(u64::from(days)))
+}
+
+/// An order's amount and currency as the merchant gives them; an unknown
+/// currency names the `currency` field, any other problem the `amount` field.
+pub(crate) fn parse_order_amount(amount: &str, currency: &str) -> Result<Money, AppError> {
+    Money::parse_positive(amount, currency).map_err(|error| {
+        let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) {
+            "currency"
+        } else {
+            "amount"
+        };
+        AppError::Money {
+            field,
+            source: error,
+        }
+    })
 }
 
 pub(crate) fn validate_order_reference(text: &str) -> Result<String, AppError> {

@@ -94,17 +94,7 @@ where
         // Instalments are payments of their own; the plan's key is not theirs.
         let context = &without_idempotency(request);
         let shop_id = *context.scope.shop_ids.first().ok_or(AppError::NotFound)?;
-        let total = Money::parse_positive(&input.amount, &input.currency).map_err(|error| {
-            let field = if matches!(error, caisse_domain::MoneyError::UnknownCurrency(_)) {
-                "currency"
-            } else {
-                "amount"
-            };
-            AppError::Money {
-                field,
-                source: error,
-            }
-        })?;
+        let total = crate::payments::parse_order_amount(&input.amount, &input.currency)?;
         let today = self.clock.today();
         let instalments = self.schedule(&input, &total, today)?;
         let order_reference = crate::payments::validate_order_reference(&input.order_reference)?;
