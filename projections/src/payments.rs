@@ -93,7 +93,13 @@ impl Projection for PaymentsProjection {
                     status.into(),
                     details.amount.currency().code().into(),
                     amount.into(),
-                    amount.into(),
+                    // Only the card was checked: nothing authorised until the grant.
+                    if status == "WAITING_AUTHORISATION" {
+                        0
+                    } else {
+                        amount
+                    }
+                    .into(),
                     details.channel.as_str().into(),
                     match details.capture_mode {
                         CaptureMode::Automatic => "AUTOMATIC",
@@ -150,8 +156,11 @@ impl Projection for PaymentsProjection {
                     sequence,
                     &at,
                     "status = CASE WHEN capture_mode = 'MANUAL' THEN 'AUTHORISED_TO_VALIDATE' \
-                     ELSE 'AUTHORISED' END, authorisation_code = $4",
-                    &[authorisation.authorisation_code.clone().into()],
+                     ELSE 'AUTHORISED' END, authorisation_code = $4, authorised_milli = $5",
+                    &[
+                        authorisation.authorisation_code.clone().into(),
+                        to_milli(amount).into(),
+                    ],
                 )
                 .await?;
                 record_movement(

@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 const PAYMENT: &str =
-    "query($id: ID!) { payment(id: $id) { status amount capturedAmount captureDate
+    "query($id: ID!) { payment(id: $id) { status amount authorisedAmount capturedAmount captureDate
     refusal { code } history { type actor amount } } }";
 
 async fn payment(app: &TestApp, id: &Value) -> Value {
@@ -68,6 +68,11 @@ async fn deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_ca
         .create_payment(deferred("60.00", "ORD-DEFERRED-20", 20, ACCEPTED))
         .await;
     assert_eq!(created["status"], "WAITING_AUTHORISATION", "{created}");
+    // Only the card was checked: nothing is authorised yet.
+    assert_eq!(
+        payment(&app, &created["id"]).await["authorisedAmount"],
+        "0.00"
+    );
     assert_eq!(created["captureDate"], "2026-03-22");
     // Nothing is authorised yet, so nothing shows as authorised in the totals.
     let response = app
@@ -102,7 +107,9 @@ async fn deferred_beyond_the_validity_waits_then_is_authorised_the_day_before_ca
         .set(Utc.with_ymd_and_hms(2026, 3, 21, 0, 0, 0).unwrap());
     let run = app.run_scheduler().await;
     assert_eq!(run.done.get("AUTHORISE_DEFERRED"), Some(&1), "{run:?}");
-    assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
+    let granted = payment(&app, &created["id"]).await;
+    assert_eq!(granted["status"], "AUTHORISED");
+    assert_eq!(granted["authorisedAmount"], "60.00");
     after_cut_off_of(&app, 21).await;
     assert_eq!(payment(&app, &created["id"]).await["status"], "AUTHORISED");
     after_cut_off_of(&app, 22).await;
@@ -132,6 +139,7 @@ async fn a_deferred_authorisation_refused_later_is_recorded_as_refused(app: Test
     let refused = payment(&app, &created["id"]).await;
     assert_eq!(refused["status"], "REFUSED");
     assert_eq!(refused["refusal"]["code"], "51");
+    assert_eq!(refused["authorisedAmount"], "0.00");
     assert_eq!(
         history_types(&refused),
         [

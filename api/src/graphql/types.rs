@@ -232,7 +232,7 @@ impl PaymentNode {
             status: payment.status.as_str().to_string(),
             currency: amount.currency().code().to_string(),
             amount_milli: to_milli(&amount),
-            authorised_milli: to_milli(&details.amount),
+            authorised_milli: payment.authorised.as_ref().map_or(0, to_milli),
             captured_milli: payment.captured.as_ref().map(to_milli).unwrap_or(0),
             refunded_milli: payment.refunded.as_ref().map(to_milli).unwrap_or(0),
             channel: details.channel.as_str().to_string(),

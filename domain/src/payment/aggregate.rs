@@ -96,6 +96,9 @@ pub struct Payment {
     pub reauthorised_until: Option<chrono::DateTime<chrono::Utc>>,
     /// How many times the authorisation was renewed.
     pub reauthorisations: u32,
+    /// What is or was authorised: the amount at authorisation, or at the
+    /// deferred authorisation; None while only the card was checked.
+    pub authorised: Option<Money>,
     pub shipped_at: Option<chrono::DateTime<chrono::Utc>>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
@@ -575,6 +578,7 @@ impl Aggregate for Payment {
                 self.amount = Some(details.amount);
                 self.capture_date = Some(details.capture_date);
                 self.authorised_at = Some(details.occurred_at);
+                self.authorised = Some(details.amount);
                 self.details = Some(details);
             }
             PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
@@ -583,7 +587,12 @@ impl Aggregate for Payment {
                 self.capture_date = Some(details.capture_date);
                 self.details = Some(details);
             }
-            PaymentEvent::DeferredAuthorisationGranted { occurred_at, .. } => {
+            PaymentEvent::DeferredAuthorisationGranted {
+                amount,
+                occurred_at,
+                ..
+            } => {
+                self.authorised = Some(amount);
                 let capture_mode = self.details.as_ref().map(|d| d.capture_mode);
                 self.status = match capture_mode {
                     Some(CaptureMode::Manual) => PaymentStatus::AuthorisedToValidate,
@@ -598,6 +607,8 @@ impl Aggregate for Payment {
             PaymentEvent::PaymentRefused { details, refusal } => {
                 self.status = PaymentStatus::Refused;
                 self.amount = Some(details.amount);
+                // The views show the amount asked of the issuer for a refusal.
+                self.authorised = Some(details.amount);
                 self.capture_date = Some(details.capture_date);
                 self.details = Some(details);
                 self.refusal = Some(refusal);
