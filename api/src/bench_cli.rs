@@ -1,6 +1,6 @@
-//! `caisse bench [http|cutoff|rebuild]`: which benchmark to run. `caisse bench`
+//! `caisse bench [http|cutoff|rebuild|risk]`: which benchmark to run. `caisse bench`
 //! alone, with or without options, is `caisse bench http`, as it was before the
-//! other two existed (docs/performance.md).
+//! others existed (docs/performance.md).
 
 use caisse_infrastructure::Config;
 
@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Cutoff(crate::bench_cutoff::CutoffArgs),
     /// Rebuild speed of each projection (events/s) over a realistic log.
     Rebuild(crate::bench_rebuild::RebuildArgs),
+    /// The latency the full risk rule set adds to one payment, in memory, with
+    /// grey lists of 100k entries and an IP table of 1M ranges (issue 4).
+    Risk(crate::bench_risk::RiskArgs),
 }
 
 pub async fn run(args: BenchCommandArgs, config: Config) -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ pub async fn run(args: BenchCommandArgs, config: Config) -> anyhow::Result<()> {
         Some(BenchCommand::Http(http)) => crate::bench::run(http, config).await,
         Some(BenchCommand::Cutoff(cutoff)) => crate::bench_cutoff::run(cutoff, config).await,
         Some(BenchCommand::Rebuild(rebuild)) => crate::bench_rebuild::run(rebuild, config).await,
+        Some(BenchCommand::Risk(risk)) => crate::bench_risk::run(risk).await,
     }
 }

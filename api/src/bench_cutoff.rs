@@ -259,6 +259,7 @@ impl BenchApp {
             capture_trigger: CaptureTrigger::Date,
             buyer_email: None,
             buyer_ip: None,
+            buyer_country: None,
         };
         let result = self
             .state

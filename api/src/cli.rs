@@ -1,16 +1,18 @@
 //! The `caisse` command line: serve, migrate, init, projections rebuild, audit verify,
-//! schedule list/run, retention run, export, bench.
+//! schedule list/run, retention run, reference load/show, export, bench.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use caisse_application::merchants::InitInput;
 use caisse_application::ports::SystemClock;
 use caisse_application::retention::created_before;
+use caisse_infrastructure::reference_store::{self, ReferenceKind, ReferenceStoreError};
 use caisse_infrastructure::time::{date_text, timestamp_text};
-use caisse_infrastructure::{Config, Database};
+use caisse_infrastructure::{Config, Database, Db};
 use caisse_projections::{audit, queries, Projectors};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 
 use crate::state::AppState;
 use crate::Application;
@@ -68,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// The risk reference tables: BIN and IP-to-country (docs/reference-data.md).
+    Reference {
+        #[command(subcommand)]
+        command: ReferenceCommand,
+    },
     /// Benchmarks: HTTP throughput (the default, `bench http`), `bench cutoff`, `bench rebuild`.
     Bench(crate::bench_cli::BenchCommandArgs),
     /// Export payments as CSV or Excel .xlsx (docs/exports.md).
@@ -88,6 +95,24 @@ enum ScheduleCommand {
     List,
     /// Do the work due now, once, and exit (what `caisse serve` does in the background).
     Run,
+}
+
+#[derive(Subcommand)]
+enum ReferenceCommand {
+    /// Check new tables and make them current; every `caisse serve` on the database
+    /// swaps them in within `[reference] refresh_interval_ms`, without restart.
+    /// A file that does not load is refused with its line and field; nothing is written.
+    #[command(group(ArgGroup::new("tables").required(true).multiple(true).args(["bins", "ip_countries"])))]
+    Load {
+        /// A BIN table (CSV).
+        #[arg(long, value_name = "FILE")]
+        bins: Option<PathBuf>,
+        /// An IP-to-country table (CSV, DB-IP lite format).
+        #[arg(long, value_name = "FILE")]
+        ip_countries: Option<PathBuf>,
+    },
+    /// The tables in force: version, ranges, when and by whom they were loaded.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -277,6 +302,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .catch_up_all()
                 .await
                 .map_err(anyhow_error)?;
+            // Deferred authorisations and instalments judge payments on these.
+            state.load_reference().await?;
             match command {
                 ScheduleCommand::List => print!("{}", schedule_list(&state).await?),
                 ScheduleCommand::Run => {
@@ -295,6 +322,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                         bail!("{} scheduled item(s) failed; see the log", run.failed);
                     }
                 }
+            }
+        }
+        Command::Reference { command } => {
+            let database = connect(&config).await?;
+            match command {
+                ReferenceCommand::Load { bins, ip_countries } => {
+                    print!(
+                        "{}",
+                        reference_load(
+                            &database.db,
+                            bins.as_deref(),
+                            ip_countries.as_deref(),
+                            &cli_user(),
+                        )
+                        .await?
+                    );
+                    println!(
+                        "every `caisse serve` on {} swaps it in within {} ms",
+                        database.description, config.reference.refresh_interval_ms
+                    );
+                }
+                ReferenceCommand::Show => print!("{}", reference_show(&database.db).await?),
             }
         }
         Command::Bench(args) => crate::bench_cli::run(args, config).await?,
@@ -351,6 +400,103 @@ pub async fn retention_run(state: &AppState, actor: &str) -> anyhow::Result<Stri
     })
 }
 
+/// Who `caisse reference load` records as `loaded_by`: `cli:<OS user>`, or `cli`.
+pub fn cli_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|user| !user.is_empty()))
+        .map(|user| format!("cli:{user}"))
+        .unwrap_or_else(|| "cli".to_string())
+}
+
+/// `caisse reference load`: reads the files, checks them with the domain parsers
+/// and stores them in one transaction (all or nothing), then says what was
+/// loaded, one line per table. A file that does not load is refused with
+/// `<file> line N: field: message` and nothing is written.
+pub async fn reference_load(
+    db: &Db,
+    bins: Option<&Path>,
+    ip_countries: Option<&Path>,
+    loaded_by: &str,
+) -> anyhow::Result<String> {
+    let files: Vec<(ReferenceKind, &Path)> = [
+        (ReferenceKind::Bins, bins),
+        (ReferenceKind::IpCountries, ip_countries),
+    ]
+    .into_iter()
+    .filter_map(|(kind, path)| path.map(|path| (kind, path)))
+    .collect();
+    if files.is_empty() {
+        bail!("nothing to load: pass --bins FILE, --ip-countries FILE or both");
+    }
+    let mut contents = Vec::with_capacity(files.len());
+    for (kind, path) in &files {
+        let content = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} ({})", path.display(), kind.label()))?;
+        contents.push((*kind, content));
+    }
+    let tables: Vec<(ReferenceKind, &str)> = contents
+        .iter()
+        .map(|(kind, content)| (*kind, content.as_str()))
+        .collect();
+    let saved = match reference_store::save_all(db, &tables, loaded_by).await {
+        Ok(saved) => saved,
+        Err(ReferenceStoreError::Invalid { kind, error }) => {
+            let path = files
+                .iter()
+                .find(|(file_kind, _)| *file_kind == kind)
+                .map(|(_, path)| path.display().to_string())
+                .unwrap_or_default();
+            bail!(
+                "{path} {error}\n{} refused; nothing was loaded",
+                kind.label()
+            );
+        }
+        Err(ReferenceStoreError::Database(error)) => return Err(anyhow_error(error)),
+    };
+    let mut text = String::new();
+    for table in saved {
+        text.push_str(&format!(
+            "{} loaded: version {}, {} ranges, sha256 {}\n",
+            first_upper(table.kind.label()),
+            table.version,
+            table.rows,
+            table.sha256
+        ));
+    }
+    Ok(text)
+}
+
+fn first_upper(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `caisse reference show`: the table of each kind in force, one line each.
+pub async fn reference_show(db: &Db) -> anyhow::Result<String> {
+    let tables = reference_store::current_tables(db)
+        .await
+        .map_err(anyhow_error)?;
+    let mut text = String::new();
+    for table in tables {
+        let loaded = match (&table.loaded_at, &table.loaded_by) {
+            (Some(at), Some(by)) => format!("loaded {} by {by}", timestamp_text(*at)),
+            _ => "built into the binary".to_string(),
+        };
+        text.push_str(&format!(
+            "{:<12}  version {}  {} ranges  {loaded}  sha256 {}\n",
+            table.kind.as_str(),
+            table.version,
+            table.rows,
+            table.sha256
+        ));
+    }
+    Ok(text)
+}
+
 /// `caisse schedule list`: one line per scheduled item, soonest first.
 pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
     let now = state.clock.now();
@@ -368,7 +514,8 @@ pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
     for item in items {
         let subject = match &item.kind {
             caisse_application::ports::ScheduledKind::ExpireAuthorisation { payment_id }
-            | caisse_application::ports::ScheduledKind::AuthoriseDeferred { payment_id } => {
+            | caisse_application::ports::ScheduledKind::AuthoriseDeferred { payment_id }
+            | caisse_application::ports::ScheduledKind::AbandonAuthentication { payment_id } => {
                 format!("payment {payment_id}")
             }
             caisse_application::ports::ScheduledKind::RemittanceCutOff { business_date } => {
@@ -392,4 +539,30 @@ pub async fn schedule_list(state: &AppState) -> anyhow::Result<String> {
 
 fn anyhow_error(error: caisse_application::AppError) -> anyhow::Error {
     anyhow::anyhow!("{error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_load_needs_at_least_one_table() {
+        assert!(Cli::try_parse_from(["caisse", "reference", "load"]).is_err());
+        for args in [
+            &["caisse", "reference", "load", "--bins", "b.csv"][..],
+            &["caisse", "reference", "load", "--ip-countries", "i.csv"][..],
+            &[
+                "caisse",
+                "reference",
+                "load",
+                "--bins",
+                "b.csv",
+                "--ip-countries",
+                "i.csv",
+            ][..],
+            &["caisse", "reference", "show"][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
 }

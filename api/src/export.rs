@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use async_graphql::{EnumType, ID};
+use crate::graphql::types::{Guarantee, RiskOutcome};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
@@ -358,6 +359,8 @@ const SINGLE_PARAMETERS: &[&str] = &[
     "amountMax",
     "currency",
     "cardBrand",
+    "guarantee",
+    "riskOutcome",
     "lastFour",
     "channel",
     "lang",
@@ -431,6 +434,12 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<ExportRequest, ParamEr
         last_four: get("lastFour"),
         channel: get("channel")
             .map(|name| enum_value::<Channel>("channel", &name))
+            .transpose()?,
+        guarantee: get("guarantee")
+            .map(|name| enum_value::<Guarantee>("guarantee", &name))
+            .transpose()?,
+        risk_outcome: get("riskOutcome")
+            .map(|name| enum_value::<RiskOutcome>("riskOutcome", &name))
             .transpose()?,
     };
     let filter = input.to_filter("").map_err(ParamError::from_graphql)?;

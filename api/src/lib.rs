@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_cli;
 pub mod bench_cutoff;
 pub mod bench_rebuild;
+pub mod bench_risk;
 pub mod cli;
 pub mod errors;
 pub mod export;

@@ -51,12 +51,14 @@ impl Application {
         database.migrate().await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = AppState::build(config, database, clock)?;
+        state.load_reference().await?;
         state
             .projectors
             .catch_up_all()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.projectors.spawn();
+        state.spawn_reference_refresh();
         if state.config.scheduler.enabled {
             state.spawn_scheduler();
         }

@@ -8,12 +8,18 @@ use caisse_application::payments::{Acquirers, PaymentService};
 use caisse_application::plans::PlanService;
 use caisse_application::ports::{Clock, ProjectionWaiter};
 use caisse_application::ports::{InProcessOnly, KeyLock};
+use caisse_application::payment_security::{PaymentSecurity, ThreeDsServers};
+use caisse_application::reference::SharedReference;
+use caisse_application::risk::RiskService;
+use caisse_infrastructure::three_ds::{SimulatorThreeDsServer, UnconfiguredThreeDsServer};
+use caisse_projections::risk::ViewGreyLists;
 use caisse_application::remittances::RemittanceService;
 use caisse_application::retention::RetentionService;
 use caisse_application::scheduler::Scheduler;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
+use caisse_infrastructure::reference_store;
 use caisse_infrastructure::vault::{DatabaseVault, VaultKey};
 use caisse_infrastructure::{Config, Database, Db};
 use caisse_projections::queries::ViewDuePayments;
@@ -30,11 +36,16 @@ pub struct AppState {
     pub remittances: Arc<RemittanceService<EventRepository>>,
     pub scheduler: Scheduler<EventRepository>,
     pub plans: Arc<PlanService<EventRepository>>,
-    /// Background tasks besides the projectors (the scheduler loop), stopped by `stop_background`.
+    /// Background tasks besides the projectors (the scheduler loop, the reference
+    /// tables refresh), stopped by `stop_background`.
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub merchants: MerchantService<EventRepository>,
     pub retention: Arc<RetentionService<EventRepository>>,
     pub api_keys: crate::auth::ApiKeyCache,
+    /// The risk reference tables in use (BIN, IP-to-country), shared by every
+    /// request: the shipped ones from `build`, the database's from
+    /// `load_reference`, then swapped by the refresh loop (`spawn_reference_refresh`).
+    pub reference: SharedReference,
 }
 
 impl AppState {
@@ -45,6 +56,8 @@ impl AppState {
     ) -> anyhow::Result<Arc<AppState>> {
         config.validate()?;
         let db = database.db.clone();
+        // The shipped tables until `load_reference` reads the database's (async).
+        let reference = SharedReference::new(reference_store::shipped_reference());
         let repository = EventRepository::new(&db);
         let log = EventLogReader::new(db.clone());
         let projectors = Arc::new(Projectors::new(
@@ -57,6 +70,23 @@ impl AppState {
         let acquirers = Acquirers {
             test: Arc::new(SimulatorAcquirer::default()),
             live: Arc::new(UnconfiguredAcquirer),
+        };
+        let risk = Arc::new(RiskService::new(
+            repository.clone(),
+            reference.clone(),
+            Arc::new(ViewGreyLists { db: db.clone() }),
+            vault.clone(),
+            clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
+        let security = PaymentSecurity {
+            risk,
+            three_ds: ThreeDsServers {
+                test: Arc::new(SimulatorThreeDsServer),
+                live: Arc::new(UnconfiguredThreeDsServer),
+            },
+            challenge_timeout: Duration::from_secs(config.three_ds_challenge_timeout_s),
         };
         let payments = PaymentService::new(
             repository.clone(),
@@ -79,7 +109,8 @@ impl AppState {
         let payments = Arc::new(
             payments
                 .with_key_lock(key_lock.clone())
-                .with_authorisation_validity(config.authorisation_validity.clone()),
+                .with_authorisation_validity(config.authorisation_validity.clone())
+                .with_security(security),
         );
         let remittances = Arc::new(RemittanceService::new(
             repository.clone(),
@@ -131,7 +162,42 @@ impl AppState {
             merchants,
             retention,
             api_keys: Default::default(),
+            reference,
         }))
+    }
+
+    /// Puts the reference tables in force in the database (the latest loaded of
+    /// each kind, else the shipped ones) in place of those `build` started with.
+    /// A stored table that does not load is an error: better not to start than to
+    /// judge payments on the test tables.
+    pub async fn load_reference(&self) -> anyhow::Result<()> {
+        let data = reference_store::load_reference(self.db())
+            .await
+            .map_err(|error| anyhow::anyhow!("loading the reference tables: {error}"))?;
+        tracing::info!(
+            bins = %data.bins_version,
+            ip_countries = %data.ip_countries_version,
+            "reference tables loaded"
+        );
+        self.reference.replace(data);
+        Ok(())
+    }
+
+    /// Looks for newer reference tables every `reference.refresh_interval_ms`
+    /// (`caisse reference load` in any process on the database) and swaps them
+    /// in. Runs whether or not the scheduler does.
+    pub fn spawn_reference_refresh(self: &Arc<Self>) {
+        let state = self.clone();
+        let interval = Duration::from_millis(self.config.reference.refresh_interval_ms);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(error) = reference_store::refresh(state.db(), &state.reference).await {
+                    tracing::error!(%error, "reference tables refresh failed; retrying");
+                }
+            }
+        });
+        self.background.lock().expect("background tasks").push(task);
     }
 
     /// Runs the scheduler in the background: at once (work missed while the service
@@ -154,7 +220,8 @@ impl AppState {
         self.background.lock().expect("background tasks").push(task);
     }
 
-    /// Stops the projectors and the scheduler (a server stopping, a test app dropped).
+    /// Stops the projectors, the scheduler and the reference refresh (a server
+    /// stopping, a test app dropped).
     pub fn stop_background(&self) {
         self.projectors.stop();
         for task in self.background.lock().expect("background tasks").drain(..) {

@@ -37,6 +37,9 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// A business rule said no, with nothing to point at in the input.
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String },
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("the payment kept changing under concurrent requests; retry")]
@@ -59,6 +62,7 @@ impl AppError {
             AppError::Card { source, .. } => source.code(),
             AppError::Money { source, .. } => source.code(),
             AppError::Invalid { code, .. } => code,
+            AppError::Rejected { code, .. } => code,
             AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             AppError::ConcurrencyExhausted => "CONCURRENT_MODIFICATION",
             AppError::NotFound => "NOT_FOUND",
@@ -78,6 +82,49 @@ impl AppError {
         AppError::Card {
             field: source.field(),
             source,
+        }
+    }
+}
+
+impl From<caisse_domain::risk::RiskSettingsError> for AppError {
+    fn from(error: caisse_domain::risk::RiskSettingsError) -> Self {
+        use caisse_domain::risk::RiskSettingsError;
+        match error {
+            RiskSettingsError::InvalidParameter { field, message } => AppError::Invalid {
+                field,
+                code: "INVALID_RISK_SETTING",
+                message,
+            },
+            other => AppError::Rejected {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<caisse_domain::grey_list::GreyListError> for AppError {
+    fn from(error: caisse_domain::grey_list::GreyListError) -> Self {
+        use caisse_domain::grey_list::GreyListError;
+        match error {
+            GreyListError::InvalidValue { field, message } => AppError::Invalid {
+                field,
+                code: "INVALID_GREY_LIST_VALUE",
+                message,
+            },
+            other => AppError::Rejected {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<caisse_domain::outstanding::OutstandingError> for AppError {
+    fn from(error: caisse_domain::outstanding::OutstandingError) -> Self {
+        AppError::Rejected {
+            code: error.code(),
+            message: error.to_string(),
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct CreatePaymentInput {
     pub capture_trigger: CaptureTrigger,
     pub buyer_email: Option<String>,
     pub buyer_ip: Option<String>,
+    /// The buyer's declared country (ISO 3166-1 alpha-2), for RC-7.
+    pub buyer_country: Option<String>,
 }
 
 /// The acquirer for each mode: the simulator for test, the real connector for live.
@@ -83,16 +85,18 @@ pub struct PaymentService<R>
 where
     R: PersistedEventRepository,
 {
-    runner: CommandRunner<R, Payment>,
+    pub(crate) runner: CommandRunner<R, Payment>,
     acquirers: Acquirers,
     vault: Arc<dyn CardVault>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     log: Arc<dyn EventLog>,
     waiter: Arc<dyn ProjectionWaiter>,
     card_ranges: CardRanges,
     authorisation_validity: AuthorisationValidity,
     idempotency_locks: KeyLocks,
-    key_lock: Arc<dyn KeyLock>,
+    pub(crate) key_lock: Arc<dyn KeyLock>,
+    /// Risk controls and 3-D Secure; none: neither runs (3DS NOT_PERFORMED).
+    pub(crate) security: Option<crate::payment_security::PaymentSecurity<R>>,
 }
 
 /// In-process locks per idempotency key: two concurrent requests with the same key
@@ -170,7 +174,19 @@ where
             authorisation_validity: AuthorisationValidity::default(),
             idempotency_locks: KeyLocks::default(),
             key_lock: Arc::new(InProcessOnly),
+            security: None,
         }
+    }
+
+    /// Runs the risk controls and 3-D Secure before every buyer-present payment.
+    pub fn with_security(mut self, security: crate::payment_security::PaymentSecurity<R>) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// The risk service, when security is configured.
+    pub fn risk(&self) -> Option<&Arc<crate::risk::RiskService<R>>> {
+        self.security.as_ref().map(|security| &security.risk)
     }
 
     /// How long authorisations stay valid, per brand (configuration).
@@ -219,7 +235,8 @@ where
         validate_capture_trigger(&input)?;
         let buyer_email = validate_email(input.buyer_email)?;
         let buyer_ip = validate_ip(input.buyer_ip)?;
-        let prepared = self.prepare_card(&input.card, input.channel).await?;
+        let buyer_country = validate_country(input.buyer_country)?;
+        let mut prepared = self.prepare_card(&input.card, input.channel).await?;
         let brand = prepared.snapshot.brand;
         let authorisation_validity_days = self.authorisation_validity.days_for(brand);
         // Beyond the validity the authorisation would lapse before the capture:
@@ -231,11 +248,31 @@ where
         } else {
             AuthorisationPurpose::Payment
         };
-        let outcome = self
-            .authorise_present_card(&prepared, mode, purpose, amount, &order_reference)
-            .await;
         let payment_id = PaymentId::new();
-        let details = PaymentDetails {
+        let verdict = self
+            .secure(
+                context,
+                &mut prepared,
+                crate::payment_security::SecurityInput {
+                    shop_id,
+                    mode,
+                    payment_id,
+                    amount,
+                    channel: input.channel,
+                    buyer_ip: buyer_ip.as_deref(),
+                    buyer_country: buyer_country.as_deref(),
+                },
+            )
+            .await?;
+        use crate::payment_security::SecurityVerdict;
+        let (three_ds, risk) = match &verdict {
+            SecurityVerdict::Proceed { three_ds, risk }
+            | SecurityVerdict::Refused { three_ds, risk, .. }
+            | SecurityVerdict::ChallengePending { three_ds, risk, .. } => {
+                (three_ds.clone(), risk.clone())
+            }
+        };
+        let mut details = PaymentDetails {
             payment_id,
             shop_id,
             mode,
@@ -245,24 +282,51 @@ where
             capture_mode: input.capture_mode,
             capture_date,
             capture_trigger: input.capture_trigger,
-            card: prepared.snapshot,
+            card: prepared.snapshot.clone(),
             buyer_email,
             buyer_ip,
             duplicated_from: None,
             instalment_of: None,
             authorisation_validity_days,
             acquirer_contract: self.acquirers.for_mode(mode).contract().to_string(),
+            buyer_country,
+            three_ds,
+            risk,
             occurred_at: self.clock.now(),
         };
+        let outcome = match verdict {
+            SecurityVerdict::Refused { refusal, .. } => {
+                // Refused before the acquirer: recorded like any refusal.
+                return self
+                    .authorise(context, details, AuthorisationOutcome::Declined(refusal))
+                    .await;
+            }
+            SecurityVerdict::ChallengePending { abandon_at, .. } => {
+                let command = PaymentCommand::AwaitAuthentication {
+                    details: Box::new(details),
+                    abandon_at,
+                };
+                return self.run(context, payment_id, command, true).await;
+            }
+            SecurityVerdict::Proceed { .. } => {
+                self.authorise_present_card(&prepared, mode, purpose, amount, &details.order_reference)
+                    .await
+            }
+        };
+        details.occurred_at = self.clock.now();
         if deferred_beyond_validity {
             let payment_id = details.payment_id;
             let command = PaymentCommand::AwaitAuthorisation {
                 details: Box::new(details),
                 card_check: outcome,
             };
-            return self.run(context, payment_id, command, true).await;
+            let created = self.run(context, payment_id, command, true).await?;
+            self.release_if_refused(context, &created).await?;
+            return Ok(created);
         }
-        self.authorise(context, details, outcome).await
+        let created = self.authorise(context, details, outcome).await?;
+        self.release_if_refused(context, &created).await?;
+        Ok(created)
     }
 
     /// An authorisation with the card the buyer just gave (CVV included when given).
@@ -299,6 +363,36 @@ where
         amount: Money,
         order_reference: &str,
     ) -> Result<AuthorisationOutcome, AppError> {
+        self.authorise_vaulted(
+            mode,
+            card,
+            amount,
+            order_reference,
+            AuthorisationPurpose::DeferredPayment,
+        )
+        .await
+    }
+
+    /// The authorisation of a buyer-present payment after its 3-D Secure
+    /// challenge: the card waited in the vault (the CVV is never kept).
+    pub(crate) async fn authorise_vaulted_card(
+        &self,
+        details: &PaymentDetails,
+        purpose: AuthorisationPurpose,
+    ) -> Result<AuthorisationOutcome, AppError> {
+        let amount = details.amount;
+        self.authorise_vaulted(details.mode, &details.card, amount, &details.order_reference, purpose)
+            .await
+    }
+
+    async fn authorise_vaulted(
+        &self,
+        mode: caisse_domain::Mode,
+        card: &CardSnapshot,
+        amount: Money,
+        order_reference: &str,
+        purpose: AuthorisationPurpose,
+    ) -> Result<AuthorisationOutcome, AppError> {
         let today = self.clock.today();
         let Ok(expiry) = CardExpiry::parse(
             card.expiry.month,
@@ -318,7 +412,7 @@ where
             .for_mode(mode)
             .authorise(AuthorisationRequest {
                 mode,
-                purpose: AuthorisationPurpose::DeferredPayment,
+                purpose,
                 pan: &pan,
                 expiry,
                 cvv: None,
@@ -444,6 +538,9 @@ where
             }),
             authorisation_validity_days: self.authorisation_validity.days_for(card.brand),
             acquirer_contract: self.acquirers.for_mode(plan.mode).contract().to_string(),
+            buyer_country: None,
+            three_ds: Default::default(),
+            risk: Default::default(),
             occurred_at: self.clock.now(),
         };
         self.authorise(context, details, outcome).await
@@ -726,6 +823,11 @@ where
                 .for_mode(source_details.mode)
                 .contract()
                 .to_string(),
+            // A merchant-initiated payment on the card on file: no 3-D Secure,
+            // no guarantee.
+            buyer_country: source_details.buyer_country.clone(),
+            three_ds: Default::default(),
+            risk: Default::default(),
             occurred_at: self.clock.now(),
         };
         let created = self.authorise(context, details, outcome).await?;
@@ -754,6 +856,16 @@ where
         }
         self.run_with(context, payment_id, build_command, true)
             .await
+    }
+
+    /// Runs a command without idempotency key, waiting for the views.
+    pub(crate) async fn run_command(
+        &self,
+        context: &RequestContext,
+        payment_id: PaymentId,
+        command: PaymentCommand,
+    ) -> Result<PaymentResult, AppError> {
+        self.run(context, payment_id, command, false).await
     }
 
     /// Executes, then waits until the views show the new events.
@@ -1060,6 +1172,24 @@ fn validate_ip(ip: Option<String>) -> Result<Option<String>, AppError> {
         message: "not an IPv4 or IPv6 address".into(),
     })?;
     Ok(Some(parsed.to_string()))
+}
+
+fn validate_country(country: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(country) = country
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty())
+    else {
+        return Ok(None);
+    };
+    if caisse_domain::risk::is_country_code(&country) {
+        Ok(Some(country))
+    } else {
+        Err(AppError::Invalid {
+            field: "buyerCountry",
+            code: "INVALID_COUNTRY",
+            message: "an ISO 3166-1 alpha-2 country code (two letters, e.g. FR)".into(),
+        })
+    }
 }
 
 fn validate_holder(holder: Option<String>) -> Result<Option<String>, AppError> {

@@ -71,6 +71,76 @@ pub struct VaultedCard {
 pub trait CardVault: Send + Sync {
     async fn store(&self, pan: &Pan) -> Result<VaultedCard, AppError>;
     async fn reveal(&self, token: &str) -> Result<Pan, AppError>;
+    /// The card's fingerprint (keyed HMAC of the PAN), without storing it: how
+    /// a merchant grey-lists a card by its number (RC-1).
+    fn fingerprint(&self, pan: &Pan) -> String;
+}
+
+/// What the 3-D Secure server is asked before an authorisation (SE-1).
+pub struct ThreeDsRequest<'a> {
+    pub mode: Mode,
+    pub payment_id: caisse_domain::PaymentId,
+    pub pan: &'a Pan,
+    pub brand: caisse_domain::card::CardBrand,
+    pub amount: Money,
+}
+
+/// The 3-D Secure server's first answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreeDsAnswer {
+    /// The outcome is final: frictionless (Y or A), failed (N), card not
+    /// enrolled, or directory unavailable (U).
+    Final(caisse_domain::three_ds::ThreeDsResult),
+    /// The issuer wants a challenge; its result comes later, for this transaction.
+    ChallengeRequired { transaction_id: String },
+}
+
+/// The result of a challenge, as the ACS reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeResult {
+    Success,
+    Failure,
+}
+
+/// The 3-D Secure server (directory and ACS behind it). Never fails: a
+/// technical failure is a result with status UNAVAILABLE.
+#[async_trait]
+pub trait ThreeDsServer: Send + Sync {
+    async fn authenticate(&self, request: ThreeDsRequest<'_>) -> ThreeDsAnswer;
+
+    /// The final result once the challenge of `transaction_id` is answered.
+    async fn complete_challenge(
+        &self,
+        transaction_id: &str,
+        result: ChallengeResult,
+    ) -> caisse_domain::three_ds::ThreeDsResult;
+}
+
+/// One grey-list entry as the `grey_list_entries` view holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GreyListRow {
+    pub entry_id: String,
+    pub kind: caisse_domain::grey_list::GreyListKind,
+    pub value: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+    /// Removed entries come once more, so a cache drops them.
+    pub removed: bool,
+    /// Global position of the event that last changed the entry.
+    pub seq: i64,
+}
+
+/// The grey lists view, read incrementally by the in-memory index of each
+/// shop: one indexed query per payment when nothing changed.
+#[async_trait]
+pub trait GreyListSource: Send + Sync {
+    /// Entries of the shop changed after `after_seq` (all of them from 0),
+    /// removed ones included, in `seq` order.
+    async fn changed_since(
+        &self,
+        shop_id: caisse_domain::ShopId,
+        after_seq: i64,
+    ) -> Result<Vec<GreyListRow>, AppError>;
 }
 
 /// Position of an event in the global log: commit order on PostgreSQL is
@@ -282,6 +352,10 @@ pub enum ScheduledKind {
         plan_id: caisse_domain::ids::PlanId,
         number: u32,
     },
+    /// A 3-D Secure challenge nobody answered in time: the payment is abandoned.
+    AbandonAuthentication {
+        payment_id: caisse_domain::PaymentId,
+    },
 }
 
 impl ScheduledKind {
@@ -291,6 +365,7 @@ impl ScheduledKind {
             ScheduledKind::RemittanceCutOff { .. } => "REMITTANCE_CUT_OFF",
             ScheduledKind::AuthoriseDeferred { .. } => "AUTHORISE_DEFERRED",
             ScheduledKind::ChargeInstalment { .. } => "CHARGE_INSTALMENT",
+            ScheduledKind::AbandonAuthentication { .. } => "ABANDON_AUTHENTICATION",
         }
     }
 }

@@ -230,6 +230,23 @@ where
                     Err(error) => Err(error),
                 }
             }
+            ScheduledKind::AbandonAuthentication { payment_id } => {
+                match self
+                    .payment_service
+                    .abandon_authentication(&context, *payment_id)
+                    .await
+                {
+                    Ok(result) => {
+                        tracing::info!(%payment_id, status = result.payment.status.as_str(), "unanswered 3-D Secure challenge abandoned");
+                        Ok(true)
+                    }
+                    // The challenge was answered meanwhile.
+                    Err(AppError::Payment(PaymentError::NotAuthenticationPending { .. })) => {
+                        Ok(false)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             ScheduledKind::ChargeInstalment { plan_id, number } => {
                 match self.plans.charge_due(&context, *plan_id, *number).await {
                     Ok(charged) => Ok(charged),

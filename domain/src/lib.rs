@@ -8,13 +8,17 @@
 pub mod acquirer;
 pub mod card;
 pub mod cut_off;
+pub mod grey_list;
 pub mod ids;
 pub mod merchant;
 pub mod money;
+pub mod outstanding;
 pub mod payment;
 pub mod plan;
 pub mod reference;
 pub mod remittance;
+pub mod risk;
+pub mod three_ds;
 pub mod retention;
 
 pub use ids::{Mode, PaymentId, RemittanceId, ShopId};

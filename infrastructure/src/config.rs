@@ -49,6 +49,9 @@ pub struct Config {
     pub request_body_bytes_max: usize,
     /// Longest a mutation waits for its own views before answering, in milliseconds.
     pub projection_wait_ms_max: u64,
+    /// Seconds a buyer has to answer a 3-D Secure challenge before the payment
+    /// is abandoned (`three_ds_challenge_timeout_s`, default 900).
+    pub three_ds_challenge_timeout_s: u64,
     /// Connections in the database pool.
     pub database_connections_max: u32,
     /// Card brand table: the private-label ranges (COFINOGA, AURORE, SOFINCO have
@@ -66,6 +69,9 @@ pub struct Config {
     /// `[plan_retry]`: how a refused instalment of a payment plan is retried
     /// (`attempts_max`, `interval_days`) before it is marked failed.
     pub plan_retry: caisse_domain::plan::RetryPolicy,
+    /// `[reference]`: how often each process looks for risk reference tables
+    /// loaded by `caisse reference load`.
+    pub reference: ReferenceConfig,
 }
 
 /// `[scheduler]`: whether this process runs due work, and how often it looks.
@@ -88,6 +94,23 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// `[reference]`: the risk reference tables (BIN, IP-to-country) loaded at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// Milliseconds between two looks for a newer table in the database, which is
+    /// then swapped in without restart. Env `CAISSE_REFERENCE_REFRESH_INTERVAL_MS`.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig {
+            refresh_interval_ms: 5_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -98,12 +121,14 @@ impl Default for Config {
             production: false,
             request_body_bytes_max: 64 * 1024,
             projection_wait_ms_max: 5_000,
+            three_ds_challenge_timeout_s: 900,
             database_connections_max: 16,
             card_ranges: caisse_domain::card::CardRanges::default(),
             retention_months: RETENTION_MONTHS_DEFAULT,
             authorisation_validity: Default::default(),
             scheduler: SchedulerConfig::default(),
             plan_retry: Default::default(),
+            reference: ReferenceConfig::default(),
         }
     }
 }
@@ -131,8 +156,16 @@ impl Config {
         {
             bail!("plan_retry: attempts_max must be 1 to 10 and interval_days 1 to 30");
         }
+        if !(60..=86_400).contains(&self.three_ds_challenge_timeout_s) {
+            bail!("three_ds_challenge_timeout_s (CAISSE_THREE_DS_CHALLENGE_TIMEOUT_S) must be 60 to 86400 seconds");
+        }
         if self.scheduler.interval_ms == 0 {
             bail!("scheduler.interval_ms (CAISSE_SCHEDULER_INTERVAL_MS) must be at least 1");
+        }
+        if self.reference.refresh_interval_ms == 0 {
+            bail!(
+                "reference.refresh_interval_ms (CAISSE_REFERENCE_REFRESH_INTERVAL_MS) must be at least 1"
+            );
         }
         let validity = &self.authorisation_validity;
         if let Some(days) = std::iter::once(&validity.default_days)
@@ -177,6 +210,11 @@ impl Config {
                 other => bail!("CAISSE_PRODUCTION={other}: expected true or false"),
             };
         }
+        if let Some(timeout) = var("CAISSE_THREE_DS_CHALLENGE_TIMEOUT_S") {
+            self.three_ds_challenge_timeout_s = timeout
+                .parse()
+                .context("CAISSE_THREE_DS_CHALLENGE_TIMEOUT_S")?;
+        }
         if let Some(wait) = var("CAISSE_PROJECTION_WAIT_MS_MAX") {
             self.projection_wait_ms_max = wait.parse().context("CAISSE_PROJECTION_WAIT_MS_MAX")?;
         }
@@ -198,6 +236,11 @@ impl Config {
         if let Some(interval) = var("CAISSE_SCHEDULER_INTERVAL_MS") {
             self.scheduler.interval_ms = interval.parse().with_context(|| {
                 format!("CAISSE_SCHEDULER_INTERVAL_MS={interval}: expected milliseconds")
+            })?;
+        }
+        if let Some(interval) = var("CAISSE_REFERENCE_REFRESH_INTERVAL_MS") {
+            self.reference.refresh_interval_ms = interval.parse().with_context(|| {
+                format!("CAISSE_REFERENCE_REFRESH_INTERVAL_MS={interval}: expected milliseconds")
             })?;
         }
         if let Some(months) = var("CAISSE_RETENTION_MONTHS") {
@@ -259,6 +302,21 @@ mod tests {
             assert!(error.contains("retention_months"), "{error}");
             assert!(error.contains("between 1 and 120"), "{error}");
         }
+    }
+
+    #[test]
+    fn reference_refresh_interval_defaults_to_five_seconds_and_must_be_positive() {
+        assert_eq!(Config::default().reference.refresh_interval_ms, 5_000);
+        let config: Config = toml::from_str("[reference]\nrefresh_interval_ms = 250").unwrap();
+        assert_eq!(config.reference.refresh_interval_ms, 250);
+        config.validate().unwrap();
+        let config: Config = toml::from_str("[reference]\nrefresh_interval_ms = 0").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("CAISSE_REFERENCE_REFRESH_INTERVAL_MS"),
+            "{error}"
+        );
+        assert!(toml::from_str::<Config>("[reference]\nrefresh_ms = 1").is_err());
     }
 
     #[test]

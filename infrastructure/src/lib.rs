@@ -1,6 +1,6 @@
 //! Caisse adapters: configuration, database pools and migrations, the event
-//! repository over postgres-es / sqlite-es, our global-log reader, the card vault
-//! and the test-environment acquirer.
+//! repository over postgres-es / sqlite-es, our global-log reader, the card vault,
+//! the test-environment acquirer and the store of the risk reference tables.
 //!
 //! Architecture invariant: every SQL statement that touches `events` outside the
 //! cqrs-es crates lives in `event_log.rs`.
@@ -11,7 +11,9 @@ pub mod database;
 pub mod event_log;
 pub mod event_repository;
 pub mod key_lock;
+pub mod reference_store;
 pub mod sql;
+pub mod three_ds;
 pub mod time;
 pub mod vault;
 

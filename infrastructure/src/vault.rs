@@ -113,7 +113,7 @@ impl DatabaseVault {
         DatabaseVault { db, key, clock }
     }
 
-    pub fn fingerprint(&self, pan: &Pan) -> String {
+    fn keyed_fingerprint(&self, pan: &Pan) -> String {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.key.fingerprint).expect("any key length");
         mac.update(pan.expose_digits().as_bytes());
@@ -123,6 +123,10 @@ impl DatabaseVault {
 
 #[async_trait]
 impl CardVault for DatabaseVault {
+    fn fingerprint(&self, pan: &Pan) -> String {
+        self.keyed_fingerprint(pan)
+    }
+
     async fn store(&self, pan: &Pan) -> Result<VaultedCard, AppError> {
         let mut token_bytes = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut token_bytes);
@@ -187,7 +191,7 @@ impl CardVault for DatabaseVault {
         }
         Ok(VaultedCard {
             token,
-            fingerprint: self.fingerprint(pan),
+            fingerprint: self.keyed_fingerprint(pan),
         })
     }
 

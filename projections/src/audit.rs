@@ -181,9 +181,14 @@ async fn finish(
         }
         tx.commit().await?;
         for table in projection.tables() {
-            let sql = format!("SELECT * FROM {table} ORDER BY 1, 2");
-            let stored = db.fetch_all(&sql, &[]).await?;
-            let replayed = replay_db.fetch_all(&sql, &[]).await?;
+            // Sorted here, on every column: the first ones are not a key of every
+            // view (risk_rule_counts), and PostgreSQL's collation may order text
+            // unlike SQLite.
+            let sql = format!("SELECT * FROM {table}");
+            let mut stored = db.fetch_all(&sql, &[]).await?;
+            let mut replayed = replay_db.fetch_all(&sql, &[]).await?;
+            stored.sort_by_cached_key(|row| row.normalized());
+            replayed.sort_by_cached_key(|row| row.normalized());
             compare_tables(table, &stored, &replayed, &mut report.findings);
         }
     }
@@ -287,7 +292,7 @@ fn compare_tables(
     }
 }
 
-async fn fresh_memory_database() -> Result<Db, AppError> {
+pub(crate) async fn fresh_memory_database() -> Result<Db, AppError> {
     let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(AppError::internal)?;
     // One connection: every connection to ":memory:" is a different database.
     let pool = SqlitePoolOptions::new()

@@ -237,6 +237,13 @@ pub fn payment_entries(
         // Booked with the remittance that lists it (`remittance_entries`), like a
         // capture's move to the acquirer.
         PaymentEvent::RefundRemitted { .. } => None,
+        // 3-D Secure moves no money: nothing is held while the buyer is being
+        // authenticated, the challenge's result only precedes the authorisation,
+        // refusal or card check that books (or not) the amount, and an abandoned
+        // challenge had held nothing.
+        PaymentEvent::PaymentAuthenticationPending { .. }
+        | PaymentEvent::PaymentAuthenticated { .. }
+        | PaymentEvent::PaymentAuthenticationAbandoned { .. } => None,
     };
     entry
         .map(|entry| entry.for_payment(payment_id))
@@ -320,7 +327,8 @@ impl Projection for JournalProjection {
             let first_event_owner = match &payment_event {
                 PaymentEvent::PaymentAuthorised { details, .. }
                 | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
-                | PaymentEvent::PaymentRefused { details, .. } => Some((
+                | PaymentEvent::PaymentRefused { details, .. }
+                | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some((
                     details.shop_id.to_string(),
                     details.mode.as_str().to_string(),
                 )),
@@ -336,9 +344,13 @@ impl Projection for JournalProjection {
                 | PaymentEvent::PaymentDuplicated { .. }
                 | PaymentEvent::ShipmentDeclared { .. }
                 | PaymentEvent::DeliveryDeclared { .. }
-                | PaymentEvent::PaymentReauthorised { .. } => None,
+                | PaymentEvent::PaymentReauthorised { .. }
+                | PaymentEvent::PaymentAuthenticated { .. }
+                | PaymentEvent::PaymentAuthenticationAbandoned { .. } => None,
             };
             let history = match first_event_owner {
+                // Nothing booked before an event with details: it is the first,
+                // or it completes a 3-D Secure challenge, which booked nothing.
                 Some(_) => None,
                 None => payment_history(tx, &event.aggregate_id).await?,
             };
@@ -766,6 +778,9 @@ mod tests {
             capture_trigger: Default::default(),
             instalment_of: None,
             acquirer_contract: caisse_domain::acquirer::default_contract(),
+            buyer_country: None,
+            three_ds: Default::default(),
+            risk: Default::default(),
             card: CardSnapshot {
                 token: "tok_test".to_string(),
                 bin: "497010".to_string(),

@@ -1,5 +1,5 @@
 //! Caisse projections: catch-up consumers of the global log that build the views
-//! (payments, cash movements, remittances, accounts), their checkpoints, the
+//! (payments, cash movements, remittances, accounts, risk), their checkpoints, the
 //! read-side queries, `projections rebuild` and `audit verify`.
 //!
 //! Architecture invariant: a view row and its projection's checkpoint are written
@@ -15,6 +15,10 @@ pub mod plans;
 pub mod projector;
 pub mod queries;
 pub mod remittances;
+pub mod risk;
+pub mod risk_queries;
+#[cfg(test)]
+mod risk_tests;
 pub mod schedule;
 
 pub use projector::{Projection, ProjectionHandle, Projector, Projectors};

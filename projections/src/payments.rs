@@ -1,6 +1,13 @@
 //! The `payments` projection: one row per payment (payments_view) and one row per
 //! money movement (cash_movements) for the cash-management totals.
 //!
+//! 3-D Secure (SE-1, SE-2): a payment waiting for its challenge has a row
+//! (AUTHENTICATION_PENDING, nothing authorised, no movement); the authorisation,
+//! refusal or card check that completes it, in the same commit as its
+//! `PaymentAuthenticated`, updates that row. An abandoned challenge ends as
+//! ABANDONED with a movement of that kind (nothing authorised, like a refusal).
+//! Each movement carries the payment's guarantee at the time.
+//!
 //! Retention (CM-12): on `OnlineViewsTrimmed` the payments created before the date
 //! leave payments_view for archived_payments (a few columns each, kept for good),
 //! and the cash movements of business dates before it are deleted. An event that
@@ -13,6 +20,7 @@ use async_trait::async_trait;
 use caisse_application::AppError;
 use caisse_domain::payment::{CaptureMode, Payment, PaymentEvent};
 use caisse_domain::retention::{RetentionEvent, ViewRetention};
+use caisse_domain::risk::RiskAssessment;
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::{date_text, timestamp_text};
 use caisse_infrastructure::{SqlValue, Tx};
@@ -23,14 +31,45 @@ use crate::projector::Projection;
 
 pub struct PaymentsProjection;
 
-const INSERT_PAYMENT: &str = "
+/// The row of a payment's creation event. A payment that waited for its 3-D
+/// Secure challenge already has one: the event that completes it (authorised,
+/// refused or awaiting its authorisation) updates it, keeping `created_at`. A
+/// payment the retention archived gets no row back.
+const UPSERT_PAYMENT: &str = "
 INSERT INTO payments_view (payment_id, shop_id, mode, order_reference, status, currency, amount_milli,
     authorised_milli, channel, capture_mode, capture_date, card_brand, card_networks, card_bin,
     card_last_four, card_expiry_month, card_expiry_year, card_holder_name, buyer_email, buyer_ip,
     authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence,
-    capture_trigger, acquirer_contract, plan_id, instalment_number, typology)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)";
+    capture_trigger, acquirer_contract, plan_id, instalment_number, typology,
+    three_ds_enrolled, three_ds_status, three_ds_transaction_id, guarantee, risk_outcome, risk_fired,
+    buyer_country, card_country)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40
+ WHERE NOT EXISTS (SELECT 1 FROM archived_payments WHERE payment_id = $1)
+ON CONFLICT (payment_id) DO UPDATE SET
+    status = excluded.status, amount_milli = excluded.amount_milli,
+    authorised_milli = excluded.authorised_milli, capture_mode = excluded.capture_mode,
+    capture_date = excluded.capture_date, authorisation_code = excluded.authorisation_code,
+    refusal_code = excluded.refusal_code, refusal_message = excluded.refusal_message,
+    updated_at = excluded.updated_at, last_sequence = excluded.last_sequence,
+    capture_trigger = excluded.capture_trigger, acquirer_contract = excluded.acquirer_contract,
+    typology = excluded.typology, three_ds_enrolled = excluded.three_ds_enrolled,
+    three_ds_status = excluded.three_ds_status,
+    three_ds_transaction_id = excluded.three_ds_transaction_id, guarantee = excluded.guarantee,
+    risk_outcome = excluded.risk_outcome, risk_fired = excluded.risk_fired,
+    buyer_country = excluded.buyer_country, card_country = excluded.card_country";
+
+/// The controls that fired, comma-separated, as payments_view and
+/// risk_decisions store them; `None` when none did.
+pub fn fired_list(risk: &RiskAssessment) -> Option<String> {
+    let mut fired: Vec<&str> = Vec::new();
+    for check in risk.fired() {
+        if !fired.contains(&check.control.as_str()) {
+            fired.push(check.control.as_str());
+        }
+    }
+    (!fired.is_empty()).then(|| fired.join(","))
+}
 
 #[async_trait]
 impl Projection for PaymentsProjection {
@@ -63,11 +102,16 @@ impl Projection for PaymentsProjection {
         match &payment_event {
             PaymentEvent::PaymentAuthorised { details, .. }
             | PaymentEvent::PaymentRefused { details, .. }
-            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+            | PaymentEvent::PaymentAuthenticationPending { details, .. } => {
                 let (status, authorisation_code, refusal) = match &payment_event {
                     // Card checked only: nothing is authorised yet (TY-4).
                     PaymentEvent::PaymentAwaitingAuthorisation { .. } => {
                         ("WAITING_AUTHORISATION", None, None)
+                    }
+                    // Waiting for the 3-D Secure challenge: nothing authorised yet.
+                    PaymentEvent::PaymentAuthenticationPending { .. } => {
+                        ("AUTHENTICATION_PENDING", None, None)
                     }
                     PaymentEvent::PaymentAuthorised { authorisation, .. } => {
                         let status = match details.capture_mode {
@@ -81,10 +125,13 @@ impl Projection for PaymentsProjection {
                     }
                     _ => unreachable!("matched above"),
                 };
+                let nothing_authorised =
+                    matches!(status, "WAITING_AUTHORISATION" | "AUTHENTICATION_PENDING");
                 let card = &details.card;
                 let networks: Vec<&str> =
                     card.networks.iter().map(|brand| brand.as_str()).collect();
                 let amount = to_milli(&details.amount);
+                let guarantee = details.three_ds.guarantee.as_str();
                 let params: Vec<SqlValue> = vec![
                     payment_id.into(),
                     details.shop_id.to_string().into(),
@@ -93,13 +140,9 @@ impl Projection for PaymentsProjection {
                     status.into(),
                     details.amount.currency().code().into(),
                     amount.into(),
-                    // Only the card was checked: nothing authorised until the grant.
-                    if status == "WAITING_AUTHORISATION" {
-                        0
-                    } else {
-                        amount
-                    }
-                    .into(),
+                    // Only the card was checked, or the buyer is still being
+                    // authenticated: nothing authorised until the grant.
+                    if nothing_authorised { 0 } else { amount }.into(),
                     details.channel.as_str().into(),
                     match details.capture_mode {
                         CaptureMode::Automatic => "AUTOMATIC",
@@ -134,15 +177,78 @@ impl Projection for PaymentsProjection {
                         .map(|link| i64::from(link.number))
                         .into(),
                     details.typology().into(),
+                    details.three_ds.enrolled.as_str().into(),
+                    details.three_ds.status.as_str().into(),
+                    details.three_ds.transaction_id.clone().into(),
+                    guarantee.into(),
+                    details.risk.outcome().as_str().into(),
+                    fired_list(&details.risk).into(),
+                    details.buyer_country.clone().into(),
+                    card.issuing_country.clone().into(),
                 ];
-                tx.execute(INSERT_PAYMENT, &params).await?;
+                tx.execute(UPSERT_PAYMENT, &params).await?;
                 let kind = match (status, &refusal) {
                     (_, Some(_)) => Some("REFUSED"),
-                    ("WAITING_AUTHORISATION", None) => None,
+                    _ if nothing_authorised => None,
                     (_, None) => Some("AUTHORISED"),
                 };
                 if let Some(kind) = kind {
-                    record_movement(tx, event, payment_id, &business_date, kind, amount).await?;
+                    record_movement(
+                        tx,
+                        event,
+                        payment_id,
+                        &business_date,
+                        kind,
+                        amount,
+                        Some(guarantee),
+                    )
+                    .await?;
+                }
+            }
+            // The challenge's result; the authorisation, refusal or card check
+            // that follows in the same commit completes the row.
+            PaymentEvent::PaymentAuthenticated { three_ds, .. } => {
+                update(
+                    tx,
+                    payment_id,
+                    sequence,
+                    &at,
+                    "three_ds_enrolled = $4, three_ds_status = $5, three_ds_transaction_id = $6, \
+                     guarantee = $7",
+                    &[
+                        three_ds.enrolled.as_str().into(),
+                        three_ds.status.as_str().into(),
+                        three_ds.transaction_id.clone().into(),
+                        three_ds.guarantee.as_str().into(),
+                    ],
+                )
+                .await?;
+            }
+            // Nobody answered the challenge: nothing was authorised. Recorded as a
+            // movement of its own kind, like a refusal, so the cash totals count
+            // the attempt. (A challenge lasts minutes and the retention keeps
+            // months: an archived payment cannot be abandoned; were it, its
+            // amount is unknown here and no movement is recorded.)
+            PaymentEvent::PaymentAuthenticationAbandoned { .. } => {
+                update(tx, payment_id, sequence, &at, "status = 'ABANDONED'", &[]).await?;
+                let amount = tx
+                    .fetch_optional(
+                        "SELECT amount_milli FROM payments_view WHERE payment_id = $1",
+                        &[payment_id.into()],
+                    )
+                    .await?
+                    .map(|row| row.int("amount_milli"));
+                if let Some(amount) = amount {
+                    record_movement(
+                        tx,
+                        event,
+                        payment_id,
+                        &business_date,
+                        "ABANDONED",
+                        amount,
+                        None,
+                    )
+                    .await?;
                 }
             }
             PaymentEvent::DeferredAuthorisationGranted {
@@ -170,6 +276,7 @@ impl Projection for PaymentsProjection {
                     &business_date,
                     "AUTHORISED",
                     to_milli(amount),
+                    None,
                 )
                 .await?;
             }
@@ -192,6 +299,7 @@ impl Projection for PaymentsProjection {
                     &business_date,
                     "REFUSED",
                     to_milli(amount),
+                    None,
                 )
                 .await?;
             }
@@ -232,6 +340,7 @@ impl Projection for PaymentsProjection {
                         &business_date,
                         "CANCELLED",
                         to_milli(amount),
+                        None,
                     )
                     .await?;
                 }
@@ -289,6 +398,7 @@ impl Projection for PaymentsProjection {
                     &business_date,
                     "EXPIRED",
                     to_milli(amount),
+                    None,
                 )
                 .await?;
             }
@@ -313,6 +423,7 @@ impl Projection for PaymentsProjection {
                     &business_date,
                     "CAPTURED",
                     to_milli(amount),
+                    None,
                 )
                 .await?;
             }
@@ -338,6 +449,7 @@ impl Projection for PaymentsProjection {
                     &business_date,
                     "REFUNDED",
                     to_milli(amount),
+                    None,
                 )
                 .await?;
             }
@@ -377,8 +489,8 @@ async fn trim(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
     // ON CONFLICT: a payment is archived once; the clause only keeps a view able
     // to accept whatever the log holds.
     tx.execute(
-        "INSERT INTO archived_payments (payment_id, shop_id, mode, currency, channel, created_at)
-         SELECT payment_id, shop_id, mode, currency, channel, created_at
+        "INSERT INTO archived_payments (payment_id, shop_id, mode, currency, channel, created_at, guarantee)
+         SELECT payment_id, shop_id, mode, currency, channel, created_at, guarantee
            FROM payments_view WHERE created_at < $1
          ON CONFLICT (payment_id) DO NOTHING",
         std::slice::from_ref(&first_instant_kept),
@@ -432,6 +544,8 @@ async fn is_archived(tx: &mut Tx, payment_id: &str) -> Result<bool, AppError> {
         .is_some())
 }
 
+/// Records one money movement of the payment, with its guarantee: `guarantee`
+/// when the event carries it, otherwise the payment row's.
 async fn record_movement(
     tx: &mut Tx,
     event: &LoggedEvent,
@@ -439,16 +553,17 @@ async fn record_movement(
     business_date: &str,
     kind: &str,
     amount_milli: i64,
+    guarantee: Option<&str>,
 ) -> Result<(), AppError> {
     // The payment's row is in exactly one of the two tables: payments_view while
     // online, archived_payments once the retention moved it.
     tx.execute(
         "INSERT INTO cash_movements (global_position, payment_id, shop_id, mode, business_date, currency, channel,
-                                     kind, amount_milli)
-         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4
+                                     kind, amount_milli, guarantee)
+         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4, COALESCE($6, guarantee)
            FROM payments_view WHERE payment_id = $5
          UNION ALL
-         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4
+         SELECT $1, payment_id, shop_id, mode, $2, currency, channel, $3, $4, COALESCE($6, guarantee)
            FROM archived_payments WHERE payment_id = $5",
         &[
             event.position.global_position.into(),
@@ -456,6 +571,7 @@ async fn record_movement(
             kind.into(),
             amount_milli.into(),
             payment_id.into(),
+            guarantee.map(str::to_string).into(),
         ],
     )
     .await?;

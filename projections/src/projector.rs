@@ -41,6 +41,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::schedule::ScheduleProjection),
         Arc::new(crate::plans::PlansProjection),
         Arc::new(crate::journal::JournalProjection),
+        Arc::new(crate::risk::RiskProjection),
     ]
 }
 

@@ -57,6 +57,20 @@ pub struct PaymentRow {
     /// The payment plan of an instalment (TY-1, TY-2, TY-5) and its number.
     pub plan_id: Option<String>,
     pub instalment_number: Option<i64>,
+    /// 3-D Secure (SE-1): ENROLLED, NOT_ENROLLED, UNKNOWN or NOT_CHECKED.
+    pub three_ds_enrolled: String,
+    /// AUTHENTICATED, ATTEMPTED, FAILED, UNAVAILABLE, CHALLENGE_PENDING or NOT_PERFORMED.
+    pub three_ds_status: String,
+    pub three_ds_transaction_id: Option<String>,
+    /// The payment guarantee (SE-2): YES, NO or UNKNOWN.
+    pub guarantee: String,
+    /// The risk controls' verdict (RC-1..8): ACCEPTED, FLAGGED or REFUSED.
+    pub risk_outcome: String,
+    /// The controls that fired, comma-separated.
+    pub risk_fired: Option<String>,
+    /// The buyer's declared country and the card's issuing country (ISO alpha-2).
+    pub buyer_country: Option<String>,
+    pub card_country: Option<String>,
 }
 
 impl PaymentRow {
@@ -100,6 +114,14 @@ impl PaymentRow {
             delivered_at: row.opt_text("delivered_at"),
             plan_id: row.opt_text("plan_id"),
             instalment_number: row.opt_int("instalment_number"),
+            three_ds_enrolled: row.text("three_ds_enrolled"),
+            three_ds_status: row.text("three_ds_status"),
+            three_ds_transaction_id: row.opt_text("three_ds_transaction_id"),
+            guarantee: row.text("guarantee"),
+            risk_outcome: row.text("risk_outcome"),
+            risk_fired: row.opt_text("risk_fired"),
+            buyer_country: row.opt_text("buyer_country"),
+            card_country: row.opt_text("card_country"),
         }
     }
 }
@@ -126,6 +148,10 @@ pub struct PaymentFilter {
     pub card_brand: Option<String>,
     pub card_last_four: Option<String>,
     pub channel: Option<String>,
+    /// YES, NO or UNKNOWN (SE-2).
+    pub guarantee: Option<String>,
+    /// ACCEPTED, FLAGGED or REFUSED (RC-1..8).
+    pub risk_outcome: Option<String>,
 }
 
 /// Keyset position of the last row of a page.
@@ -137,22 +163,32 @@ pub struct PaymentCursor {
 
 /// Builds a WHERE clause with numbered placeholders.
 #[derive(Default)]
-struct Conditions {
+pub(crate) struct Conditions {
     clauses: Vec<String>,
-    params: Vec<SqlValue>,
+    pub(crate) params: Vec<SqlValue>,
 }
 
 impl Conditions {
-    fn param(&mut self, value: impl Into<SqlValue>) -> String {
+    pub(crate) fn param(&mut self, value: impl Into<SqlValue>) -> String {
         self.params.push(value.into());
         format!("${}", self.params.len())
     }
 
-    fn push(&mut self, clause: String) {
+    pub(crate) fn push(&mut self, clause: String) {
         self.clauses.push(clause);
     }
 
-    fn scope(&mut self, scope: &ReadScope, only_shop: Option<ShopId>) {
+    /// The scope's shops (or only `only_shop`, if the scope holds it) in its mode.
+    pub(crate) fn scope(&mut self, scope: &ReadScope, only_shop: Option<ShopId>) {
+        self.shops(scope, only_shop);
+        let mode = self.param(scope.mode.as_str());
+        self.push(format!("mode = {mode}"));
+    }
+
+    /// The scope's shops (or only `only_shop`, if the scope holds it), whatever
+    /// the mode: for what a shop sets once for both modes (risk settings, grey
+    /// lists).
+    pub(crate) fn shops(&mut self, scope: &ReadScope, only_shop: Option<ShopId>) {
         let shops: Vec<ShopId> = match only_shop {
             Some(shop) if scope.shop_ids.contains(&shop) => vec![shop],
             Some(_) => vec![],
@@ -167,11 +203,9 @@ impl Conditions {
                 .collect();
             self.push(format!("shop_id IN ({})", placeholders.join(", ")));
         }
-        let mode = self.param(scope.mode.as_str());
-        self.push(format!("mode = {mode}"));
     }
 
-    fn sql(&self) -> String {
+    pub(crate) fn sql(&self) -> String {
         self.clauses.join(" AND ")
     }
 }
@@ -223,6 +257,8 @@ pub async fn list_payments(
         ("card_brand", &filter.card_brand),
         ("card_last_four", &filter.card_last_four),
         ("channel", &filter.channel),
+        ("guarantee", &filter.guarantee),
+        ("risk_outcome", &filter.risk_outcome),
     ] {
         if let Some(value) = value {
             let p = c.param(value.clone());
@@ -288,8 +324,12 @@ pub struct CashSummaryRow {
     pub business_date: String,
     pub currency: String,
     pub channel: String,
-    /// kind (AUTHORISED, CAPTURED, REFUNDED, CANCELLED, EXPIRED, REFUSED) → (count, milli)
+    /// kind (AUTHORISED, CAPTURED, REFUNDED, CANCELLED, EXPIRED, REFUSED,
+    /// ABANDONED) → (count, milli)
     pub totals: Vec<(String, i64, i64)>,
+    /// The same movements by the payment's guarantee when they happened:
+    /// (guarantee YES/NO/UNKNOWN, kind, count, milli), ordered by guarantee then kind.
+    pub by_guarantee: Vec<(String, String, i64, i64)>,
 }
 
 pub async fn cash_summary(
@@ -341,7 +381,48 @@ pub async fn cash_summary(
                 currency: key.1,
                 channel: key.2,
                 totals: vec![total],
+                by_guarantee: Vec::new(),
             }),
+        }
+    }
+    // The same movements by guarantee: every group falls in a row of the first
+    // query (same filters, finer grouping). Found by key, not by merging the two
+    // orders: PostgreSQL's collation may order text unlike Rust.
+    let index: std::collections::HashMap<(String, String, String), usize> = summary
+        .iter()
+        .enumerate()
+        .map(|(position, row)| {
+            (
+                (
+                    row.business_date.clone(),
+                    row.currency.clone(),
+                    row.channel.clone(),
+                ),
+                position,
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT business_date, currency, channel, guarantee, kind, COUNT(*) AS movement_count,
+                CAST(SUM(amount_milli) AS BIGINT) AS total_milli
+           FROM cash_movements WHERE {}
+          GROUP BY business_date, currency, channel, guarantee, kind
+          ORDER BY business_date, currency, channel, guarantee, kind",
+        c.sql()
+    );
+    for row in db.fetch_all(&sql, &c.params).await? {
+        let key = (
+            row.text("business_date"),
+            row.text("currency"),
+            row.text("channel"),
+        );
+        if let Some(position) = index.get(&key) {
+            summary[*position].by_guarantee.push((
+                row.text("guarantee"),
+                row.text("kind"),
+                row.int("movement_count"),
+                row.int("total_milli"),
+            ));
         }
     }
     Ok(summary)

@@ -1,7 +1,7 @@
 //! The `schedule` projection: the scheduler's list of work due later — expiries
 //! (or re-authorisations) of authorisations waiting for validation, shipping or
 //! delivery, deferred authorisations, plan instalments and their retries, each
-//! shop's daily remittance cut-off — derived from events so a restart loses
+//! shop's daily remittance cut-off, 3-D Secure challenges to abandon — derived from events so a restart loses
 //! nothing, and the read side the scheduler uses.
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ pub const EXPIRE_AUTHORISATION: &str = "EXPIRE_AUTHORISATION";
 pub const REMITTANCE_CUT_OFF: &str = "REMITTANCE_CUT_OFF";
 pub const AUTHORISE_DEFERRED: &str = "AUTHORISE_DEFERRED";
 pub const CHARGE_INSTALMENT: &str = "CHARGE_INSTALMENT";
+pub const ABANDON_AUTHENTICATION: &str = "ABANDON_AUTHENTICATION";
 
 /// Schedules: expiries of authorisations waiting for validation, shipping or
 /// delivery; deferred authorisations (TY-4); each shop's daily cut-off per mode.
@@ -42,6 +43,10 @@ fn expiry_item_id(payment_id: &str) -> String {
 
 fn authorise_item_id(payment_id: &str) -> String {
     format!("{AUTHORISE_DEFERRED}:{payment_id}")
+}
+
+fn abandon_item_id(payment_id: &str) -> String {
+    format!("{ABANDON_AUTHENTICATION}:{payment_id}")
 }
 
 /// A payment deferred beyond the validity is authorised the day before its
@@ -147,6 +152,30 @@ impl Projection for ScheduleProjection {
                         position.into(),
                     ];
                     tx.execute(UPSERT_ITEM, &params).await?;
+                }
+                // Waiting for the buyer's 3-D Secure challenge: abandoned unless
+                // its result comes first.
+                PaymentEvent::PaymentAuthenticationPending {
+                    details,
+                    abandon_at,
+                } => {
+                    let params: Vec<SqlValue> = vec![
+                        abandon_item_id(&event.aggregate_id).into(),
+                        ABANDON_AUTHENTICATION.into(),
+                        event.aggregate_id.clone().into(),
+                        details.shop_id.to_string().into(),
+                        details.mode.as_str().into(),
+                        timestamp_text(abandon_at).into(),
+                        None::<String>.into(),
+                        position.into(),
+                    ];
+                    tx.execute(UPSERT_ITEM, &params).await?;
+                }
+                // The challenge answered (the authorisation, refusal or card check
+                // that follows schedules as any other) or abandoned.
+                PaymentEvent::PaymentAuthenticated { .. }
+                | PaymentEvent::PaymentAuthenticationAbandoned { .. } => {
+                    delete_item(tx, abandon_item_id(&event.aggregate_id)).await?;
                 }
                 // A new capture date moves a pending deferred authorisation with it.
                 PaymentEvent::PaymentModified { capture_date, .. } => {
@@ -558,6 +587,10 @@ fn item_from_row(row: &SqlRow) -> Result<ScheduledItem, AppError> {
                 .ok_or_else(|| bad("subject_id"))?,
         },
         AUTHORISE_DEFERRED => ScheduledKind::AuthoriseDeferred {
+            payment_id: PaymentId::parse(&row.text("subject_id"))
+                .ok_or_else(|| bad("subject_id"))?,
+        },
+        ABANDON_AUTHENTICATION => ScheduledKind::AbandonAuthentication {
             payment_id: PaymentId::parse(&row.text("subject_id"))
                 .ok_or_else(|| bad("subject_id"))?,
         },

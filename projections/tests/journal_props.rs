@@ -139,6 +139,9 @@ fn details(index: usize, spec: &PaymentSpec) -> PaymentDetails {
         capture_trigger: Default::default(),
         instalment_of: None,
         acquirer_contract: caisse_domain::acquirer::default_contract(),
+        buyer_country: None,
+        three_ds: Default::default(),
+        risk: Default::default(),
         card: CardSnapshot {
             token: "tok_test".to_string(),
             bin: "497010".to_string(),
@@ -472,8 +475,13 @@ fn event_currency(event: &PaymentEvent) -> Option<Currency> {
     match event {
         PaymentEvent::PaymentAuthorised { details, .. }
         | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
-        | PaymentEvent::PaymentRefused { details, .. } => Some(details.amount.currency()),
+        | PaymentEvent::PaymentRefused { details, .. }
+        | PaymentEvent::PaymentAuthenticationPending { details, .. } => {
+            Some(details.amount.currency())
+        }
         PaymentEvent::PaymentValidated { .. }
+        | PaymentEvent::PaymentAuthenticated { .. }
+        | PaymentEvent::PaymentAuthenticationAbandoned { .. }
         | PaymentEvent::DeferredAuthorisationGranted { .. }
         | PaymentEvent::DeferredAuthorisationRefused { .. }
         | PaymentEvent::ShipmentDeclared { .. }

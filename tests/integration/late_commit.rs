@@ -64,6 +64,9 @@ fn authorised_event(payment_id: &str, shop_id: &str) -> Value {
         authorisation_validity_days: 7,
         capture_trigger: Default::default(),
         acquirer_contract: caisse_domain::acquirer::SIMULATOR_CONTRACT.into(),
+        buyer_country: None,
+        three_ds: Default::default(),
+        risk: Default::default(),
         occurred_at: test_start(),
     };
     let event = PaymentEvent::PaymentAuthorised {

@@ -54,6 +54,20 @@ pub fn parse_remittance_cursor(cursor: &str) -> Option<String> {
     decode(cursor)?.strip_prefix("rem1|").map(str::to_string)
 }
 
+/// A keyset position of two text parts (time, id) under a prefix: the
+/// cursors of grey-list entries (`grey1`) and risk decisions (`risk1`).
+pub fn pair_cursor(prefix: &str, at: &str, id: &str) -> String {
+    encode(format!("{prefix}|{at}|{id}"))
+}
+
+pub fn parse_pair_cursor(prefix: &str, cursor: &str) -> Option<(String, String)> {
+    let text = decode(cursor)?;
+    let mut parts = text.strip_prefix(prefix)?.strip_prefix('|')?.split('|');
+    let at = parts.next()?.to_string();
+    let id = parts.next()?.to_string();
+    parts.next().is_none().then_some((at, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ mod cursors;
 mod journal;
 pub(crate) mod mutation;
 mod plans;
+pub(crate) mod risk;
 pub(crate) mod query;
 mod schedule;
 pub(crate) mod types;
@@ -24,6 +25,7 @@ pub struct QueryRoot(
     journal::JournalQuery,
     schedule::ScheduleQuery,
     plans::PlanQuery,
+    risk::RiskQuery,
 );
 
 /// Every mutation, merged from one object per area.
@@ -32,6 +34,7 @@ pub struct MutationRoot(
     CoreMutation,
     schedule::ScheduleMutation,
     plans::PlanMutation,
+    risk::RiskMutation,
 );
 
 pub type CaisseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

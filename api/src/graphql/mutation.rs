@@ -65,7 +65,11 @@ pub struct CreatePaymentInput {
     #[graphql(default_with = "CaptureTrigger::Date")]
     pub capture_trigger: CaptureTrigger,
     pub buyer_email: Option<String>,
+    /// The buyer's IP address (IPv4 or IPv6), for the IP grey list and the
+    /// country consistency controls (RC-4, RC-7).
     pub buyer_ip: Option<String>,
+    /// The country the buyer declared (ISO 3166-1 alpha-2, e.g. FR), for RC-7.
+    pub buyer_country: Option<String>,
     /// Pay in instalments (TY-1 pay in 3, TY-2 pay in n, TY-5 deposit and
     /// balance): creates a payment plan and answers its first instalment's
     /// payment, whose `planId` leads to `paymentPlan`. Automatic capture at
@@ -150,7 +154,7 @@ pub(crate) fn context(ctx: &Context<'_>) -> async_graphql::Result<RequestContext
     })
 }
 
-fn parse_payment_id(field: &str, id: &ID) -> async_graphql::Result<PaymentId> {
+pub(crate) fn parse_payment_id(field: &str, id: &ID) -> async_graphql::Result<PaymentId> {
     PaymentId::parse(id.as_str()).ok_or_else(|| bad_input(field, "not a payment id (pay_…)"))
 }
 
@@ -201,6 +205,7 @@ impl CoreMutation {
             capture_trigger: input.capture_trigger.into(),
             buyer_email: input.buyer_email,
             buyer_ip: input.buyer_ip,
+            buyer_country: input.buyer_country,
         };
         let result = state
             .payments

@@ -46,6 +46,10 @@ pub struct PaymentFilterInput {
     pub card_brand: Option<CardBrand>,
     pub last_four: Option<String>,
     pub channel: Option<Channel>,
+    /// Payments with this guarantee (SE-2).
+    pub guarantee: Option<Guarantee>,
+    /// Payments with this risk verdict (RC-1..8).
+    pub risk_outcome: Option<RiskOutcome>,
 }
 
 pub fn state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<AppState>> {
@@ -164,6 +168,8 @@ impl PaymentFilterInput {
                     .as_str()
                     .to_string()
             }),
+            guarantee: self.guarantee.map(|g| g.as_str().to_string()),
+            risk_outcome: self.risk_outcome.map(|o| o.as_str().to_string()),
         })
     }
 }
@@ -492,6 +498,25 @@ async fn owned_aggregates(
             .filter(|event| {
                 event.aggregate_type == caisse_domain::cut_off::DailyCutOff::TYPE
                     && event.aggregate_id.starts_with(&cut_off_prefix)
+            })
+            .map(|event| event.aggregate_id.clone()),
+    );
+    // Risk settings and grey lists are the shop's (both modes); a card's
+    // outstanding names its shop and mode.
+    let settings_id = caisse_domain::risk::risk_settings_id(caller.shop_id);
+    let grey_prefix = format!("grey_{}_", caller.shop_id);
+    let outstanding_prefix = format!("outstanding_{}_{}_", caller.shop_id, caller.mode.as_str());
+    owned.extend(
+        page.iter()
+            .filter(|event| match event.aggregate_type.as_str() {
+                caisse_domain::risk::ShopRiskSettings::TYPE => event.aggregate_id == settings_id,
+                caisse_domain::grey_list::GreyListEntry::TYPE => {
+                    event.aggregate_id.starts_with(&grey_prefix)
+                }
+                caisse_domain::outstanding::CardOutstanding::TYPE => {
+                    event.aggregate_id.starts_with(&outstanding_prefix)
+                }
+                _ => false,
             })
             .map(|event| event.aggregate_id.clone()),
     );

@@ -65,7 +65,8 @@ impl From<ScheduledItem> for ScheduledWorkNode {
         let (payment_id, business_date) = match &item.kind {
             ScheduledKind::ChargeInstalment { .. } => (None, None),
             ScheduledKind::ExpireAuthorisation { payment_id }
-            | ScheduledKind::AuthoriseDeferred { payment_id } => {
+            | ScheduledKind::AuthoriseDeferred { payment_id }
+            | ScheduledKind::AbandonAuthentication { payment_id } => {
                 (Some(payment_id.to_string()), None)
             }
             ScheduledKind::RemittanceCutOff { business_date } => {
@@ -115,7 +116,8 @@ async fn cut_off_node(
             ScheduledKind::RemittanceCutOff { business_date } => Some((business_date, item.due_at)),
             ScheduledKind::ExpireAuthorisation { .. }
             | ScheduledKind::AuthoriseDeferred { .. }
-            | ScheduledKind::ChargeInstalment { .. } => None,
+            | ScheduledKind::ChargeInstalment { .. }
+            | ScheduledKind::AbandonAuthentication { .. } => None,
         });
     Ok(RemittanceCutOffNode {
         shop_id: shop_id.to_string(),

@@ -97,6 +97,10 @@ pub enum PaymentStatus {
     Cancelled,
     Expired,
     Refused,
+    /// Waiting for the result of its 3-D Secure challenge.
+    AuthenticationPending,
+    /// Its 3-D Secure challenge was never answered.
+    Abandoned,
 }
 
 impl PaymentStatus {
@@ -111,6 +115,8 @@ impl PaymentStatus {
             PaymentStatus::Cancelled => "CANCELLED",
             PaymentStatus::Expired => "EXPIRED",
             PaymentStatus::Refused => "REFUSED",
+            PaymentStatus::AuthenticationPending => "AUTHENTICATION_PENDING",
+            PaymentStatus::Abandoned => "ABANDONED",
         }
     }
 }
@@ -144,6 +150,45 @@ impl From<CardBrand> for DomainBrand {
     }
 }
 
+/// The payment guarantee (liability shift) 3-D Secure gave (SE-2).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Guarantee {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Guarantee {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Guarantee::Yes => "YES",
+            Guarantee::No => "NO",
+            Guarantee::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// The risk controls' verdict on a payment (RC-1..8).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RiskOutcome {
+    /// No control fired.
+    Accepted,
+    /// Informative controls fired; the payment went on.
+    Flagged,
+    /// A blocking control fired: refused with its RISK_* reason.
+    Refused,
+}
+
+impl RiskOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RiskOutcome::Accepted => "ACCEPTED",
+            RiskOutcome::Flagged => "FLAGGED",
+            RiskOutcome::Refused => "REFUSED",
+        }
+    }
+}
+
 /// What is shown of a card: never its number.
 #[derive(SimpleObject, Clone)]
 pub struct Card {
@@ -154,6 +199,67 @@ pub struct Card {
     pub expiry_month: i64,
     pub expiry_year: i64,
     pub holder_name: Option<String>,
+    /// Issuing country (ISO alpha-2) from the BIN table, when the BIN is known.
+    pub issuing_country: Option<String>,
+    /// Keyed fingerprint of the card number: the same card, the same value.
+    /// Grey-list a card with it (`addGreyListEntry`, list CARD).
+    pub fingerprint: Option<String>,
+}
+
+/// One risk control's verdict on a payment (RC-1..8).
+#[derive(SimpleObject, Clone)]
+pub struct ControlCheckNode {
+    /// CARD_GREY_LIST, CARD_OUTSTANDING, … (see `RiskControl`).
+    pub control: String,
+    /// The FEATURES id, e.g. RC-4.
+    pub feature: String,
+    /// INFORMATIVE or BLOCKING: how the control ran.
+    pub mode: String,
+    pub fired: bool,
+    /// The RISK_* reason when it fired.
+    pub reason: Option<String>,
+    /// Why, in words.
+    pub detail: String,
+}
+
+impl From<&caisse_domain::risk::ControlCheck> for ControlCheckNode {
+    fn from(check: &caisse_domain::risk::ControlCheck) -> Self {
+        ControlCheckNode {
+            control: check.control.as_str().to_string(),
+            feature: check.control.feature().to_string(),
+            mode: check.mode.as_str().to_string(),
+            fired: check.fired,
+            reason: check.reason.clone(),
+            detail: check.detail.clone(),
+        }
+    }
+}
+
+/// What the risk controls decided for a payment.
+#[derive(SimpleObject, Clone)]
+pub struct RiskAssessmentNode {
+    /// ACCEPTED (nothing fired), FLAGGED (informative controls fired) or
+    /// REFUSED (a blocking control fired).
+    pub outcome: String,
+    /// The controls that fired.
+    pub fired: Vec<String>,
+    /// Every control that ran, in order (controls that are OFF do not run).
+    pub checks: Vec<ControlCheckNode>,
+    /// Versions of the BIN and IP-to-country tables the controls read.
+    pub bins_version: Option<String>,
+    pub ip_countries_version: Option<String>,
+}
+
+impl From<&caisse_domain::risk::RiskAssessment> for RiskAssessmentNode {
+    fn from(risk: &caisse_domain::risk::RiskAssessment) -> Self {
+        RiskAssessmentNode {
+            outcome: risk.outcome().as_str().to_string(),
+            fired: risk.fired().map(|c| c.control.as_str().to_string()).collect(),
+            checks: risk.checks.iter().map(ControlCheckNode::from).collect(),
+            bins_version: risk.bins_version.clone(),
+            ip_countries_version: risk.ip_countries_version.clone(),
+        }
+    }
 }
 
 #[derive(SimpleObject, Clone)]
@@ -174,6 +280,9 @@ pub struct PaymentNode {
     pub archived: Option<bool>,
     /// Its events, when it was built from them (an archived payment).
     pub history: Option<Vec<LoggedEvent>>,
+    /// The risk assessment and card fingerprint, when built from the aggregate;
+    /// read from the risk decisions view otherwise.
+    pub security: Option<(caisse_domain::risk::RiskAssessment, String)>,
 }
 
 impl PaymentNode {
@@ -183,6 +292,7 @@ impl PaymentNode {
             duplicates: None,
             archived: Some(false),
             history: None,
+            security: None,
         }
     }
 
@@ -275,17 +385,50 @@ impl PaymentNode {
             delivered_at: payment.delivered_at.map(timestamp_text),
             plan_id: details.instalment_of.map(|link| link.plan_id.to_string()),
             instalment_number: details.instalment_of.map(|link| i64::from(link.number)),
+            three_ds_enrolled: details.three_ds.enrolled.as_str().to_string(),
+            three_ds_status: details.three_ds.status.as_str().to_string(),
+            three_ds_transaction_id: details.three_ds.transaction_id.clone(),
+            guarantee: details.three_ds.guarantee.as_str().to_string(),
+            risk_outcome: details.risk.outcome().as_str().to_string(),
+            risk_fired: Some(
+                details
+                    .risk
+                    .fired()
+                    .map(|c| c.control.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .filter(|fired| !fired.is_empty()),
+            buyer_country: details.buyer_country.clone(),
+            card_country: card.issuing_country.clone(),
         };
         PaymentNode {
             row,
             duplicates: Some(payment.duplicates.iter().map(|id| id.to_string()).collect()),
             archived: None,
             history: None,
+            security: Some((details.risk.clone(), card.fingerprint.clone())),
         }
     }
 
     fn money(&self, milli: i64) -> String {
         milli_to_string(milli, &self.row.currency)
+    }
+
+    /// This payment's row of the risk decisions view.
+    async fn risk_decision(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<caisse_projections::risk_queries::RiskDecisionRow>> {
+        let state = ctx.data::<Arc<AppState>>()?;
+        let caller = &ctx.data::<super::RequestData>()?.caller;
+        caisse_projections::risk_queries::risk_decision(
+            state.db(),
+            &caller.read_scope(),
+            &self.row.payment_id,
+        )
+        .await
+        .map_err(app_error)
     }
 }
 
@@ -365,8 +508,12 @@ impl PaymentNode {
     async fn delivered_at(&self) -> Option<&str> {
         self.row.delivered_at.as_deref()
     }
-    async fn card(&self) -> Card {
-        Card {
+    async fn card(&self, ctx: &Context<'_>) -> async_graphql::Result<Card> {
+        let fingerprint = match &self.security {
+            Some((_, fingerprint)) => Some(fingerprint.clone()),
+            None => self.risk_decision(ctx).await?.map(|d| d.card_fingerprint),
+        };
+        Ok(Card {
             brand: self.row.card_brand.clone(),
             networks: self
                 .row
@@ -379,7 +526,48 @@ impl PaymentNode {
             expiry_month: self.row.card_expiry_month,
             expiry_year: self.row.card_expiry_year,
             holder_name: self.row.card_holder_name.clone(),
+            issuing_country: self.row.card_country.clone(),
+            fingerprint,
+        })
+    }
+    /// 3-D Secure enrolment of the card: ENROLLED, NOT_ENROLLED, UNKNOWN, or
+    /// NOT_CHECKED when 3-D Secure did not run (SE-1).
+    async fn three_ds_enrolled(&self) -> &str {
+        &self.row.three_ds_enrolled
+    }
+    /// AUTHENTICATED, ATTEMPTED, FAILED, UNAVAILABLE, CHALLENGE_PENDING or
+    /// NOT_PERFORMED.
+    async fn three_ds_status(&self) -> &str {
+        &self.row.three_ds_status
+    }
+    /// The 3-D Secure server's transaction id.
+    async fn three_ds_transaction_id(&self) -> Option<&str> {
+        self.row.three_ds_transaction_id.as_deref()
+    }
+    /// The payment guarantee (liability shift, SE-2): YES, NO or UNKNOWN.
+    async fn guarantee(&self) -> &str {
+        &self.row.guarantee
+    }
+    /// The country the buyer declared.
+    async fn buyer_country(&self) -> Option<&str> {
+        self.row.buyer_country.as_deref()
+    }
+    /// What the risk controls decided: which ran, which fired and why (RC-1..8).
+    async fn risk(&self, ctx: &Context<'_>) -> async_graphql::Result<RiskAssessmentNode> {
+        if let Some((risk, _)) = &self.security {
+            return Ok(RiskAssessmentNode::from(risk));
         }
+        let decision = self.risk_decision(ctx).await?;
+        let checks = match &decision {
+            Some(decision) => decision.checks().map_err(app_error)?,
+            None => Vec::new(),
+        };
+        let risk = caisse_domain::risk::RiskAssessment {
+            checks,
+            bins_version: None,
+            ip_countries_version: None,
+        };
+        Ok(RiskAssessmentNode::from(&risk))
     }
     async fn buyer_email(&self) -> Option<&str> {
         self.row.buyer_email.as_deref()
@@ -482,7 +670,10 @@ impl LogEvent {
         match self.payment_event.as_ref()? {
             PaymentEvent::PaymentAuthorised { details, .. }
             | PaymentEvent::PaymentRefused { details, .. }
-            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => Some(details.amount),
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+            | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some(details.amount),
+            PaymentEvent::PaymentAuthenticated { .. }
+            | PaymentEvent::PaymentAuthenticationAbandoned { .. } => None,
             PaymentEvent::DeferredAuthorisationGranted { amount, .. }
             | PaymentEvent::DeferredAuthorisationRefused { amount, .. } => Some(*amount),
             PaymentEvent::ShipmentDeclared { .. } | PaymentEvent::DeliveryDeclared { .. } => None,
@@ -599,6 +790,22 @@ pub struct CashSummaryEntry {
     /// Authorisations that lapsed before validation.
     pub expired: CountAndAmount,
     pub refused: CountAndAmount,
+    /// 3-D Secure challenges nobody answered: nothing was authorised.
+    pub abandoned: CountAndAmount,
+    /// The same movements by payment guarantee (SE-2): one entry per
+    /// guarantee and kind that has movements.
+    pub by_guarantee: Vec<GuaranteeTotal>,
+}
+
+/// Movements of one kind for payments of one guarantee.
+#[derive(SimpleObject)]
+pub struct GuaranteeTotal {
+    /// YES, NO or UNKNOWN.
+    pub guarantee: String,
+    /// AUTHORISED, CAPTURED, REFUNDED, CANCELLED, EXPIRED, REFUSED or ABANDONED.
+    pub kind: String,
+    pub count: i64,
+    pub total: String,
 }
 
 impl From<CashSummaryRow> for CashSummaryEntry {
@@ -622,6 +829,17 @@ impl From<CashSummaryRow> for CashSummaryEntry {
             cancelled: pick("CANCELLED"),
             expired: pick("EXPIRED"),
             refused: pick("REFUSED"),
+            abandoned: pick("ABANDONED"),
+            by_guarantee: row
+                .by_guarantee
+                .iter()
+                .map(|(guarantee, kind, count, milli)| GuaranteeTotal {
+                    guarantee: guarantee.clone(),
+                    kind: kind.clone(),
+                    count: *count,
+                    total: milli_to_string(*milli, &row.currency),
+                })
+                .collect(),
             date: row.business_date.clone(),
             currency: row.currency.clone(),
             channel: row.channel.clone(),

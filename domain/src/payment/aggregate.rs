@@ -31,6 +31,10 @@ pub enum PaymentStatus {
     Cancelled,
     Expired,
     Refused,
+    /// 3-D Secure asked for a challenge; nothing authorised until its result.
+    AuthenticationPending,
+    /// The challenge was never answered: nothing was authorised.
+    Abandoned,
 }
 
 impl PaymentStatus {
@@ -46,6 +50,8 @@ impl PaymentStatus {
             PaymentStatus::Cancelled => "CANCELLED",
             PaymentStatus::Expired => "EXPIRED",
             PaymentStatus::Refused => "REFUSED",
+            PaymentStatus::AuthenticationPending => "AUTHENTICATION_PENDING",
+            PaymentStatus::Abandoned => "ABANDONED",
         }
     }
 
@@ -60,6 +66,8 @@ impl PaymentStatus {
             PaymentStatus::Cancelled,
             PaymentStatus::Expired,
             PaymentStatus::Refused,
+            PaymentStatus::AuthenticationPending,
+            PaymentStatus::Abandoned,
         ]
         .into_iter()
         .find(|status| status.as_str() == text)
@@ -133,7 +141,8 @@ impl Payment {
             | PaymentStatus::Refunded
             | PaymentStatus::Expired
             | PaymentStatus::Cancelled
-            | PaymentStatus::Refused => Ok(details),
+            | PaymentStatus::Refused
+            | PaymentStatus::Abandoned => Ok(details),
             status => Err(PaymentError::NotDuplicable {
                 status: status.as_str().to_string(),
             }),
@@ -186,6 +195,8 @@ impl Payment {
             PaymentStatus::Cancelled => Err(PaymentError::AlreadyCancelled),
             PaymentStatus::Refused => Err(PaymentError::Refused),
             PaymentStatus::Expired => Err(PaymentError::Expired),
+            PaymentStatus::AuthenticationPending => Err(PaymentError::AuthenticationPending),
+            PaymentStatus::Abandoned => Err(PaymentError::Abandoned),
             _ => Err(PaymentError::NotFound),
         }
     }
@@ -236,6 +247,78 @@ impl Aggregate for Payment {
                     },
                 };
                 sink.write(event, self).await;
+            }
+            PaymentCommand::AwaitAuthentication {
+                details,
+                abandon_at,
+            } => {
+                if self.details.is_some() {
+                    return Err(PaymentError::AlreadyExists);
+                }
+                let event = PaymentEvent::PaymentAuthenticationPending {
+                    details: *details,
+                    abandon_at,
+                };
+                sink.write(event, self).await;
+            }
+            PaymentCommand::CompleteAuthentication {
+                three_ds,
+                checks,
+                outcome,
+                card_check_only,
+                occurred_at,
+            } => {
+                if self.details.is_none() {
+                    return Err(PaymentError::NotFound);
+                }
+                if self.status != PaymentStatus::AuthenticationPending {
+                    return Err(PaymentError::NotAuthenticationPending {
+                        status: self.status.as_str().to_string(),
+                    });
+                }
+                let mut details = self.details.clone().expect("checked above");
+                details.three_ds = three_ds.clone();
+                details.risk.checks.extend(checks.iter().cloned());
+                details.occurred_at = occurred_at;
+                let authenticated = PaymentEvent::PaymentAuthenticated {
+                    three_ds,
+                    checks,
+                    occurred_at,
+                };
+                let outcome_event = match outcome {
+                    AuthorisationOutcome::Approved(card_check) if card_check_only => {
+                        PaymentEvent::PaymentAwaitingAuthorisation {
+                            details,
+                            card_check,
+                        }
+                    }
+                    AuthorisationOutcome::Approved(authorisation) => {
+                        PaymentEvent::PaymentAuthorised {
+                            details,
+                            authorisation,
+                        }
+                    }
+                    AuthorisationOutcome::Declined(refusal) => {
+                        PaymentEvent::PaymentRefused { details, refusal }
+                    }
+                };
+                sink.write(authenticated, self).await;
+                sink.write(outcome_event, self).await;
+            }
+            PaymentCommand::AbandonAuthentication { occurred_at } => {
+                if self.details.is_none() {
+                    return Err(PaymentError::NotFound);
+                }
+                if self.status != PaymentStatus::AuthenticationPending {
+                    return Err(PaymentError::NotAuthenticationPending {
+                        status: self.status.as_str().to_string(),
+                    });
+                }
+                sink.write(
+                    PaymentEvent::PaymentAuthenticationAbandoned { occurred_at },
+                    self,
+                )
+                .await;
             }
             PaymentCommand::AwaitAuthorisation {
                 details,
@@ -580,6 +663,17 @@ impl Aggregate for Payment {
                 self.authorised_at = Some(details.occurred_at);
                 self.authorised = Some(details.amount);
                 self.details = Some(details);
+            }
+            PaymentEvent::PaymentAuthenticationPending { details, .. } => {
+                self.status = PaymentStatus::AuthenticationPending;
+                self.amount = Some(details.amount);
+                self.capture_date = Some(details.capture_date);
+                self.details = Some(details);
+            }
+            // The completed details follow in the next event.
+            PaymentEvent::PaymentAuthenticated { .. } => {}
+            PaymentEvent::PaymentAuthenticationAbandoned { .. } => {
+                self.status = PaymentStatus::Abandoned;
             }
             PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => {
                 self.status = PaymentStatus::WaitingAuthorisation;

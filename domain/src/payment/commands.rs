@@ -56,6 +56,23 @@ pub enum PaymentCommand {
         details: Box<PaymentDetails>,
         card_check: AuthorisationOutcome,
     },
+    /// Records a payment whose 3-D Secure authentication needs a challenge.
+    AwaitAuthentication {
+        details: Box<PaymentDetails>,
+        abandon_at: DateTime<Utc>,
+    },
+    /// Records the challenge's result and what followed: the authorisation
+    /// (or, with `card_check_only`, the card check of a payment deferred beyond
+    /// the validity), or the refusal (3DS failed, a blocking control, the issuer).
+    CompleteAuthentication {
+        three_ds: crate::three_ds::ThreeDsResult,
+        checks: Vec<crate::risk::ControlCheck>,
+        outcome: AuthorisationOutcome,
+        card_check_only: bool,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Issued by the scheduler when nobody answered the challenge in time.
+    AbandonAuthentication { occurred_at: DateTime<Utc> },
     /// Records the authorisation asked the day before the capture date.
     CompleteDeferredAuthorisation {
         outcome: AuthorisationOutcome,

@@ -49,6 +49,12 @@ pub enum PaymentError {
     NotWaitingAuthorisation { status: String },
     #[error("the authorisation is valid until {expires_at}; it cannot expire before")]
     NotExpiredYet { expires_at: String },
+    #[error("payment is not waiting for a 3-D Secure challenge (status {status})")]
+    NotAuthenticationPending { status: String },
+    #[error("payment is waiting for its 3-D Secure challenge; nothing can be done to it until the result comes")]
+    AuthenticationPending,
+    #[error("payment was abandoned during 3-D Secure; nothing can be done to it but duplicate it")]
+    Abandoned,
     #[error("{0}")]
     Money(#[from] MoneyError),
 }
@@ -80,6 +86,9 @@ impl PaymentError {
             PaymentError::NotWaitingAuthorisation { .. } => "PAYMENT_NOT_WAITING_AUTHORISATION",
             PaymentError::CaptureTriggerMismatch { .. } => "CAPTURE_TRIGGER_MISMATCH",
             PaymentError::AlreadyDeclared { .. } => "ALREADY_DECLARED",
+            PaymentError::NotAuthenticationPending { .. } => "PAYMENT_NOT_AUTHENTICATION_PENDING",
+            PaymentError::AuthenticationPending => "PAYMENT_AUTHENTICATION_PENDING",
+            PaymentError::Abandoned => "PAYMENT_ABANDONED",
             PaymentError::Money(error) => error.code(),
         }
     }

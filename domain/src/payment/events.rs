@@ -112,6 +112,15 @@ pub struct PaymentDetails {
     /// contracts were, all of them the simulator's.
     #[serde(default = "crate::acquirer::default_contract")]
     pub acquirer_contract: String,
+    /// The country the buyer declared (ISO alpha-2), for RC-7.
+    #[serde(default)]
+    pub buyer_country: Option<String>,
+    /// The 3-D Secure step's outcome and the guarantee it gives (SE-1, SE-2).
+    #[serde(default)]
+    pub three_ds: crate::three_ds::ThreeDsResult,
+    /// Every risk control that ran, which fired and why (RC-1..8).
+    #[serde(default)]
+    pub risk: crate::risk::RiskAssessment,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -155,6 +164,10 @@ pub enum RefusalCategory {
     Technical,
     /// No acquirer contract is configured for this mode.
     AcquirerNotConfigured,
+    /// A blocking risk control fired (`RISK_*` code); the acquirer was not asked.
+    Risk,
+    /// 3-D Secure authentication failed (`THREE_DS_FAILED`); not authorised.
+    Authentication,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +187,26 @@ pub enum PaymentEvent {
     PaymentRefused {
         details: PaymentDetails,
         refusal: Refusal,
+    },
+    /// 3-D Secure asked for a challenge: nothing is authorised until its result
+    /// comes (`completeThreeDsChallenge`), or the payment is abandoned at
+    /// `abandon_at`.
+    PaymentAuthenticationPending {
+        details: PaymentDetails,
+        abandon_at: DateTime<Utc>,
+    },
+    /// The challenge's result, with the controls that ran after it (RC-8). The
+    /// payment's authorisation or refusal follows in the same commit, as a
+    /// `PaymentAuthorised`, `PaymentRefused` or `PaymentAwaitingAuthorisation`
+    /// carrying the completed details.
+    PaymentAuthenticated {
+        three_ds: crate::three_ds::ThreeDsResult,
+        checks: Vec<crate::risk::ControlCheck>,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Nobody answered the challenge in time: nothing was authorised.
+    PaymentAuthenticationAbandoned {
+        occurred_at: DateTime<Utc>,
     },
     /// Deferred beyond the authorisation validity (TY-4): the card was checked,
     /// the real authorisation comes the day before the capture date.
@@ -269,8 +302,11 @@ impl PaymentEvent {
         match self {
             PaymentEvent::PaymentAuthorised { details, .. }
             | PaymentEvent::PaymentRefused { details, .. }
-            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. } => details.occurred_at,
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+            | PaymentEvent::PaymentAuthenticationPending { details, .. } => details.occurred_at,
             PaymentEvent::PaymentValidated { occurred_at }
+            | PaymentEvent::PaymentAuthenticated { occurred_at, .. }
+            | PaymentEvent::PaymentAuthenticationAbandoned { occurred_at }
             | PaymentEvent::DeferredAuthorisationGranted { occurred_at, .. }
             | PaymentEvent::DeferredAuthorisationRefused { occurred_at, .. }
             | PaymentEvent::PaymentModified { occurred_at, .. }
@@ -293,6 +329,11 @@ impl DomainEvent for PaymentEvent {
             PaymentEvent::PaymentAuthorised { .. } => "PaymentAuthorised",
             PaymentEvent::PaymentRefused { .. } => "PaymentRefused",
             PaymentEvent::PaymentAwaitingAuthorisation { .. } => "PaymentAwaitingAuthorisation",
+            PaymentEvent::PaymentAuthenticationPending { .. } => "PaymentAuthenticationPending",
+            PaymentEvent::PaymentAuthenticated { .. } => "PaymentAuthenticated",
+            PaymentEvent::PaymentAuthenticationAbandoned { .. } => {
+                "PaymentAuthenticationAbandoned"
+            }
             PaymentEvent::DeferredAuthorisationGranted { .. } => "DeferredAuthorisationGranted",
             PaymentEvent::DeferredAuthorisationRefused { .. } => "DeferredAuthorisationRefused",
             PaymentEvent::PaymentValidated { .. } => "PaymentValidated",

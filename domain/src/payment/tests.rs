@@ -116,6 +116,9 @@ fn details_with(
         instalment_of: None,
         authorisation_validity_days: DEFAULT_AUTHORISATION_VALIDITY_DAYS,
         acquirer_contract: crate::acquirer::SIMULATOR_CONTRACT.to_string(),
+        buyer_country: None,
+        three_ds: Default::default(),
+        risk: Default::default(),
         occurred_at: at(2, 10),
     }
 }
