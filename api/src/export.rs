@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::graphql::types::{Guarantee, RiskOutcome};
 use anyhow::{anyhow, bail};
 use async_graphql::{EnumType, ID};
-use crate::graphql::types::{Guarantee, RiskOutcome};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;

@@ -12,11 +12,11 @@ pub mod merchants;
 pub mod payment_security;
 pub mod payments;
 pub mod plans;
-pub mod reference;
-pub mod risk;
 pub mod ports;
+pub mod reference;
 pub mod remittances;
 pub mod retention;
+pub mod risk;
 pub mod scheduler;
 
 pub use command_runner::CommandRunner;

@@ -17,7 +17,9 @@ use cqrs_es::persist::PersistedEventRepository;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::payments::{PaymentResult, PaymentService, PreparedCard};
-use crate::ports::{AuthorisationPurpose, ChallengeResult, ThreeDsAnswer, ThreeDsRequest, ThreeDsServer};
+use crate::ports::{
+    AuthorisationPurpose, ChallengeResult, ThreeDsAnswer, ThreeDsRequest, ThreeDsServer,
+};
 use crate::risk::RiskService;
 
 /// How long a buyer has to answer a 3-D Secure challenge before the payment
@@ -82,9 +84,10 @@ impl SecurityVerdict {
     /// Whether the card outstanding counted this payment and must give it
     /// back if it ends unauthorised.
     fn reserved_outstanding(risk: &RiskAssessment) -> bool {
-        risk.checks
-            .iter()
-            .any(|c| c.control == RiskControl::CardOutstanding && !(c.fired && c.mode == caisse_domain::risk::ControlMode::Blocking))
+        risk.checks.iter().any(|c| {
+            c.control == RiskControl::CardOutstanding
+                && !(c.fired && c.mode == caisse_domain::risk::ControlMode::Blocking)
+        })
     }
 }
 
@@ -159,11 +162,13 @@ where
             .reserve_outstanding(
                 context,
                 &pre.settings,
-                input.shop_id,
-                input.mode,
-                &card.snapshot.fingerprint,
-                input.payment_id,
-                input.amount,
+                crate::risk::OutstandingClaim {
+                    shop_id: input.shop_id,
+                    mode: input.mode,
+                    card_fingerprint: &card.snapshot.fingerprint,
+                    payment_id: input.payment_id,
+                    amount: input.amount,
+                },
             )
             .await?
         {
@@ -214,8 +219,15 @@ where
         } else {
             not_performed
         };
-        self.after_authentication(context, &input, three_ds, risk, &pre.settings, &card.snapshot.fingerprint)
-            .await
+        self.after_authentication(
+            context,
+            &input,
+            three_ds,
+            risk,
+            &pre.settings,
+            &card.snapshot.fingerprint,
+        )
+        .await
     }
 
     /// The verdict once 3-D Secure has a final outcome: a failed
@@ -240,8 +252,14 @@ where
         match refusal {
             Some(refusal) => {
                 if SecurityVerdict::reserved_outstanding(&risk) {
-                    self.release_outstanding(context, input.shop_id, input.mode, fingerprint, input.payment_id)
-                        .await?;
+                    self.release_outstanding(
+                        context,
+                        input.shop_id,
+                        input.mode,
+                        fingerprint,
+                        input.payment_id,
+                    )
+                    .await?;
                 }
                 Ok(SecurityVerdict::Refused {
                     three_ds,
@@ -345,8 +363,7 @@ where
         let mut refusal = None;
         if three_ds.status == ThreeDsStatus::Failed {
             refusal = Some(authentication_refusal());
-        } else if let Some(check) = guarantee_check(&settings, three_ds.guarantee, details.amount)
-        {
+        } else if let Some(check) = guarantee_check(&settings, three_ds.guarantee, details.amount) {
             if check.fired && check.mode == caisse_domain::risk::ControlMode::Blocking {
                 refusal = Some(risk_refusal(&check));
             }

@@ -309,8 +309,14 @@ where
                 return self.run(context, payment_id, command, true).await;
             }
             SecurityVerdict::Proceed { .. } => {
-                self.authorise_present_card(&prepared, mode, purpose, amount, &details.order_reference)
-                    .await
+                self.authorise_present_card(
+                    &prepared,
+                    mode,
+                    purpose,
+                    amount,
+                    &details.order_reference,
+                )
+                .await
             }
         };
         details.occurred_at = self.clock.now();
@@ -381,8 +387,14 @@ where
         purpose: AuthorisationPurpose,
     ) -> Result<AuthorisationOutcome, AppError> {
         let amount = details.amount;
-        self.authorise_vaulted(details.mode, &details.card, amount, &details.order_reference, purpose)
-            .await
+        self.authorise_vaulted(
+            details.mode,
+            &details.card,
+            amount,
+            &details.order_reference,
+            purpose,
+        )
+        .await
     }
 
     async fn authorise_vaulted(

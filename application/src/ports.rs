@@ -126,7 +126,9 @@ pub struct GreyListRow {
     pub comment: Option<String>,
     /// Removed entries come once more, so a cache drops them.
     pub removed: bool,
-    /// Global position of the event that last changed the entry.
+    /// A per-shop counter the grey-list view raises on every change, in the
+    /// order its projector applies them (not the global position, which on
+    /// PostgreSQL is not commit order), so `seq > n` never misses a change.
     pub seq: i64,
 }
 

@@ -14,8 +14,8 @@ use caisse_domain::outstanding::{
     card_outstanding_id, CardOutstanding, OutstandingCommand, OutstandingEvent,
 };
 use caisse_domain::risk::{
-    evaluate_before_authentication, risk_settings_id, ControlCheck, ControlMode,
-    ControlParameters, RiskControl, RiskInput, RiskSettingsCommand, ShopRiskSettings,
+    evaluate_before_authentication, risk_settings_id, ControlCheck, ControlMode, ControlParameters,
+    RiskControl, RiskInput, RiskSettingsCommand, ShopRiskSettings,
 };
 use caisse_domain::three_ds::ThreeDsEnrolment;
 use caisse_domain::{Mode, Money, PaymentId, ShopId};
@@ -57,6 +57,15 @@ struct CachedGreyLists {
     seq: i64,
     entries: HashMap<String, (GreyListKind, GreyListHit)>,
     index: Arc<GreyListIndex>,
+}
+
+/// A payment to count in its card's outstanding (RC-2).
+pub struct OutstandingClaim<'a> {
+    pub shop_id: ShopId,
+    pub mode: Mode,
+    pub card_fingerprint: &'a str,
+    pub payment_id: PaymentId,
+    pub amount: Money,
 }
 
 /// What the controls before 3-D Secure decided, with the tables they read.
@@ -362,11 +371,7 @@ where
         &self,
         context: &RequestContext,
         settings: &ShopRiskSettings,
-        shop_id: ShopId,
-        mode: Mode,
-        card_fingerprint: &str,
-        payment_id: PaymentId,
-        amount: Money,
+        claim: OutstandingClaim<'_>,
     ) -> Result<Option<ControlCheck>, AppError> {
         let control_mode = settings.mode(RiskControl::CardOutstanding);
         let Some(limits) = settings.outstanding_limits().cloned() else {
@@ -375,6 +380,13 @@ where
         if control_mode == ControlMode::Off {
             return Ok(None);
         }
+        let OutstandingClaim {
+            shop_id,
+            mode,
+            card_fingerprint,
+            payment_id,
+            amount,
+        } = claim;
         let aggregate_id = card_outstanding_id(shop_id, mode, card_fingerprint);
         let command = OutstandingCommand::Reserve {
             shop_id,
@@ -389,12 +401,15 @@ where
             .execute(&aggregate_id, command, context.metadata(false))
             .await
         {
-            Ok(executed) => Ok(executed.events.iter().find_map(|envelope| {
-                match &envelope.payload {
-                    OutstandingEvent::OutstandingReserved { check, .. } => Some(check.clone()),
-                    OutstandingEvent::OutstandingReleased { .. } => None,
-                }
-            })),
+            Ok(executed) => {
+                Ok(executed
+                    .events
+                    .iter()
+                    .find_map(|envelope| match &envelope.payload {
+                        OutstandingEvent::OutstandingReserved { check, .. } => Some(check.clone()),
+                        OutstandingEvent::OutstandingReleased { .. } => None,
+                    }))
+            }
             Err(AppError::Rejected { .. }) => {
                 // The typed error is lost in the conversion: run the verdict again
                 // on the state that refused it, for the payment's record.

@@ -99,21 +99,35 @@ pub fn parse_ip_range(text: &str) -> Result<(String, IpRange), GreyListError> {
         Some((address, prefix)) => (address, Some(prefix)),
         None => (text, None),
     };
-    let ip: IpAddr = address
-        .trim()
-        .parse()
-        .map_err(|_| GreyListError::invalid(field, format!("{text:?} is not an IP address or CIDR range")))?;
+    let ip: IpAddr = address.trim().parse().map_err(|_| {
+        GreyListError::invalid(
+            field,
+            format!("{text:?} is not an IP address or CIDR range"),
+        )
+    })?;
     let ip = normalise_ip(ip);
     let bits = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
-        Some(prefix) => prefix.trim().parse::<u32>().ok().filter(|p| *p <= bits).ok_or_else(|| {
-            GreyListError::invalid(field, format!("{text:?}: the prefix length must be 0 to {bits}"))
-        })?,
+        Some(prefix) => prefix
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p <= bits)
+            .ok_or_else(|| {
+                GreyListError::invalid(
+                    field,
+                    format!("{text:?}: the prefix length must be 0 to {bits}"),
+                )
+            })?,
         None => bits,
     };
     let value = ip_to_u128(ip);
     let host_bits = bits - prefix;
-    let mask: u128 = if host_bits == 0 { 0 } else { (1u128 << host_bits) - 1 };
+    let mask: u128 = if host_bits == 0 {
+        0
+    } else {
+        (1u128 << host_bits) - 1
+    };
     if value & mask != 0 {
         let network = from_u128(ip.is_ipv4(), value & !mask);
         return Err(GreyListError::invalid(
@@ -287,8 +301,13 @@ impl Aggregate for GreyListEntry {
                 if expires_at.is_some_and(|at| at <= occurred_at) {
                     return Err(GreyListError::invalid("expiresAt", "must be in the future"));
                 }
-                let comment = comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-                if comment.as_ref().is_some_and(|c| c.chars().count() > COMMENT_LENGTH_MAX) {
+                let comment = comment
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty());
+                if comment
+                    .as_ref()
+                    .is_some_and(|c| c.chars().count() > COMMENT_LENGTH_MAX)
+                {
                     return Err(GreyListError::invalid(
                         "comment",
                         format!("at most {COMMENT_LENGTH_MAX} characters"),
@@ -497,15 +516,33 @@ mod tests {
 
     #[test]
     fn ip_values_are_checked_and_made_canonical() {
-        assert_eq!(normalise_value(GreyListKind::Ip, "203.0.113.0/24").unwrap(), "203.0.113.0/24");
-        assert_eq!(normalise_value(GreyListKind::Ip, "203.0.113.7/32").unwrap(), "203.0.113.7");
-        assert_eq!(normalise_value(GreyListKind::Ip, "2001:DB8::/32").unwrap(), "2001:db8::/32");
-        assert_eq!(normalise_value(GreyListKind::Ip, "::ffff:192.0.2.1").unwrap(), "192.0.2.1");
+        assert_eq!(
+            normalise_value(GreyListKind::Ip, "203.0.113.0/24").unwrap(),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            normalise_value(GreyListKind::Ip, "203.0.113.7/32").unwrap(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            normalise_value(GreyListKind::Ip, "2001:DB8::/32").unwrap(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            normalise_value(GreyListKind::Ip, "::ffff:192.0.2.1").unwrap(),
+            "192.0.2.1"
+        );
         let error = normalise_value(GreyListKind::Ip, "203.0.113.5/24").unwrap_err();
-        assert!(error.to_string().contains("did you mean 203.0.113.0/24"), "{error}");
+        assert!(
+            error.to_string().contains("did you mean 203.0.113.0/24"),
+            "{error}"
+        );
         assert!(normalise_value(GreyListKind::Ip, "203.0.113.0/33").is_err());
         assert!(normalise_value(GreyListKind::Ip, "not-an-ip").is_err());
-        assert_eq!(normalise_value(GreyListKind::Bin, "49701099").unwrap(), "49701099");
+        assert_eq!(
+            normalise_value(GreyListKind::Bin, "49701099").unwrap(),
+            "49701099"
+        );
         assert!(normalise_value(GreyListKind::Bin, "4970100").is_err());
         assert_eq!(normalise_value(GreyListKind::Country, "fr").unwrap(), "FR");
         assert!(normalise_value(GreyListKind::Country, "FRA").is_err());
@@ -528,8 +565,14 @@ mod tests {
         assert_eq!(find("10.1.9.9", at(6)).as_deref(), Some("10.0.0.0/8"));
         assert_eq!(find("10.3.0.1", at(1)).as_deref(), Some("10.0.0.0/8"));
         assert_eq!(find("11.0.0.1", at(1)), None);
-        assert_eq!(find("2001:db8:1::1", at(1)).as_deref(), Some("2001:db8::/32"));
-        assert_eq!(find("::ffff:10.2.3.4", at(1)).as_deref(), Some("10.2.0.0/16"));
+        assert_eq!(
+            find("2001:db8:1::1", at(1)).as_deref(),
+            Some("2001:db8::/32")
+        );
+        assert_eq!(
+            find("::ffff:10.2.3.4", at(1)).as_deref(),
+            Some("10.2.0.0/16")
+        );
         assert_eq!(find("2001:db9::1", at(1)), None);
     }
 

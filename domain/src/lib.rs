@@ -17,9 +17,9 @@ pub mod payment;
 pub mod plan;
 pub mod reference;
 pub mod remittance;
+pub mod retention;
 pub mod risk;
 pub mod three_ds;
-pub mod retention;
 
 pub use ids::{Mode, PaymentId, RemittanceId, ShopId};
 pub use money::{Currency, Money, MoneyError};

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Mode, PaymentId, ShopId};
 use crate::money::Money;
-use crate::risk::{outstanding_check, ControlCheck, ControlMode, OutstandingLimits, OutstandingTotals};
+use crate::risk::{
+    outstanding_check, ControlCheck, ControlMode, OutstandingLimits, OutstandingTotals,
+};
 
 /// The aggregate id of one card's outstanding at one shop, in one mode.
 pub fn card_outstanding_id(shop_id: ShopId, mode: Mode, fingerprint: &str) -> String {
@@ -207,5 +209,93 @@ impl Aggregate for CardOutstanding {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::risk::RiskControl;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 12, 0, 0).unwrap()
+    }
+
+    fn eur(amount: &str) -> Money {
+        Money::parse_positive(amount, "EUR").unwrap()
+    }
+
+    fn limits() -> OutstandingLimits {
+        OutstandingLimits {
+            window_days: 7,
+            amount_max: Some(eur("100.00")),
+            count_max: None,
+        }
+    }
+
+    fn reserved(
+        shop_id: ShopId,
+        payment_id: PaymentId,
+        amount: &str,
+        day: u32,
+    ) -> OutstandingEvent {
+        OutstandingEvent::OutstandingReserved {
+            shop_id,
+            payment_id,
+            amount: eur(amount),
+            check: ControlCheck {
+                control: RiskControl::CardOutstanding,
+                mode: ControlMode::Blocking,
+                fired: false,
+                reason: None,
+                detail: String::new(),
+            },
+            occurred_at: at(day),
+        }
+    }
+
+    #[test]
+    fn a_blocking_cap_refuses_without_counting_and_the_window_rolls() {
+        let shop_id = ShopId::new();
+        let given = vec![reserved(shop_id, PaymentId::new(), "80.00", 1)];
+        let reserve = |day| OutstandingCommand::Reserve {
+            shop_id,
+            payment_id: PaymentId::new(),
+            amount: eur("30.00"),
+            mode: ControlMode::Blocking,
+            limits: limits(),
+            occurred_at: at(day),
+        };
+        TestFramework::<CardOutstanding>::with(())
+            .given(given.clone())
+            .when(reserve(2))
+            .then_expect_error_message(
+                "card outstanding over 7 days would be 110.00 EUR > cap 100.00 EUR",
+            );
+        // Eight days later the first payment has left the window.
+        let mut state = CardOutstanding::default();
+        for event in given {
+            state.apply(event);
+        }
+        let totals = state.totals(7, at(9), eur("1.00"));
+        assert_eq!(totals.count, 0);
+        assert!(totals.amount.is_zero());
+    }
+
+    #[test]
+    fn a_released_payment_no_longer_counts() {
+        let shop_id = ShopId::new();
+        let payment_id = PaymentId::new();
+        let mut state = CardOutstanding::default();
+        state.apply(reserved(shop_id, payment_id, "80.00", 1));
+        state.apply(OutstandingEvent::OutstandingReleased {
+            shop_id,
+            payment_id,
+            amount: eur("80.00"),
+            occurred_at: at(1),
+        });
+        assert_eq!(state.totals(7, at(2), eur("1.00")).count, 0);
     }
 }

@@ -177,10 +177,7 @@ pub fn check_parameters(
     parameters: &ControlParameters,
 ) -> Result<(), RiskSettingsError> {
     let foreign = |field: &'static str| {
-        RiskSettingsError::invalid(
-            field,
-            format!("does not apply to {}", control.as_str()),
-        )
+        RiskSettingsError::invalid(field, format!("does not apply to {}", control.as_str()))
     };
     if control != RiskControl::CardOutstanding && parameters.outstanding.is_some() {
         return Err(foreign("outstanding"));
@@ -303,7 +300,9 @@ impl ShopRiskSettings {
     }
 
     pub fn parameters(&self, control: RiskControl) -> Option<&ControlParameters> {
-        self.controls.get(&control).map(|setting| &setting.parameters)
+        self.controls
+            .get(&control)
+            .map(|setting| &setting.parameters)
     }
 
     pub fn three_ds_enrolment(&self) -> ThreeDsEnrolment {
@@ -340,9 +339,7 @@ impl Aggregate for ShopRiskSettings {
                 check_parameters(control, mode, &parameters)?;
                 let setting = ControlSetting { mode, parameters };
                 let previous = self.controls.get(&control).cloned();
-                if previous.as_ref() == Some(&setting)
-                    || (previous.is_none() && setting == off())
-                {
+                if previous.as_ref() == Some(&setting) || (previous.is_none() && setting == off()) {
                     return Err(RiskSettingsError::Unchanged);
                 }
                 RiskSettingsEvent::RiskControlConfigured {
@@ -557,22 +554,23 @@ pub fn evaluate_before_authentication(
     let mode = settings.mode(RiskControl::CardGreyList);
     if mode != ControlMode::Off {
         let bin6 = &input.card_bin8[..input.card_bin8.len().min(6)];
-        let fired = if let Some(hit) = grey_lists.card(input.card_fingerprint, now) {
-            Some((
+        let card_hit = grey_lists.card(input.card_fingerprint, now).map(|hit| {
+            (
                 "RISK_CARD_GREY_LISTED",
                 hit_detail("the card".to_string(), hit),
-            ))
-        } else if let Some(hit) = grey_lists
-            .bin(input.card_bin8, now)
-            .or_else(|| grey_lists.bin(bin6, now))
-        {
-            Some((
-                "RISK_BIN_GREY_LISTED",
-                hit_detail(format!("BIN {}", hit.value), hit),
-            ))
-        } else {
-            None
-        };
+            )
+        });
+        let fired = card_hit.or_else(|| {
+            grey_lists
+                .bin(input.card_bin8, now)
+                .or_else(|| grey_lists.bin(bin6, now))
+                .map(|hit| {
+                    (
+                        "RISK_BIN_GREY_LISTED",
+                        hit_detail(format!("BIN {}", hit.value), hit),
+                    )
+                })
+        });
         checks.push(check(
             RiskControl::CardGreyList,
             mode,
@@ -622,7 +620,10 @@ pub fn evaluate_before_authentication(
             .map(|range| {
                 (
                     "RISK_VIRTUAL_CARD",
-                    format!("BIN range {}-{} is a virtual card range", range.low, range.high),
+                    format!(
+                        "BIN range {}-{} is a virtual card range",
+                        range.low, range.high
+                    ),
                 )
             });
         checks.push(check(
@@ -684,7 +685,10 @@ pub fn evaluate_before_authentication(
             .map(|(name, _)| *name)
             .collect();
         let fired = if disagree {
-            Some(("RISK_COUNTRY_INCONSISTENT", format!("{} differ", describe())))
+            Some((
+                "RISK_COUNTRY_INCONSISTENT",
+                format!("{} differ", describe()),
+            ))
         } else if !outside.is_empty() {
             Some((
                 "RISK_COUNTRY_INCONSISTENT",
@@ -782,4 +786,260 @@ pub fn guarantee_check(
         format!("payment guarantee {}", guarantee.as_str())
     };
     Some(check(RiskControl::PaymentGuarantee, mode, fired, &quiet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grey_list::{GreyListHit, GreyListKind};
+    use crate::reference::{BinRange, CardProduct};
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()
+    }
+
+    fn eur(amount: &str) -> Money {
+        Money::parse_positive(amount, "EUR").unwrap()
+    }
+
+    fn settings(mode: ControlMode) -> ShopRiskSettings {
+        let mut settings = ShopRiskSettings::default();
+        for control in RiskControl::ALL {
+            let parameters = match control {
+                RiskControl::CountryConsistency => ControlParameters {
+                    shop_countries: vec!["FR".to_string()],
+                    ..Default::default()
+                },
+                _ => ControlParameters::default(),
+            };
+            settings
+                .controls
+                .insert(control, ControlSetting { mode, parameters });
+        }
+        settings
+    }
+
+    fn range(country: &str, virtual_card: bool, systematic: bool) -> BinRange {
+        BinRange {
+            low: "497010".to_string(),
+            high: "497010".to_string(),
+            brand: CardBrand::Cb,
+            product: CardProduct::Credit,
+            country: country.to_string(),
+            virtual_card,
+            systematic_authorisation: systematic,
+        }
+    }
+
+    fn hit(value: &str) -> GreyListHit {
+        GreyListHit {
+            entry_id: format!("grey_{value}"),
+            value: value.to_string(),
+            expires_at: None,
+            comment: Some("test".to_string()),
+        }
+    }
+
+    fn input<'a>(
+        bin_range: Option<&'a BinRange>,
+        ip: &str,
+        buyer: Option<&'a str>,
+    ) -> RiskInput<'a> {
+        RiskInput {
+            card_fingerprint: "ab",
+            card_bin8: "49701000",
+            card_brand: CardBrand::Cb,
+            bin_range,
+            buyer_ip: ip.parse().ok(),
+            ip_country: Some("FR"),
+            buyer_country: buyer,
+            channel: Channel::Ecommerce,
+            now: now(),
+        }
+    }
+
+    #[test]
+    fn nothing_runs_when_every_control_is_off() {
+        let range = range("GB", true, true);
+        let checks = evaluate_before_authentication(
+            &ShopRiskSettings::default(),
+            &GreyListIndex::default(),
+            &input(Some(&range), "10.0.0.1", Some("DE")),
+        );
+        assert!(checks.is_empty());
+    }
+
+    #[test]
+    fn every_control_fires_on_what_it_watches_and_the_first_blocking_refuses() {
+        let index = GreyListIndex::build(vec![
+            (GreyListKind::Card, hit("ab")),
+            (GreyListKind::Country, hit("GB")),
+            (GreyListKind::Ip, hit("10.0.0.0/8")),
+        ]);
+        let range = range("GB", true, true);
+        let checks = evaluate_before_authentication(
+            &settings(ControlMode::Blocking),
+            &index,
+            &input(Some(&range), "10.0.0.1", Some("FR")),
+        );
+        let reasons: Vec<_> = checks.iter().filter_map(|c| c.reason.as_deref()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "RISK_CARD_GREY_LISTED",
+                "RISK_CARD_COUNTRY_GREY_LISTED",
+                "RISK_IP_GREY_LISTED",
+                "RISK_VIRTUAL_CARD",
+                "RISK_SYSTEMATIC_AUTHORISATION_CARD",
+                "RISK_COUNTRY_INCONSISTENT",
+            ]
+        );
+        let assessment = RiskAssessment {
+            checks,
+            ..Default::default()
+        };
+        assert_eq!(assessment.outcome(), RiskOutcome::Refused);
+        assert_eq!(
+            assessment.blocking().unwrap().control,
+            RiskControl::CardGreyList
+        );
+    }
+
+    #[test]
+    fn informative_controls_flag_and_quiet_ones_say_why() {
+        let range = range("FR", false, false);
+        let checks = evaluate_before_authentication(
+            &settings(ControlMode::Informative),
+            &GreyListIndex::build(vec![(GreyListKind::Bin, hit("497010"))]),
+            &input(Some(&range), "192.0.2.1", Some("FR")),
+        );
+        let fired: Vec<_> = checks.iter().filter(|c| c.fired).collect();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].reason.as_deref(), Some("RISK_BIN_GREY_LISTED"));
+        let assessment = RiskAssessment {
+            checks: checks.clone(),
+            ..Default::default()
+        };
+        assert_eq!(assessment.outcome(), RiskOutcome::Flagged);
+        let consistency = checks
+            .iter()
+            .find(|c| c.control == RiskControl::CountryConsistency)
+            .unwrap();
+        assert!(!consistency.fired);
+        assert!(
+            consistency.detail.contains("agree"),
+            "{}",
+            consistency.detail
+        );
+    }
+
+    #[test]
+    fn the_outstanding_caps_amount_and_count() {
+        let limits = OutstandingLimits {
+            window_days: 7,
+            amount_max: Some(eur("100.00")),
+            count_max: Some(3),
+        };
+        let before = OutstandingTotals {
+            amount: eur("70.00"),
+            count: 1,
+        };
+        assert!(!outstanding_check(ControlMode::Blocking, &limits, before, eur("30.00")).fired);
+        assert!(outstanding_check(ControlMode::Blocking, &limits, before, eur("30.01")).fired);
+        let busy = OutstandingTotals {
+            amount: eur("1.00"),
+            count: 3,
+        };
+        assert!(outstanding_check(ControlMode::Blocking, &limits, busy, eur("1.00")).fired);
+    }
+
+    #[test]
+    fn the_guarantee_filter_spares_small_amounts() {
+        let mut settings = ShopRiskSettings::default();
+        settings.controls.insert(
+            RiskControl::PaymentGuarantee,
+            ControlSetting {
+                mode: ControlMode::Blocking,
+                parameters: ControlParameters {
+                    guarantee_amount_min: Some(eur("100.00")),
+                    ..Default::default()
+                },
+            },
+        );
+        assert!(
+            !guarantee_check(&settings, Guarantee::No, eur("99.99"))
+                .unwrap()
+                .fired
+        );
+        assert!(
+            guarantee_check(&settings, Guarantee::No, eur("100.00"))
+                .unwrap()
+                .fired
+        );
+        assert!(
+            guarantee_check(&settings, Guarantee::Unknown, eur("500.00"))
+                .unwrap()
+                .fired
+        );
+        assert!(
+            !guarantee_check(&settings, Guarantee::Yes, eur("500.00"))
+                .unwrap()
+                .fired
+        );
+        assert!(
+            guarantee_check(&ShopRiskSettings::default(), Guarantee::No, eur("1.00")).is_none()
+        );
+    }
+
+    #[test]
+    fn parameters_belong_to_their_control() {
+        let outstanding = ControlParameters {
+            outstanding: Some(OutstandingLimits {
+                window_days: 7,
+                amount_max: None,
+                count_max: Some(2),
+            }),
+            ..Default::default()
+        };
+        assert!(check_parameters(
+            RiskControl::CardOutstanding,
+            ControlMode::Blocking,
+            &outstanding
+        )
+        .is_ok());
+        let error = check_parameters(
+            RiskControl::VirtualCard,
+            ControlMode::Blocking,
+            &outstanding,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            RiskSettingsError::InvalidParameter {
+                field: "outstanding",
+                ..
+            }
+        ));
+        let error = check_parameters(
+            RiskControl::CardOutstanding,
+            ControlMode::Informative,
+            &ControlParameters::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            RiskSettingsError::InvalidParameter {
+                field: "outstanding",
+                ..
+            }
+        ));
+        // Turning it off needs no limits.
+        assert!(check_parameters(
+            RiskControl::CardOutstanding,
+            ControlMode::Off,
+            &ControlParameters::default()
+        )
+        .is_ok());
+    }
 }

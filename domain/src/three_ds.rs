@@ -143,8 +143,7 @@ pub fn guarantee_of(enrolled: ThreeDsEnrolled, status: ThreeDsStatus) -> Guarant
 }
 
 /// Brands the 3-D Secure programme covers (SE-1).
-pub const THREE_DS_BRANDS: [CardBrand; 3] =
-    [CardBrand::Cb, CardBrand::Visa, CardBrand::Mastercard];
+pub const THREE_DS_BRANDS: [CardBrand; 3] = [CardBrand::Cb, CardBrand::Visa, CardBrand::Mastercard];
 
 /// Channels with a buyer browser to authenticate in; the others (MOTO, call
 /// centre, IVR, ERP) are never 3DS-authenticated and carry no guarantee.

@@ -28,7 +28,10 @@ pub const THREE_DS_TEST_CARDS: &[(&str, SimulatedAuthentication)] = &[
     ("4970100000000105", SimulatedAuthentication::Challenge),
     ("4970100000000113", SimulatedAuthentication::Failed),
     ("4970100000000121", SimulatedAuthentication::NotEnrolled),
-    ("4970100000000139", SimulatedAuthentication::DirectoryUnavailable),
+    (
+        "4970100000000139",
+        SimulatedAuthentication::DirectoryUnavailable,
+    ),
     ("4970100000000147", SimulatedAuthentication::Attempted),
 ];
 

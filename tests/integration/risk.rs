@@ -7,7 +7,8 @@ use caisse_application::ports::Clock;
 use caisse_tests::{both_backends, data, error_code, payment_input, TestApp};
 use serde_json::{json, Value};
 
-const PAYMENT_FIELDS: &str = "id status amount authorisedAmount guarantee threeDsEnrolled threeDsStatus
+const PAYMENT_FIELDS: &str =
+    "id status amount authorisedAmount guarantee threeDsEnrolled threeDsStatus
     card { issuingCountry fingerprint } refusal { code message }
     risk { outcome checks { control mode fired reason detail } }";
 
@@ -96,18 +97,39 @@ async fn add_entry(app: &TestApp, entry: Value) -> Value {
 
 async fn three_ds_outcomes_give_their_guarantee(app: TestApp) {
     let cases = [
-        (FRICTIONLESS, "AUTHORISED", "ENROLLED", "AUTHENTICATED", "YES"),
+        (
+            FRICTIONLESS,
+            "AUTHORISED",
+            "ENROLLED",
+            "AUTHENTICATED",
+            "YES",
+        ),
         (ATTEMPTED, "AUTHORISED", "ENROLLED", "ATTEMPTED", "YES"),
         (AUTHENTICATION_FAILED, "REFUSED", "ENROLLED", "FAILED", "NO"),
-        (NOT_ENROLLED, "AUTHORISED", "NOT_ENROLLED", "NOT_PERFORMED", "NO"),
-        (DIRECTORY_UNAVAILABLE, "AUTHORISED", "UNKNOWN", "UNAVAILABLE", "UNKNOWN"),
+        (
+            NOT_ENROLLED,
+            "AUTHORISED",
+            "NOT_ENROLLED",
+            "NOT_PERFORMED",
+            "NO",
+        ),
+        (
+            DIRECTORY_UNAVAILABLE,
+            "AUTHORISED",
+            "UNKNOWN",
+            "UNAVAILABLE",
+            "UNKNOWN",
+        ),
     ];
     let mut ids = Vec::new();
     for (card, status, enrolled, three_ds_status, guarantee) in cases {
         let created = create(&app, with_card("20.00", card)).await;
         assert_eq!(created["status"], status, "{card}: {created}");
         assert_eq!(created["threeDsEnrolled"], enrolled, "{card}: {created}");
-        assert_eq!(created["threeDsStatus"], three_ds_status, "{card}: {created}");
+        assert_eq!(
+            created["threeDsStatus"], three_ds_status,
+            "{card}: {created}"
+        );
         assert_eq!(created["guarantee"], guarantee, "{card}: {created}");
         // The same in the views (cash management) as in the real-time answer.
         let viewed = payment(&app, &created["id"]).await;
@@ -133,7 +155,10 @@ async fn three_ds_outcomes_give_their_guarantee(app: TestApp) {
             json!({ "id": ids[0].0 }),
         )
         .await;
-    let history = data(&response)["payment"]["history"].as_array().unwrap().clone();
+    let history = data(&response)["payment"]["history"]
+        .as_array()
+        .unwrap()
+        .clone();
     let authorised = history
         .iter()
         .find(|e| e["type"] == "PaymentAuthorised")
@@ -154,7 +179,13 @@ async fn three_ds_outcomes_give_their_guarantee(app: TestApp) {
     let yes = data(&response)["yes"]["edges"].as_array().unwrap().clone();
     assert_eq!(yes.len(), 2, "{response}");
     assert!(yes.iter().all(|p| p["node"]["guarantee"] == "YES"));
-    assert_eq!(data(&response)["unknown"]["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        data(&response)["unknown"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let response = app
         .graphql(
             "query($shop: ID!) { cashSummary(shopId: $shop, from: \"2026-03-02\", to: \"2026-03-02\") {
@@ -174,22 +205,43 @@ async fn three_ds_outcomes_give_their_guarantee(app: TestApp) {
         by_guarantee
             .iter()
             .find(|t| t["guarantee"] == guarantee && t["kind"] == "AUTHORISED")
-            .map(|t| (t["count"].as_i64().unwrap(), t["total"].as_str().unwrap().to_string()))
+            .map(|t| {
+                (
+                    t["count"].as_i64().unwrap(),
+                    t["total"].as_str().unwrap().to_string(),
+                )
+            })
     };
-    assert_eq!(authorised_with("YES"), Some((2, "40.00".to_string())), "{response}");
-    assert_eq!(authorised_with("NO"), Some((1, "20.00".to_string())), "{response}");
+    assert_eq!(
+        authorised_with("YES"),
+        Some((2, "40.00".to_string())),
+        "{response}"
+    );
+    assert_eq!(
+        authorised_with("NO"),
+        Some((1, "20.00".to_string())),
+        "{response}"
+    );
     assert!(by_guarantee
         .iter()
         .any(|t| t["guarantee"] == "NO" && t["kind"] == "REFUSED" && t["count"] == 1));
-    assert_eq!(authorised_with("UNKNOWN"), Some((1, "20.00".to_string())), "{response}");
+    assert_eq!(
+        authorised_with("UNKNOWN"),
+        Some((1, "20.00".to_string())),
+        "{response}"
+    );
 }
-both_backends!(three_ds_outcomes_give_their_guarantee_in_the_answer_history_and_views, super::three_ds_outcomes_give_their_guarantee);
+both_backends!(
+    three_ds_outcomes_give_their_guarantee_in_the_answer_history_and_views,
+    super::three_ds_outcomes_give_their_guarantee
+);
 
 async fn complete(app: &TestApp, id: &Value, result: &str) -> Value {
     let query = format!(
         "mutation($id: ID!, $result: ChallengeResult!) {{ completeThreeDsChallenge(paymentId: $id, result: $result) {{ {PAYMENT_FIELDS} }} }}"
     );
-    app.graphql(&query, json!({ "id": id, "result": result })).await
+    app.graphql(&query, json!({ "id": id, "result": result }))
+        .await
 }
 
 async fn a_challenge_waits_for_its_result(app: TestApp) {
@@ -217,7 +269,11 @@ async fn a_challenge_waits_for_its_result(app: TestApp) {
     assert_eq!(viewed["guarantee"], "YES");
     assert_eq!(
         history_types(&viewed),
-        ["PaymentAuthenticationPending", "PaymentAuthenticated", "PaymentAuthorised"]
+        [
+            "PaymentAuthenticationPending",
+            "PaymentAuthenticated",
+            "PaymentAuthorised"
+        ]
     );
     // A second result is refused: one authorisation only.
     let response = complete(&app, &pending["id"], "SUCCESS").await;
@@ -246,12 +302,18 @@ async fn a_challenge_waits_for_its_result(app: TestApp) {
     assert_eq!(viewed["status"], "ABANDONED", "{viewed}");
     assert_eq!(
         history_types(&viewed),
-        ["PaymentAuthenticationPending", "PaymentAuthenticationAbandoned"]
+        [
+            "PaymentAuthenticationPending",
+            "PaymentAuthenticationAbandoned"
+        ]
     );
     let response = complete(&app, &abandoned["id"], "SUCCESS").await;
     assert_eq!(error_code(&response), "PAYMENT_NOT_AUTHENTICATION_PENDING");
 }
-both_backends!(a_challenge_waits_then_is_authorised_refused_or_abandoned, super::a_challenge_waits_for_its_result);
+both_backends!(
+    a_challenge_waits_then_is_authorised_refused_or_abandoned,
+    super::a_challenge_waits_for_its_result
+);
 
 async fn three_ds_enrolment_is_per_brand_and_channel(app: TestApp) {
     let response = app
@@ -261,7 +323,10 @@ async fn three_ds_enrolment_is_per_brand_and_channel(app: TestApp) {
             json!({ "shop": app.shop_id }),
         )
         .await;
-    assert_eq!(data(&response)["configureThreeDs"]["threeDsBrands"], json!(["CB"]));
+    assert_eq!(
+        data(&response)["configureThreeDs"]["threeDsBrands"],
+        json!(["CB"])
+    );
     let mut visa = with_card("10.00", FRICTIONLESS);
     visa["card"]["brand"] = json!("VISA");
     let visa = create(&app, visa).await;
@@ -289,11 +354,20 @@ async fn three_ds_enrolment_is_per_brand_and_channel(app: TestApp) {
         .await;
     assert_eq!(response["errors"][0]["extensions"]["field"], "brands");
 }
-both_backends!(three_ds_enrolment_is_per_brand_and_channel_and_checked, super::three_ds_enrolment_is_per_brand_and_channel);
+both_backends!(
+    three_ds_enrolment_is_per_brand_and_channel_and_checked,
+    super::three_ds_enrolment_is_per_brand_and_channel
+);
 
 /// One control through OFF, INFORMATIVE and BLOCKING: the payment made by
 /// `input` passes unchecked, passes flagged, then is refused with `reason`.
-async fn in_each_mode(app: &TestApp, control: &str, extra: Value, input: impl Fn() -> Value, reason: &str) {
+async fn in_each_mode(
+    app: &TestApp,
+    control: &str,
+    extra: Value,
+    input: impl Fn() -> Value,
+    reason: &str,
+) {
     let off = create(app, input()).await;
     assert_eq!(off["status"], "AUTHORISED", "{control} OFF: {off}");
     assert!(check(&off, control).is_none(), "{control} OFF ran: {off}");
@@ -301,7 +375,10 @@ async fn in_each_mode(app: &TestApp, control: &str, extra: Value, input: impl Fn
 
     set_mode(app, control, "INFORMATIVE", extra.clone()).await;
     let informative = create(app, input()).await;
-    assert_eq!(informative["status"], "AUTHORISED", "{control} INFORMATIVE: {informative}");
+    assert_eq!(
+        informative["status"], "AUTHORISED",
+        "{control} INFORMATIVE: {informative}"
+    );
     let fired = check(&informative, control).expect("the control ran");
     assert_eq!(fired["fired"], true, "{control}: {informative}");
     assert_eq!(fired["mode"], "INFORMATIVE");
@@ -310,7 +387,10 @@ async fn in_each_mode(app: &TestApp, control: &str, extra: Value, input: impl Fn
 
     set_mode(app, control, "BLOCKING", extra).await;
     let blocked = create(app, input()).await;
-    assert_eq!(blocked["status"], "REFUSED", "{control} BLOCKING: {blocked}");
+    assert_eq!(
+        blocked["status"], "REFUSED",
+        "{control} BLOCKING: {blocked}"
+    );
     assert_eq!(blocked["refusal"]["code"], reason);
     assert!(!blocked["refusal"]["message"].as_str().unwrap().is_empty());
     assert_eq!(blocked["risk"]["outcome"], "REFUSED");
@@ -324,43 +404,126 @@ async fn in_each_mode(app: &TestApp, control: &str, extra: Value, input: impl Fn
 
 async fn grey_lists_in_each_mode(app: TestApp) {
     let card = "4970100000000204";
-    let response = add_entry(&app, json!({ "list": "CARD", "cardNumber": card, "comment": "chargeback 2026-02" })).await;
+    let response = add_entry(
+        &app,
+        json!({ "list": "CARD", "cardNumber": card, "comment": "chargeback 2026-02" }),
+    )
+    .await;
     data(&response);
-    in_each_mode(&app, "CARD_GREY_LIST", json!({}), || with_card("15.00", card), "RISK_CARD_GREY_LISTED").await;
+    in_each_mode(
+        &app,
+        "CARD_GREY_LIST",
+        json!({}),
+        || with_card("15.00", card),
+        "RISK_CARD_GREY_LISTED",
+    )
+    .await;
     data(&add_entry(&app, json!({ "list": "BIN", "value": "49701099" })).await);
-    in_each_mode(&app, "CARD_GREY_LIST", json!({}), || with_card("15.00", VIRTUAL), "RISK_BIN_GREY_LISTED").await;
+    in_each_mode(
+        &app,
+        "CARD_GREY_LIST",
+        json!({}),
+        || with_card("15.00", VIRTUAL),
+        "RISK_BIN_GREY_LISTED",
+    )
+    .await;
     data(&add_entry(&app, json!({ "list": "COUNTRY", "value": "gb" })).await);
-    in_each_mode(&app, "CARD_COUNTRY_GREY_LIST", json!({}), || with_card("15.00", VISA_ELECTRON), "RISK_CARD_COUNTRY_GREY_LISTED").await;
+    in_each_mode(
+        &app,
+        "CARD_COUNTRY_GREY_LIST",
+        json!({}),
+        || with_card("15.00", VISA_ELECTRON),
+        "RISK_CARD_COUNTRY_GREY_LISTED",
+    )
+    .await;
     data(&add_entry(&app, json!({ "list": "IP", "value": "198.51.100.0/24" })).await);
     data(&add_entry(&app, json!({ "list": "IP", "value": "2001:db8:1::/48" })).await);
-    in_each_mode(&app, "IP_GREY_LIST", json!({}), || {
-        let mut input = with_card("15.00", FRICTIONLESS);
-        input["buyerIp"] = json!("198.51.100.77");
-        input
-    }, "RISK_IP_GREY_LISTED").await;
-    in_each_mode(&app, "IP_GREY_LIST", json!({}), || {
-        let mut input = with_card("15.00", FRICTIONLESS);
-        input["buyerIp"] = json!("2001:db8:1:2::9");
-        input
-    }, "RISK_IP_GREY_LISTED").await;
+    in_each_mode(
+        &app,
+        "IP_GREY_LIST",
+        json!({}),
+        || {
+            let mut input = with_card("15.00", FRICTIONLESS);
+            input["buyerIp"] = json!("198.51.100.77");
+            input
+        },
+        "RISK_IP_GREY_LISTED",
+    )
+    .await;
+    in_each_mode(
+        &app,
+        "IP_GREY_LIST",
+        json!({}),
+        || {
+            let mut input = with_card("15.00", FRICTIONLESS);
+            input["buyerIp"] = json!("2001:db8:1:2::9");
+            input
+        },
+        "RISK_IP_GREY_LISTED",
+    )
+    .await;
 }
-both_backends!(grey_list_controls_off_informative_blocking, super::grey_lists_in_each_mode);
+both_backends!(
+    grey_list_controls_off_informative_blocking,
+    super::grey_lists_in_each_mode
+);
 
 async fn card_filters_in_each_mode(app: TestApp) {
-    in_each_mode(&app, "VIRTUAL_CARD", json!({}), || with_card("15.00", VIRTUAL), "RISK_VIRTUAL_CARD").await;
-    in_each_mode(&app, "SYSTEMATIC_AUTHORISATION_CARD", json!({}), || with_card("15.00", VISA_ELECTRON), "RISK_SYSTEMATIC_AUTHORISATION_CARD").await;
+    in_each_mode(
+        &app,
+        "VIRTUAL_CARD",
+        json!({}),
+        || with_card("15.00", VIRTUAL),
+        "RISK_VIRTUAL_CARD",
+    )
+    .await;
+    in_each_mode(
+        &app,
+        "SYSTEMATIC_AUTHORISATION_CARD",
+        json!({}),
+        || with_card("15.00", VISA_ELECTRON),
+        "RISK_SYSTEMATIC_AUTHORISATION_CARD",
+    )
+    .await;
     // FR card, FR IP, buyer says DE.
-    in_each_mode(&app, "COUNTRY_CONSISTENCY", json!({}), || {
-        let mut input = with_card("15.00", FRICTIONLESS);
-        input["buyerCountry"] = json!("DE");
-        input
-    }, "RISK_COUNTRY_INCONSISTENT").await;
+    in_each_mode(
+        &app,
+        "COUNTRY_CONSISTENCY",
+        json!({}),
+        || {
+            let mut input = with_card("15.00", FRICTIONLESS);
+            input["buyerCountry"] = json!("DE");
+            input
+        },
+        "RISK_COUNTRY_INCONSISTENT",
+    )
+    .await;
     // Everything FR, but the shop sells to BE and LU only.
-    in_each_mode(&app, "COUNTRY_CONSISTENCY", json!({ "shopCountries": ["BE", "LU"] }), || with_card("15.00", FRICTIONLESS), "RISK_COUNTRY_INCONSISTENT").await;
+    in_each_mode(
+        &app,
+        "COUNTRY_CONSISTENCY",
+        json!({ "shopCountries": ["BE", "LU"] }),
+        || with_card("15.00", FRICTIONLESS),
+        "RISK_COUNTRY_INCONSISTENT",
+    )
+    .await;
     // A not-enrolled card gives no guarantee.
-    in_each_mode(&app, "PAYMENT_GUARANTEE", json!({}), || with_card("150.00", NOT_ENROLLED), "RISK_NO_GUARANTEE").await;
+    in_each_mode(
+        &app,
+        "PAYMENT_GUARANTEE",
+        json!({}),
+        || with_card("150.00", NOT_ENROLLED),
+        "RISK_NO_GUARANTEE",
+    )
+    .await;
     // Below the minimum amount the guarantee filter lets it through.
-    set_mode(&app, "PAYMENT_GUARANTEE", "BLOCKING", json!({ "guaranteeAmountMin": "100.00" })).await;
+    set_mode(
+        &app,
+        "PAYMENT_GUARANTEE",
+        "BLOCKING",
+        json!({ "guaranteeAmountMin": "100.00" }),
+    )
+    .await;
     let small = create(&app, with_card("50.00", NOT_ENROLLED)).await;
     assert_eq!(small["status"], "AUTHORISED", "{small}");
     assert_eq!(check(&small, "PAYMENT_GUARANTEE").unwrap()["fired"], false);
@@ -371,18 +534,31 @@ async fn card_filters_in_each_mode(app: TestApp) {
     let response = complete(&app, &pending["id"], "SUCCESS").await;
     let completed = &data(&response)["completeThreeDsChallenge"];
     assert_eq!(completed["status"], "AUTHORISED");
-    assert_eq!(check(completed, "PAYMENT_GUARANTEE").unwrap()["fired"], false);
+    assert_eq!(
+        check(completed, "PAYMENT_GUARANTEE").unwrap()["fired"],
+        false
+    );
 }
-both_backends!(card_and_country_and_guarantee_filters_off_informative_blocking, super::card_filters_in_each_mode);
+both_backends!(
+    card_and_country_and_guarantee_filters_off_informative_blocking,
+    super::card_filters_in_each_mode
+);
 
 async fn outstanding_in_each_mode(app: TestApp) {
     let card = "4970100000000303";
     let limits = json!({ "outstanding": { "windowDays": 7, "amountMax": "100.00" } });
     // OFF: nothing counted.
-    assert_eq!(create(&app, with_card("60.00", card)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("60.00", card)).await["status"],
+        "AUTHORISED"
+    );
     set_mode(&app, "CARD_OUTSTANDING", "INFORMATIVE", limits.clone()).await;
     let first = create(&app, with_card("60.00", card)).await;
-    assert_eq!(check(&first, "CARD_OUTSTANDING").unwrap()["fired"], false, "{first}");
+    assert_eq!(
+        check(&first, "CARD_OUTSTANDING").unwrap()["fired"],
+        false,
+        "{first}"
+    );
     let second = create(&app, with_card("60.00", card)).await;
     assert_eq!(second["status"], "AUTHORISED");
     let fired = check(&second, "CARD_OUTSTANDING").unwrap();
@@ -393,36 +569,93 @@ async fn outstanding_in_each_mode(app: TestApp) {
     assert_eq!(blocked["status"], "REFUSED", "{blocked}");
     assert_eq!(blocked["refusal"]["code"], "RISK_CARD_OUTSTANDING_EXCEEDED");
     // Another card is not affected.
-    assert_eq!(create(&app, with_card("60.00", FRICTIONLESS)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("60.00", FRICTIONLESS)).await["status"],
+        "AUTHORISED"
+    );
     // The window rolls: 8 days later the card is free again.
     app.clock.advance(chrono::Duration::days(8));
-    assert_eq!(create(&app, with_card("60.00", card)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("60.00", card)).await["status"],
+        "AUTHORISED"
+    );
     // A count cap.
-    set_mode(&app, "CARD_OUTSTANDING", "BLOCKING", json!({ "outstanding": { "windowDays": 1, "countMax": 2 } })).await;
+    set_mode(
+        &app,
+        "CARD_OUTSTANDING",
+        "BLOCKING",
+        json!({ "outstanding": { "windowDays": 1, "countMax": 2 } }),
+    )
+    .await;
     let counted = "4970100000000311";
-    assert_eq!(create(&app, with_card("1.00", counted)).await["status"], "AUTHORISED");
-    assert_eq!(create(&app, with_card("1.00", counted)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("1.00", counted)).await["status"],
+        "AUTHORISED"
+    );
+    assert_eq!(
+        create(&app, with_card("1.00", counted)).await["status"],
+        "AUTHORISED"
+    );
     let third = create(&app, with_card("1.00", counted)).await;
-    assert_eq!(third["refusal"]["code"], "RISK_CARD_OUTSTANDING_EXCEEDED", "{third}");
+    assert_eq!(
+        third["refusal"]["code"], "RISK_CARD_OUTSTANDING_EXCEEDED",
+        "{third}"
+    );
     // A payment the issuer refuses gives its outstanding back.
     let declined = "4970100000000014";
-    set_mode(&app, "CARD_OUTSTANDING", "BLOCKING", json!({ "outstanding": { "windowDays": 1, "countMax": 1 } })).await;
-    assert_eq!(create(&app, with_card("1.00", declined)).await["refusal"]["code"], "05");
-    assert_eq!(create(&app, with_card("1.00", declined)).await["refusal"]["code"], "05");
+    set_mode(
+        &app,
+        "CARD_OUTSTANDING",
+        "BLOCKING",
+        json!({ "outstanding": { "windowDays": 1, "countMax": 1 } }),
+    )
+    .await;
+    assert_eq!(
+        create(&app, with_card("1.00", declined)).await["refusal"]["code"],
+        "05"
+    );
+    assert_eq!(
+        create(&app, with_card("1.00", declined)).await["refusal"]["code"],
+        "05"
+    );
 }
-both_backends!(card_outstanding_off_informative_blocking_and_window, super::outstanding_in_each_mode);
+both_backends!(
+    card_outstanding_off_informative_blocking_and_window,
+    super::outstanding_in_each_mode
+);
 
 async fn settings_are_checked_and_recorded(app: TestApp) {
-    let response = configure(&app, json!({ "control": "CARD_OUTSTANDING", "mode": "BLOCKING" })).await;
+    let response = configure(
+        &app,
+        json!({ "control": "CARD_OUTSTANDING", "mode": "BLOCKING" }),
+    )
+    .await;
     assert_eq!(error_code(&response), "INVALID_RISK_SETTING");
     assert_eq!(response["errors"][0]["extensions"]["field"], "outstanding");
-    let response = configure(&app, json!({ "control": "CARD_OUTSTANDING", "mode": "BLOCKING",
-        "outstanding": { "windowDays": 0, "countMax": 3 } })).await;
-    assert_eq!(response["errors"][0]["extensions"]["field"], "outstanding.windowDays");
-    let response = configure(&app, json!({ "control": "VIRTUAL_CARD", "mode": "BLOCKING", "shopCountries": ["FR"] })).await;
-    assert_eq!(response["errors"][0]["extensions"]["field"], "shopCountries");
+    let response = configure(
+        &app,
+        json!({ "control": "CARD_OUTSTANDING", "mode": "BLOCKING",
+        "outstanding": { "windowDays": 0, "countMax": 3 } }),
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["field"],
+        "outstanding.windowDays"
+    );
+    let response = configure(
+        &app,
+        json!({ "control": "VIRTUAL_CARD", "mode": "BLOCKING", "shopCountries": ["FR"] }),
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["field"],
+        "shopCountries"
+    );
     let response = configure(&app, json!({ "control": "COUNTRY_CONSISTENCY", "mode": "BLOCKING", "shopCountries": ["France"] })).await;
-    assert_eq!(response["errors"][0]["extensions"]["field"], "shopCountries");
+    assert_eq!(
+        response["errors"][0]["extensions"]["field"],
+        "shopCountries"
+    );
     let response = configure(&app, json!({ "control": "VIRTUAL_CARD", "mode": "OFF" })).await;
     assert_eq!(error_code(&response), "RISK_SETTING_UNCHANGED");
     set_mode(&app, "VIRTUAL_CARD", "BLOCKING", json!({})).await;
@@ -435,10 +668,16 @@ async fn settings_are_checked_and_recorded(app: TestApp) {
     let settings = &data(&response)["riskSettings"];
     let controls = settings["controls"].as_array().unwrap();
     assert_eq!(controls.len(), 8);
-    let virtual_card = controls.iter().find(|c| c["control"] == "VIRTUAL_CARD").unwrap();
+    let virtual_card = controls
+        .iter()
+        .find(|c| c["control"] == "VIRTUAL_CARD")
+        .unwrap();
     assert_eq!(virtual_card["mode"], "BLOCKING");
     assert_eq!(virtual_card["feature"], "RC-5");
-    assert_eq!(settings["threeDsBrands"], json!(["CB", "VISA", "MASTERCARD"]));
+    assert_eq!(
+        settings["threeDsBrands"],
+        json!(["CB", "VISA", "MASTERCARD"])
+    );
     // Another merchant cannot touch this shop's settings.
     let other = app.other_merchant().await;
     let response = app
@@ -451,24 +690,45 @@ async fn settings_are_checked_and_recorded(app: TestApp) {
     assert_eq!(error_code(&response), "SHOP_NOT_FOUND");
     // Who changed what, when: the event log.
     let response = app
-        .graphql("{ events(first: 200) { events { type actor aggregateType } } }", json!({}))
+        .graphql(
+            "{ events(first: 200) { events { type actor aggregateType } } }",
+            json!({}),
+        )
         .await;
-    let events = data(&response)["events"]["events"].as_array().unwrap().clone();
+    let events = data(&response)["events"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     let configured = events
         .iter()
         .find(|e| e["type"] == "RiskControlConfigured")
         .unwrap_or_else(|| panic!("no RiskControlConfigured in {events:?}"));
-    assert!(configured["actor"].as_str().unwrap().starts_with("api_key:"), "{configured}");
+    assert!(
+        configured["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("api_key:"),
+        "{configured}"
+    );
 }
-both_backends!(risk_settings_are_checked_recorded_and_scoped, super::settings_are_checked_and_recorded);
+both_backends!(
+    risk_settings_are_checked_recorded_and_scoped,
+    super::settings_are_checked_and_recorded
+);
 
 async fn grey_list_entries_are_managed_as_events(app: TestApp) {
     let response = add_entry(&app, json!({ "list": "IP", "value": "203.0.113.5/24" })).await;
     assert_eq!(error_code(&response), "INVALID_GREY_LIST_VALUE");
     assert_eq!(response["errors"][0]["extensions"]["field"], "value");
-    assert!(response["errors"][0]["message"].as_str().unwrap().contains("203.0.113.0/24"));
+    assert!(response["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("203.0.113.0/24"));
     let response = add_entry(&app, json!({ "list": "CARD", "value": FRICTIONLESS })).await;
-    assert_eq!(response["errors"][0]["extensions"]["field"], "cardFingerprint");
+    assert_eq!(
+        response["errors"][0]["extensions"]["field"],
+        "cardFingerprint"
+    );
     let response = add_entry(&app, json!({ "list": "BIN", "value": "12345" })).await;
     assert_eq!(error_code(&response), "INVALID_GREY_LIST_VALUE");
     let expires = app.clock.now() + chrono::Duration::days(2);
@@ -477,12 +737,24 @@ async fn grey_list_entries_are_managed_as_events(app: TestApp) {
     let response = add_entry(&app, json!({ "list": "COUNTRY", "value": "fr" })).await;
     assert_eq!(error_code(&response), "GREY_LIST_ENTRY_EXISTS");
     set_mode(&app, "CARD_COUNTRY_GREY_LIST", "BLOCKING", json!({})).await;
-    assert_eq!(create(&app, with_card("9.00", FRICTIONLESS)).await["status"], "REFUSED");
+    assert_eq!(
+        create(&app, with_card("9.00", FRICTIONLESS)).await["status"],
+        "REFUSED"
+    );
     // Expired: it no longer applies.
     app.clock.advance(chrono::Duration::days(3));
-    assert_eq!(create(&app, with_card("9.00", FRICTIONLESS)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("9.00", FRICTIONLESS)).await["status"],
+        "AUTHORISED"
+    );
     data(&add_entry(&app, json!({ "list": "COUNTRY", "value": "FR" })).await);
-    data(&add_entry(&app, json!({ "list": "BIN", "value": "555555", "comment": "Belgian debit" })).await);
+    data(
+        &add_entry(
+            &app,
+            json!({ "list": "BIN", "value": "555555", "comment": "Belgian debit" }),
+        )
+        .await,
+    );
     let response = app
         .graphql(
             "query($shop: ID!) { all: greyListEntries(shopId: $shop) { id list value comment addedBy removedAt }
@@ -496,44 +768,80 @@ async fn grey_list_entries_are_managed_as_events(app: TestApp) {
     assert_eq!(lists["search"], json!([{ "value": "555555" }]));
     let country = lists["countries"][0]["id"].clone();
     assert_eq!(country, entry_id);
-    assert_eq!(create(&app, with_card("9.00", FRICTIONLESS)).await["status"], "REFUSED");
+    assert_eq!(
+        create(&app, with_card("9.00", FRICTIONLESS)).await["status"],
+        "REFUSED"
+    );
     // Removal takes effect on the next payment.
     let response = app
-        .graphql("mutation($id: ID!) { removeGreyListEntry(entryId: $id) }", json!({ "id": country }))
+        .graphql(
+            "mutation($id: ID!) { removeGreyListEntry(entryId: $id) }",
+            json!({ "id": country }),
+        )
         .await;
     assert_eq!(data(&response)["removeGreyListEntry"], true);
-    assert_eq!(create(&app, with_card("9.00", FRICTIONLESS)).await["status"], "AUTHORISED");
+    assert_eq!(
+        create(&app, with_card("9.00", FRICTIONLESS)).await["status"],
+        "AUTHORISED"
+    );
     let response = app
-        .graphql("mutation($id: ID!) { removeGreyListEntry(entryId: $id) }", json!({ "id": country }))
+        .graphql(
+            "mutation($id: ID!) { removeGreyListEntry(entryId: $id) }",
+            json!({ "id": country }),
+        )
         .await;
     assert_eq!(error_code(&response), "GREY_LIST_ENTRY_NOT_FOUND");
     // Another merchant neither sees nor removes it.
     let other = app.other_merchant().await;
     let bin = app
-        .graphql("query($shop: ID!) { greyListEntries(shopId: $shop, list: BIN) { id } }", json!({ "shop": app.shop_id }))
+        .graphql(
+            "query($shop: ID!) { greyListEntries(shopId: $shop, list: BIN) { id } }",
+            json!({ "shop": app.shop_id }),
+        )
         .await;
     let bin_id = data(&bin)["greyListEntries"][0]["id"].clone();
     let response = app
-        .graphql_as(&other.test_key, "mutation($id: ID!) { removeGreyListEntry(entryId: $id) }", json!({ "id": bin_id }))
+        .graphql_as(
+            &other.test_key,
+            "mutation($id: ID!) { removeGreyListEntry(entryId: $id) }",
+            json!({ "id": bin_id }),
+        )
         .await;
     assert_eq!(error_code(&response), "GREY_LIST_ENTRY_NOT_FOUND");
 }
-both_backends!(grey_list_entries_are_added_searched_expired_and_removed, super::grey_list_entries_are_managed_as_events);
+both_backends!(
+    grey_list_entries_are_added_searched_expired_and_removed,
+    super::grey_list_entries_are_managed_as_events
+);
 
 async fn twenty_parallel_payments_on_one_card(app: TestApp) {
-    set_mode(&app, "CARD_OUTSTANDING", "BLOCKING", json!({ "outstanding": { "windowDays": 7, "amountMax": "100.00" } })).await;
+    set_mode(
+        &app,
+        "CARD_OUTSTANDING",
+        "BLOCKING",
+        json!({ "outstanding": { "windowDays": 7, "amountMax": "100.00" } }),
+    )
+    .await;
     let card = "4970100000000402";
     let attempts = (0..20).map(|_| {
         let app = &app;
         async move { create(app, with_card("30.00", card)).await }
     });
     let results = futures::future::join_all(attempts).await;
-    let authorised: Vec<&Value> = results.iter().filter(|p| p["status"] == "AUTHORISED").collect();
-    let refused: Vec<&Value> = results.iter().filter(|p| p["status"] == "REFUSED").collect();
+    let authorised: Vec<&Value> = results
+        .iter()
+        .filter(|p| p["status"] == "AUTHORISED")
+        .collect();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|p| p["status"] == "REFUSED")
+        .collect();
     assert_eq!(authorised.len() + refused.len(), 20, "{results:?}");
     // 3 × 30.00 fit under 100.00; a fourth would not. Never more.
     assert_eq!(authorised.len(), 3, "{results:?}");
-    assert!(refused.iter().all(|p| p["refusal"]["code"] == "RISK_CARD_OUTSTANDING_EXCEEDED"));
+    assert!(refused
+        .iter()
+        .all(|p| p["refusal"]["code"] == "RISK_CARD_OUTSTANDING_EXCEEDED"));
     // The counter agrees.
     let fingerprint = authorised[0]["card"]["fingerprint"].clone();
     let response = app
@@ -566,6 +874,10 @@ async fn twenty_parallel_payments_on_one_card(app: TestApp) {
     assert_eq!(decisions.len(), 17, "{decisions:?}");
     assert!(decisions
         .iter()
-        .all(|d| d["refusalCode"] == "RISK_CARD_OUTSTANDING_EXCEEDED" && d["fired"] == json!(["CARD_OUTSTANDING"])));
+        .all(|d| d["refusalCode"] == "RISK_CARD_OUTSTANDING_EXCEEDED"
+            && d["fired"] == json!(["CARD_OUTSTANDING"])));
 }
-both_backends!(the_outstanding_cap_holds_under_twenty_parallel_payments, super::twenty_parallel_payments_on_one_card);
+both_backends!(
+    the_outstanding_cap_holds_under_twenty_parallel_payments,
+    super::twenty_parallel_payments_on_one_card
+);

@@ -4,8 +4,8 @@ mod cursors;
 mod journal;
 pub(crate) mod mutation;
 mod plans;
-pub(crate) mod risk;
 pub(crate) mod query;
+pub(crate) mod risk;
 mod schedule;
 pub(crate) mod types;
 

@@ -18,9 +18,9 @@ use caisse_infrastructure::event_repository::EventRepository;
 use chrono::{DateTime, Utc};
 
 use crate::errors::{app_error, bad_input};
+use crate::graphql::cursors::{pair_cursor, parse_pair_cursor};
 use crate::graphql::mutation::{context, parse_payment_id};
 use crate::graphql::query::{parse_shop_id, request, state};
-use crate::graphql::cursors::{pair_cursor, parse_pair_cursor};
 use crate::graphql::types::{CardBrand, Channel, ControlCheckNode, PaymentNode, RiskOutcome};
 use caisse_domain::risk::RiskOutcome as DomainRiskOutcome;
 use caisse_projections::money::milli_to_string;
@@ -229,7 +229,11 @@ fn settings_node(shop_id: ShopId, settings: &ShopRiskSettings) -> RiskSettings {
     RiskSettings {
         shop_id: shop_id.to_string(),
         controls,
-        three_ds_brands: enrolment.brands.iter().map(|b| b.as_str().to_string()).collect(),
+        three_ds_brands: enrolment
+            .brands
+            .iter()
+            .map(|b| b.as_str().to_string())
+            .collect(),
         three_ds_channels: enrolment
             .channels
             .iter()
@@ -257,7 +261,11 @@ pub(crate) fn risk_service<'a>(
         .ok_or_else(|| app_error(AppError::internal("risk controls are not configured")))
 }
 
-fn money(field: &'static str, amount: &str, currency: Option<&str>) -> async_graphql::Result<Money> {
+fn money(
+    field: &'static str,
+    amount: &str,
+    currency: Option<&str>,
+) -> async_graphql::Result<Money> {
     Money::parse_positive(amount, currency.unwrap_or("EUR"))
         .map_err(|source| app_error(AppError::Money { field, source }))
 }
@@ -265,9 +273,8 @@ fn money(field: &'static str, amount: &str, currency: Option<&str>) -> async_gra
 fn parameters(input: &ConfigureRiskControlInput) -> async_graphql::Result<ControlParameters> {
     let outstanding = match &input.outstanding {
         Some(limits) => Some(OutstandingLimits {
-            window_days: u32::try_from(limits.window_days).map_err(|_| {
-                bad_input("outstanding.windowDays", "must be 1 to 90 days")
-            })?,
+            window_days: u32::try_from(limits.window_days)
+                .map_err(|_| bad_input("outstanding.windowDays", "must be 1 to 90 days"))?,
             amount_max: limits
                 .amount_max
                 .as_deref()
@@ -295,7 +302,13 @@ fn parameters(input: &ConfigureRiskControlInput) -> async_graphql::Result<Contro
         guarantee_amount_min: input
             .guarantee_amount_min
             .as_deref()
-            .map(|amount| money("guaranteeAmountMin", amount, input.guarantee_currency.as_deref()))
+            .map(|amount| {
+                money(
+                    "guaranteeAmountMin",
+                    amount,
+                    input.guarantee_currency.as_deref(),
+                )
+            })
             .transpose()?,
     })
 }
@@ -377,7 +390,10 @@ fn date(field: &str, text: &str) -> async_graphql::Result<NaiveDate> {
 fn first(value: Option<i32>) -> async_graphql::Result<usize> {
     let value = value.unwrap_or(50);
     if !(1..=PAGE_MAX).contains(&value) {
-        return Err(bad_input("first", format!("must be between 1 and {PAGE_MAX}")));
+        return Err(bad_input(
+            "first",
+            format!("must be between 1 and {PAGE_MAX}"),
+        ));
     }
     Ok(value as usize)
 }
@@ -388,6 +404,8 @@ const PAGE_MAX: i32 = 200;
 #[Object]
 impl RiskQuery {
     /// The shop's grey-list entries, most recently added first.
+    // A resolver's arguments are the query's arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn grey_list_entries(
         &self,
         ctx: &Context<'_>,
@@ -491,7 +509,11 @@ impl RiskQuery {
                 let checks = row.checks().map_err(app_error)?;
                 Ok(RiskDecision {
                     cursor: pair_cursor("risk1", &row.occurred_at, &row.payment_id),
-                    fired: row.fired_controls().into_iter().map(str::to_string).collect(),
+                    fired: row
+                        .fired_controls()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
                     checks: checks.iter().map(ControlCheckNode::from).collect(),
                     amount: milli_to_string(row.amount_milli, &row.currency),
                     payment_id: row.payment_id,
@@ -634,7 +656,12 @@ impl RiskMutation {
         let value = match (input.value, input.card_number) {
             (Some(value), None) => GreyListValue::Text(value),
             (None, Some(number)) => GreyListValue::CardNumber(number),
-            _ => return Err(bad_input("value", "give exactly one of value and cardNumber")),
+            _ => {
+                return Err(bad_input(
+                    "value",
+                    "give exactly one of value and cardNumber",
+                ))
+            }
         };
         let entry_id = risk_service(ctx)?
             .add_grey_list_entry(

@@ -254,7 +254,10 @@ impl From<&caisse_domain::risk::RiskAssessment> for RiskAssessmentNode {
     fn from(risk: &caisse_domain::risk::RiskAssessment) -> Self {
         RiskAssessmentNode {
             outcome: risk.outcome().as_str().to_string(),
-            fired: risk.fired().map(|c| c.control.as_str().to_string()).collect(),
+            fired: risk
+                .fired()
+                .map(|c| c.control.as_str().to_string())
+                .collect(),
             checks: risk.checks.iter().map(ControlCheckNode::from).collect(),
             bins_version: risk.bins_version.clone(),
             ip_countries_version: risk.ip_countries_version.clone(),

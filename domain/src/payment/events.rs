@@ -331,9 +331,7 @@ impl DomainEvent for PaymentEvent {
             PaymentEvent::PaymentAwaitingAuthorisation { .. } => "PaymentAwaitingAuthorisation",
             PaymentEvent::PaymentAuthenticationPending { .. } => "PaymentAuthenticationPending",
             PaymentEvent::PaymentAuthenticated { .. } => "PaymentAuthenticated",
-            PaymentEvent::PaymentAuthenticationAbandoned { .. } => {
-                "PaymentAuthenticationAbandoned"
-            }
+            PaymentEvent::PaymentAuthenticationAbandoned { .. } => "PaymentAuthenticationAbandoned",
             PaymentEvent::DeferredAuthorisationGranted { .. } => "DeferredAuthorisationGranted",
             PaymentEvent::DeferredAuthorisationRefused { .. } => "DeferredAuthorisationRefused",
             PaymentEvent::PaymentValidated { .. } => "PaymentValidated",

@@ -1678,9 +1678,15 @@ fn expected_to_be_accepted(before: &Payment, command: &PaymentCommand) -> bool {
         PaymentCommand::CompleteDeferredAuthorisation { .. } => {
             before.status == PaymentStatus::WaitingAuthorisation
         }
+        PaymentCommand::CompleteAuthentication { .. }
+        | PaymentCommand::AbandonAuthentication { .. } => {
+            before.status == PaymentStatus::AuthenticationPending
+        }
         // Sequences use the DATE trigger, where declarations are refused.
         PaymentCommand::DeclareShipping { .. } | PaymentCommand::DeclareDelivery { .. } => false,
-        PaymentCommand::Authorise { .. } | PaymentCommand::AwaitAuthorisation { .. } => false,
+        PaymentCommand::Authorise { .. }
+        | PaymentCommand::AwaitAuthorisation { .. }
+        | PaymentCommand::AwaitAuthentication { .. } => false,
     }
 }
 
@@ -1936,4 +1942,112 @@ fn payment_details_recorded_before_contracts_read_as_the_simulators() {
     json.as_object_mut().unwrap().remove("acquirer_contract");
     let details: PaymentDetails = serde_json::from_value(json).unwrap();
     assert_eq!(details.acquirer_contract, "SIMULATOR");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3-D Secure challenge (SE-1)
+// ---------------------------------------------------------------------------------------
+
+fn pending() -> PaymentEvent {
+    let mut details = details(CaptureMode::Automatic);
+    details.three_ds = crate::three_ds::ThreeDsResult::new(
+        crate::three_ds::ThreeDsEnrolled::Enrolled,
+        crate::three_ds::ThreeDsStatus::ChallengePending,
+        Some("3ds_1".to_string()),
+        None,
+    );
+    PaymentEvent::PaymentAuthenticationPending {
+        details,
+        abandon_at: at(2, 11),
+    }
+}
+
+fn authenticated() -> crate::three_ds::ThreeDsResult {
+    crate::three_ds::ThreeDsResult::new(
+        crate::three_ds::ThreeDsEnrolled::Enrolled,
+        crate::three_ds::ThreeDsStatus::Authenticated,
+        Some("3ds_1".to_string()),
+        Some("05".to_string()),
+    )
+}
+
+#[test]
+fn a_completed_challenge_records_the_result_then_the_authorisation() {
+    let mut completed_details = details(CaptureMode::Automatic);
+    completed_details.three_ds = authenticated();
+    completed_details.occurred_at = at(2, 10) + chrono::Duration::minutes(2);
+    TestFramework::<Payment>::with(())
+        .given(vec![pending()])
+        .when(PaymentCommand::CompleteAuthentication {
+            three_ds: authenticated(),
+            checks: vec![],
+            outcome: AuthorisationOutcome::Approved(authorisation()),
+            card_check_only: false,
+            occurred_at: at(2, 10) + chrono::Duration::minutes(2),
+        })
+        .then_expect_events(vec![
+            PaymentEvent::PaymentAuthenticated {
+                three_ds: authenticated(),
+                checks: vec![],
+                occurred_at: at(2, 10) + chrono::Duration::minutes(2),
+            },
+            PaymentEvent::PaymentAuthorised {
+                details: completed_details,
+                authorisation: authorisation(),
+            },
+        ]);
+}
+
+#[test]
+fn a_pending_payment_takes_no_other_action_and_is_completed_once() {
+    TestFramework::<Payment>::with(())
+        .given(vec![pending()])
+        .when(PaymentCommand::Cancel {
+            scope: scope(),
+            occurred_at: at(2, 10),
+        })
+        .then_expect_error(PaymentError::AuthenticationPending);
+    let complete = PaymentCommand::CompleteAuthentication {
+        three_ds: authenticated(),
+        checks: vec![],
+        outcome: AuthorisationOutcome::Approved(authorisation()),
+        card_check_only: false,
+        occurred_at: at(2, 11),
+    };
+    TestFramework::<Payment>::with(())
+        .given(vec![authorised(CaptureMode::Automatic)])
+        .when(complete.clone())
+        .then_expect_error(PaymentError::NotAuthenticationPending {
+            status: "AUTHORISED".to_string(),
+        });
+    TestFramework::<Payment>::with(())
+        .given(vec![
+            pending(),
+            PaymentEvent::PaymentAuthenticationAbandoned {
+                occurred_at: at(2, 11),
+            },
+        ])
+        .when(complete)
+        .then_expect_error(PaymentError::NotAuthenticationPending {
+            status: "ABANDONED".to_string(),
+        });
+}
+
+#[test]
+fn an_unanswered_challenge_is_abandoned_and_can_be_duplicated() {
+    TestFramework::<Payment>::with(())
+        .given(vec![pending()])
+        .when(PaymentCommand::AbandonAuthentication {
+            occurred_at: at(2, 11),
+        })
+        .then_expect_events(vec![PaymentEvent::PaymentAuthenticationAbandoned {
+            occurred_at: at(2, 11),
+        }]);
+    let mut payment = Payment::default();
+    payment.apply(pending());
+    payment.apply(PaymentEvent::PaymentAuthenticationAbandoned {
+        occurred_at: at(2, 11),
+    });
+    assert_eq!(payment.status, PaymentStatus::Abandoned);
+    assert!(payment.ensure_duplicable(&scope()).is_ok());
 }
