@@ -299,6 +299,30 @@ const COLUMNS: &[Column] = &[
         width: 20.0,
         value: |row| Value::Instant(&row.updated_at),
     },
+    Column {
+        en: "3-D Secure",
+        fr: "3-D Secure",
+        width: 16.0,
+        value: |row| text(&row.three_ds_status),
+    },
+    Column {
+        en: "Payment guarantee",
+        fr: "Garantie de paiement",
+        width: 12.0,
+        value: |row| text(&row.guarantee),
+    },
+    Column {
+        en: "Risk outcome",
+        fr: "Verdict risque",
+        width: 12.0,
+        value: |row| text(&row.risk_outcome),
+    },
+    Column {
+        en: "Risk controls fired",
+        fr: "Contrôles déclenchés",
+        width: 30.0,
+        value: |row| optional(&row.risk_fired),
+    },
 ];
 
 fn header(column: &Column, lang: Lang) -> &'static str {

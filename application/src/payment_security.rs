@@ -9,7 +9,7 @@ use caisse_domain::payment::{
     AuthorisationOutcome, PaymentCommand, PaymentError, PaymentStatus, Refusal, RefusalCategory,
 };
 use caisse_domain::risk::{guarantee_check, ControlCheck, RiskAssessment, RiskControl};
-use caisse_domain::three_ds::{ThreeDsEnrolled, ThreeDsResult, ThreeDsStatus};
+use caisse_domain::three_ds::{ThreeDsEnrolled, ThreeDsResult, ThreeDsStatus, THREE_DS_CHANNELS};
 use caisse_domain::{Mode, Money, PaymentId, ShopId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventRepository;
@@ -244,7 +244,13 @@ where
         let refusal = if three_ds.status == ThreeDsStatus::Failed {
             Some(authentication_refusal())
         } else {
-            if let Some(check) = guarantee_check(settings, three_ds.guarantee, input.amount) {
+            // MOTO, call centre, IVR and ERP payments have no buyer browser to
+            // authenticate in: they can never carry a guarantee, so the filter
+            // is not theirs to fail (a shop enabling it keeps its phone orders).
+            let can_be_guaranteed = THREE_DS_CHANNELS.contains(&input.channel);
+            if let Some(check) = guarantee_check(settings, three_ds.guarantee, input.amount)
+                .filter(|_| can_be_guaranteed)
+            {
                 risk.checks.push(check);
             }
             risk.blocking().map(risk_refusal)

@@ -19,13 +19,14 @@ const PAYMENTS: &str = "query($filter: PaymentFilterInput, $after: String) {
       currency amount authorisedAmount capturedAmount refundedAmount
       card { brand bin lastFour expiryMonth expiryYear holderName }
       buyerEmail refusal { code message } remittanceId duplicatedFrom
+      threeDsStatus guarantee risk { outcome fired }
       history { type data }
     } }
     pageInfo { hasNextPage endCursor }
   }
 }";
 
-const HEADERS_EN: [&str; 26] = [
+const HEADERS_EN: [&str; 30] = [
     "Payment ID",
     "Created at (UTC)",
     "Order reference",
@@ -52,9 +53,13 @@ const HEADERS_EN: [&str; 26] = [
     "Remittance ID",
     "Duplicated from",
     "Updated at (UTC)",
+    "3-D Secure",
+    "Payment guarantee",
+    "Risk outcome",
+    "Risk controls fired",
 ];
 
-const HEADERS_FR: [&str; 26] = [
+const HEADERS_FR: [&str; 30] = [
     "Identifiant du paiement",
     "Créé le (UTC)",
     "Référence de commande",
@@ -81,6 +86,10 @@ const HEADERS_FR: [&str; 26] = [
     "Identifiant de la remise",
     "Dupliqué depuis",
     "Modifié le (UTC)",
+    "3-D Secure",
+    "Garantie de paiement",
+    "Verdict risque",
+    "Contrôles déclenchés",
 ];
 
 /// Columns holding amounts, instants and a date, by index.
@@ -328,6 +337,16 @@ fn expected_row(node: &Value, french: bool) -> Vec<String> {
         text(&node["remittanceId"]),
         text(&node["duplicatedFrom"]),
         text(&node["updatedAt"]),
+        text(&node["threeDsStatus"]),
+        text(&node["guarantee"]),
+        text(&node["risk"]["outcome"]),
+        node["risk"]["fired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|control| control.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(","),
     ]
 }
 

@@ -538,6 +538,14 @@ async fn card_filters_in_each_mode(app: TestApp) {
         check(completed, "PAYMENT_GUARANTEE").unwrap()["fired"],
         false
     );
+    // A phone order can never carry a guarantee: the filter is not its to fail.
+    let mut moto = with_card("150.00", FRICTIONLESS);
+    moto["channel"] = json!("MOTO");
+    moto["card"]["cvv"] = Value::Null;
+    let moto = create(&app, moto).await;
+    assert_eq!(moto["status"], "AUTHORISED", "{moto}");
+    assert_eq!(moto["guarantee"], "NO");
+    assert!(check(&moto, "PAYMENT_GUARANTEE").is_none(), "{moto}");
 }
 both_backends!(
     card_and_country_and_guarantee_filters_off_informative_blocking,
