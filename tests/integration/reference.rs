@@ -230,3 +230,52 @@ both_backends!(
     ip_table_swapped_without_restart,
     super::a_loaded_ip_table_is_swapped_in_without_restart
 );
+
+/// The risk controls of a running server read the swapped table at once: the
+/// accepted test card, now issued in Belgium, no longer agrees with its French
+/// buyer IP, and the decision names the table version that ruled.
+async fn a_loaded_table_rules_the_next_payment(app: TestApp) {
+    let server = quick_refresh_server(&app).await;
+    let configure = app
+        .graphql(
+            "mutation($shop: ID!) { configureRiskControl(input: {shopId: $shop, control: COUNTRY_CONSISTENCY, mode: BLOCKING}) { shopId } }",
+            serde_json::json!({ "shop": app.shop_id }),
+        )
+        .await;
+    caisse_tests::data(&configure);
+    let pay = |reference: &str| {
+        let input = caisse_tests::payment_input("10.00", reference);
+        app.client
+            .post(format!("{}/graphql", server.address))
+            .bearer_auth(&app.test_key)
+            .json(&serde_json::json!({
+                "query": "mutation($input: CreatePaymentInput!) { createPayment(input: $input) {
+                    status card { issuingCountry } refusal { code } risk { binsVersion } } }",
+                "variables": { "input": input }
+            }))
+            .send()
+    };
+    let before: serde_json::Value = pay("ORD-REF-BEFORE").await.unwrap().json().await.unwrap();
+    let before = &caisse_tests::data(&before)["createPayment"];
+    assert_eq!(before["status"], "AUTHORISED", "{before}");
+    assert_eq!(before["card"]["issuingCountry"], "FR");
+    assert_eq!(before["risk"]["binsVersion"], "shipped");
+
+    let path = write_file(&app, "bins.csv", &belgian_bins());
+    reference_load(app.state.db(), Some(&path), None, "cli:test")
+        .await
+        .expect("a valid table loads");
+    wait_for(&server, |data| data.bins_version != "shipped").await;
+    let version = server.state.reference.current().bins_version.clone();
+
+    let after: serde_json::Value = pay("ORD-REF-AFTER").await.unwrap().json().await.unwrap();
+    let after = &caisse_tests::data(&after)["createPayment"];
+    assert_eq!(after["status"], "REFUSED", "{after}");
+    assert_eq!(after["refusal"]["code"], "RISK_COUNTRY_INCONSISTENT");
+    assert_eq!(after["card"]["issuingCountry"], "BE");
+    assert_eq!(after["risk"]["binsVersion"], version.as_str());
+}
+both_backends!(
+    a_loaded_table_rules_the_next_payment_on_a_running_server,
+    super::a_loaded_table_rules_the_next_payment
+);
