@@ -75,7 +75,7 @@ enum Command {
         #[command(subcommand)]
         command: ReferenceCommand,
     },
-    /// Benchmarks: HTTP throughput (the default, `bench http`), `bench cutoff`, `bench rebuild`.
+    /// Benchmarks: HTTP throughput (the default, `bench http`), `bench cutoff`, `bench rebuild`, `bench risk`.
     Bench(crate::bench_cli::BenchCommandArgs),
     /// Export payments as CSV or Excel .xlsx (docs/exports.md).
     Export(Box<crate::export::ExportArgs>),

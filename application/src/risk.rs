@@ -168,8 +168,6 @@ where
         mode: ControlMode,
         parameters: ControlParameters,
     ) -> Result<ShopRiskSettings, AppError> {
-        Self::ensure_shop(context, shop_id)?;
-        let aggregate_id = risk_settings_id(shop_id);
         let command = RiskSettingsCommand::ConfigureControl {
             shop_id,
             control,
@@ -177,12 +175,7 @@ where
             parameters,
             occurred_at: self.clock.now(),
         };
-        let executed = self
-            .settings
-            .execute(&aggregate_id, command, context.metadata(false))
-            .await?;
-        self.wait_for_views(&aggregate_id, &executed).await?;
-        Ok(executed.aggregate)
+        self.change_settings(context, shop_id, command).await
     }
 
     pub async fn configure_three_ds(
@@ -191,13 +184,23 @@ where
         shop_id: ShopId,
         enrolment: ThreeDsEnrolment,
     ) -> Result<ShopRiskSettings, AppError> {
-        Self::ensure_shop(context, shop_id)?;
-        let aggregate_id = risk_settings_id(shop_id);
         let command = RiskSettingsCommand::ConfigureThreeDs {
             shop_id,
             enrolment,
             occurred_at: self.clock.now(),
         };
+        self.change_settings(context, shop_id, command).await
+    }
+
+    /// Runs a settings command on the caller's shop and waits for the views.
+    async fn change_settings(
+        &self,
+        context: &RequestContext,
+        shop_id: ShopId,
+        command: RiskSettingsCommand,
+    ) -> Result<ShopRiskSettings, AppError> {
+        Self::ensure_shop(context, shop_id)?;
+        let aggregate_id = risk_settings_id(shop_id);
         let executed = self
             .settings
             .execute(&aggregate_id, command, context.metadata(false))
