@@ -229,6 +229,10 @@ pub async fn spawn_app_with(
     // Tests move the clock and run the scheduler by hand (`app.run_scheduler()`);
     // those about the background loop turn it back on.
     config.scheduler.enabled = false;
+    // Webhook receivers of the tests listen on 127.0.0.1 on a random port; the
+    // SSRF tests start a server with the production policy.
+    config.webhooks.allow_private_addresses = true;
+    config.webhooks.allow_any_port = true;
     configure(&mut config);
     let clock = Arc::new(ManualClock::new(test_start()));
     let application = Application::build_with_clock(config, clock.clone())

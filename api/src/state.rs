@@ -14,17 +14,24 @@ use caisse_application::remittances::RemittanceService;
 use caisse_application::retention::RetentionService;
 use caisse_application::risk::RiskService;
 use caisse_application::scheduler::Scheduler;
+use caisse_application::webhooks::WebhookService;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
 use caisse_infrastructure::reference_store;
 use caisse_infrastructure::three_ds::{SimulatorThreeDsServer, UnconfiguredThreeDsServer};
 use caisse_infrastructure::vault::{DatabaseVault, VaultKey};
+use caisse_infrastructure::webhook_delivery::{DeliveryRun, WebhookDeliverer};
+use caisse_infrastructure::webhook_http::{PolicyUrlGuard, WebhookNetworkPolicy, WebhookSender};
+use caisse_infrastructure::webhook_secrets::DatabaseWebhookSecrets;
 use caisse_infrastructure::{Config, Database, Db};
 use caisse_projections::queries::ViewDuePayments;
 use caisse_projections::risk::ViewGreyLists;
 use caisse_projections::schedule::ViewScheduledWork;
 use caisse_projections::Projectors;
+
+/// Most webhook deliveries one pass attempts.
+const WEBHOOK_PASS_MAX: usize = 200;
 
 pub struct AppState {
     pub config: Config,
@@ -46,6 +53,10 @@ pub struct AppState {
     /// request: the shipped ones from `build`, the database's from
     /// `load_reference`, then swapped by the refresh loop (`spawn_reference_refresh`).
     pub reference: SharedReference,
+    /// Webhook endpoints (issue 5).
+    pub webhooks: Arc<WebhookService<EventRepository>>,
+    /// Sends the webhook deliveries the outbox projection queues.
+    pub webhook_deliverer: Arc<WebhookDeliverer>,
 }
 
 impl AppState {
@@ -66,6 +77,20 @@ impl AppState {
         ));
         let waiter: Arc<dyn ProjectionWaiter> = projectors.clone();
         let vault_key = VaultKey::load(&config)?;
+        let webhook_secrets: Arc<dyn caisse_application::ports::WebhookSecrets> = Arc::new(
+            DatabaseWebhookSecrets::new(db.clone(), vault_key.clone(), clock.clone()),
+        );
+        let webhooks = Arc::new(WebhookService::new(
+            repository.clone(),
+            Arc::new(PolicyUrlGuard {
+                policy: WebhookNetworkPolicy::from(&config.webhooks),
+            }),
+            webhook_secrets.clone(),
+            caisse_infrastructure::webhook_signature::generate_secret,
+            clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
         let vault = Arc::new(DatabaseVault::new(db.clone(), vault_key, clock.clone()));
         let acquirers = Acquirers {
             test: Arc::new(SimulatorAcquirer::default()),
@@ -112,6 +137,14 @@ impl AppState {
                 .with_authorisation_validity(config.authorisation_validity.clone())
                 .with_security(security),
         );
+        let webhook_deliverer = Arc::new(WebhookDeliverer::new(
+            db.clone(),
+            WebhookSender::new(WebhookNetworkPolicy::from(&config.webhooks))
+                .map_err(|error| anyhow::anyhow!("webhook sender: {error:?}"))?,
+            webhook_secrets,
+            clock.clone(),
+            key_lock.clone(),
+        ));
         let remittances = Arc::new(RemittanceService::new(
             repository.clone(),
             Arc::new(ViewDuePayments { db: db.clone() }),
@@ -163,6 +196,8 @@ impl AppState {
             retention,
             api_keys: Default::default(),
             reference,
+            webhooks,
+            webhook_deliverer,
         }))
     }
 
@@ -207,6 +242,13 @@ impl AppState {
         let interval = Duration::from_millis(self.config.scheduler.interval_ms);
         let task = tokio::spawn(async move {
             loop {
+                match state.deliver_webhooks().await {
+                    Ok(run) if run.succeeded + run.retrying + run.failed > 0 => {
+                        tracing::info!(?run, "webhook deliveries attempted")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "webhook deliveries failed; retrying"),
+                }
                 match state.scheduler.run_due().await {
                     Ok(run) if run.done_total() > 0 || run.failed > 0 => {
                         tracing::info!(done = ?run.done, failed = run.failed, "scheduled work done")
@@ -218,6 +260,16 @@ impl AppState {
             }
         });
         self.background.lock().expect("background tasks").push(task);
+    }
+
+    /// Sends the due webhook deliveries, and disables the endpoints that
+    /// failed for the whole retry schedule.
+    pub async fn deliver_webhooks(&self) -> Result<DeliveryRun, caisse_application::AppError> {
+        let run = self.webhook_deliverer.run_due(WEBHOOK_PASS_MAX).await?;
+        for endpoint_id in &run.endpoints_failing {
+            self.webhooks.disable_failing(*endpoint_id).await?;
+        }
+        Ok(run)
     }
 
     /// Stops the projectors, the scheduler and the reference refresh (a server

@@ -128,3 +128,20 @@ impl From<caisse_domain::outstanding::OutstandingError> for AppError {
         }
     }
 }
+
+impl From<caisse_domain::webhook::WebhookError> for AppError {
+    fn from(error: caisse_domain::webhook::WebhookError) -> Self {
+        use caisse_domain::webhook::WebhookError;
+        match error {
+            WebhookError::Invalid { field, message } => AppError::Invalid {
+                field,
+                code: "INVALID_WEBHOOK_ENDPOINT",
+                message,
+            },
+            other => AppError::Rejected {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}

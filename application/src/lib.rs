@@ -18,6 +18,7 @@ pub mod remittances;
 pub mod retention;
 pub mod risk;
 pub mod scheduler;
+pub mod webhooks;
 
 pub use command_runner::CommandRunner;
 pub use context::{IdempotencyRequest, RequestContext};

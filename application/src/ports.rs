@@ -378,3 +378,36 @@ pub trait ScheduledWork: Send + Sync {
     /// Items due at `now`, soonest first, at most `limit`.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ScheduledItem>, AppError>;
 }
+
+/// Why a webhook URL is refused (scheme, port, forbidden address…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Checks a merchant's webhook URL before it is registered: http(s), an
+/// allowed port, and every address it resolves to outside the private,
+/// loopback, link-local, CGNAT, multicast and metadata ranges (unless the
+/// operator allows them). The sender checks again at connect time.
+#[async_trait]
+pub trait WebhookUrlGuard: Send + Sync {
+    async fn check(&self, url: &str) -> Result<(), UrlRefusal>;
+}
+
+/// The webhook signing secrets, encrypted beside the log (never in an event).
+#[async_trait]
+pub trait WebhookSecrets: Send + Sync {
+    async fn store(
+        &self,
+        endpoint_id: caisse_domain::ids::WebhookEndpointId,
+        version: u32,
+        secret: &str,
+    ) -> Result<(), AppError>;
+    /// The secret of `version`, if stored.
+    async fn secret(
+        &self,
+        endpoint_id: caisse_domain::ids::WebhookEndpointId,
+        version: u32,
+    ) -> Result<Option<String>, AppError>;
+}

@@ -52,6 +52,7 @@ uuid_id!(RefundId, "ref");
 uuid_id!(UserId, "usr");
 uuid_id!(ApiKeyId, "key");
 uuid_id!(PlanId, "plan");
+uuid_id!(WebhookEndpointId, "whe");
 
 /// Test and live data never mix: every payment, key and view row carries its mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -20,6 +20,7 @@ pub mod remittance;
 pub mod retention;
 pub mod risk;
 pub mod three_ds;
+pub mod webhook;
 
 pub use ids::{Mode, PaymentId, RemittanceId, ShopId};
 pub use money::{Currency, Money, MoneyError};

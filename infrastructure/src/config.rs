@@ -66,6 +66,8 @@ pub struct Config {
     pub authorisation_validity: caisse_domain::card::AuthorisationValidity,
     /// The scheduler of due work (expiries, daily cut-offs, retention).
     pub scheduler: SchedulerConfig,
+    /// `[webhooks]`: the SSRF policy of webhook URLs.
+    pub webhooks: WebhooksConfig,
     /// `[plan_retry]`: how a refused instalment of a payment plan is retried
     /// (`attempts_max`, `interval_days`) before it is marked failed.
     pub plan_retry: caisse_domain::plan::RetryPolicy,
@@ -92,6 +94,22 @@ impl Default for SchedulerConfig {
             interval_ms: 1_000,
         }
     }
+}
+
+/// `[webhooks]`: where merchant webhook URLs may point (SSRF protection).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allow loopback, private, link-local, CGNAT and other non-public
+    /// addresses. Off by default: only for tests and local development.
+    /// Env `CAISSE_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`.
+    pub allow_private_addresses: bool,
+    /// Ports allowed besides 80 and 443. Env `CAISSE_WEBHOOKS_ALLOWED_PORTS`
+    /// (comma-separated).
+    pub allowed_ports: Vec<u16>,
+    /// Allow any port (tests: receivers listen on a random port).
+    /// Env `CAISSE_WEBHOOKS_ALLOW_ANY_PORT`.
+    pub allow_any_port: bool,
 }
 
 /// `[reference]`: the risk reference tables (BIN, IP-to-country) loaded at run time.
@@ -127,6 +145,7 @@ impl Default for Config {
             retention_months: RETENTION_MONTHS_DEFAULT,
             authorisation_validity: Default::default(),
             scheduler: SchedulerConfig::default(),
+            webhooks: WebhooksConfig::default(),
             plan_retry: Default::default(),
             reference: ReferenceConfig::default(),
         }
@@ -232,6 +251,32 @@ impl Config {
                 "0" | "false" | "no" => false,
                 other => bail!("CAISSE_SCHEDULER_ENABLED={other}: expected true or false"),
             };
+        }
+        let flag = |name: &str, value: String| -> anyhow::Result<bool> {
+            match value.as_str() {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                other => bail!("{name}={other}: expected true or false"),
+            }
+        };
+        if let Some(value) = var("CAISSE_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES") {
+            self.webhooks.allow_private_addresses =
+                flag("CAISSE_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", value)?;
+        }
+        if let Some(value) = var("CAISSE_WEBHOOKS_ALLOW_ANY_PORT") {
+            self.webhooks.allow_any_port = flag("CAISSE_WEBHOOKS_ALLOW_ANY_PORT", value)?;
+        }
+        if let Some(ports) = var("CAISSE_WEBHOOKS_ALLOWED_PORTS") {
+            self.webhooks.allowed_ports = ports
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<u16>().with_context(|| {
+                        format!("CAISSE_WEBHOOKS_ALLOWED_PORTS: {p:?} is not a port")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
         }
         if let Some(interval) = var("CAISSE_SCHEDULER_INTERVAL_MS") {
             self.scheduler.interval_ms = interval.parse().with_context(|| {

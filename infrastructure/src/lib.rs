@@ -16,6 +16,10 @@ pub mod sql;
 pub mod three_ds;
 pub mod time;
 pub mod vault;
+pub mod webhook_delivery;
+pub mod webhook_http;
+pub mod webhook_secrets;
+pub mod webhook_signature;
 
 pub use config::Config;
 pub use database::Database;

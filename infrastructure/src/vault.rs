@@ -29,6 +29,9 @@ pub const DEVELOPMENT_KEY_FILE: &str = "vault.key";
 pub struct VaultKey {
     encryption: [u8; 32],
     fingerprint: [u8; 32],
+    /// Encrypts the webhook signing secrets (a key of their own: a card
+    /// ciphertext never decrypts as a secret, nor the reverse).
+    webhook_secrets: [u8; 32],
     /// Identifies the key in stored rows, for a later rotation.
     key_id: String,
 }
@@ -44,6 +47,7 @@ impl VaultKey {
         VaultKey {
             encryption: derive(b"caisse-vault-encryption"),
             fingerprint: derive(b"caisse-vault-fingerprint"),
+            webhook_secrets: derive(b"caisse-webhook-secrets"),
             key_id,
         }
     }
@@ -69,6 +73,11 @@ impl VaultKey {
         }
         let path = config.data_dir.join(DEVELOPMENT_KEY_FILE);
         load_or_generate(&path)
+    }
+
+    /// The key that encrypts webhook signing secrets.
+    pub(crate) fn webhook_secrets_key(&self) -> &[u8; 32] {
+        &self.webhook_secrets
     }
 
     pub fn key_id(&self) -> &str {

@@ -20,5 +20,7 @@ pub mod risk_queries;
 #[cfg(test)]
 mod risk_tests;
 pub mod schedule;
+pub mod webhook_outbox;
+pub mod webhooks;
 
 pub use projector::{Projection, ProjectionHandle, Projector, Projectors};

@@ -42,6 +42,9 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::plans::PlansProjection),
         Arc::new(crate::journal::JournalProjection),
         Arc::new(crate::risk::RiskProjection),
+        Arc::new(crate::webhooks::WebhooksProjection),
+        // After payments, plans and webhooks: it reads their rows.
+        Arc::new(crate::webhook_outbox::WebhookOutboxProjection),
     ]
 }
 

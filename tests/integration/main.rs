@@ -20,3 +20,4 @@ mod scheduler;
 mod smoke;
 mod typologies;
 mod validation;
+mod webhooks;

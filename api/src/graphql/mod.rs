@@ -8,6 +8,7 @@ pub(crate) mod query;
 pub(crate) mod risk;
 mod schedule;
 pub(crate) mod types;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub struct QueryRoot(
     schedule::ScheduleQuery,
     plans::PlanQuery,
     risk::RiskQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Every mutation, merged from one object per area.
@@ -35,6 +37,7 @@ pub struct MutationRoot(
     schedule::ScheduleMutation,
     plans::PlanMutation,
     risk::RiskMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type CaisseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

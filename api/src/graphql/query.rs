@@ -461,6 +461,7 @@ async fn owned_aggregates(
         ("Payment", "archived_payments", "payment_id"),
         ("Remittance", "remittances_view", "remittance_id"),
         ("PaymentPlan", "plans_view", "plan_id"),
+        ("WebhookEndpoint", "webhook_endpoints_view", "endpoint_id"),
     ] {
         let ids: Vec<&str> = page
             .iter()

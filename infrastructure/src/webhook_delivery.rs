@@ -1,0 +1,503 @@
+//! The webhook sender: works the outbox (`webhook_deliveries`) through — due
+//! deliveries, one payment's in the order of its events, each signed (Standard
+//! Webhooks) and sent by one process at a time, every attempt logged, failures
+//! retried on a schedule of about three days, then given up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caisse_application::ports::{Clock, KeyLock, WebhookSecrets};
+use caisse_application::AppError;
+use caisse_domain::ids::WebhookEndpointId;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+
+use crate::sql::{Db, SqlRow, SqlValue};
+use crate::time::{parse_timestamp, timestamp_text};
+use crate::webhook_http::WebhookSender;
+use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+
+/// Delays before the 2nd, 3rd… attempt: about three days in all.
+pub const RETRY_SCHEDULE: [Duration; 9] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(14 * 3600),
+    Duration::from_secs(20 * 3600),
+    Duration::from_secs(24 * 3600),
+];
+
+/// Longest wait a receiver's `Retry-After` can ask for.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an endpoint may fail every delivery before it is disabled.
+pub const PERSISTENT_FAILURE_DAYS: i64 = 3;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryRun {
+    pub succeeded: usize,
+    /// Failed attempts that will be retried.
+    pub retrying: usize,
+    /// Deliveries given up after the whole schedule.
+    pub failed: usize,
+    /// Endpoints whose deliveries all failed for `PERSISTENT_FAILURE_DAYS`:
+    /// the caller disables them (an event of their aggregate).
+    pub endpoints_failing: Vec<WebhookEndpointId>,
+}
+
+/// One delivery as GraphQL shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub endpoint_id: String,
+    pub shop_id: String,
+    pub mode: String,
+    pub event_type: String,
+    pub subject_id: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+impl DeliveryRow {
+    fn from_row(row: &SqlRow) -> Self {
+        DeliveryRow {
+            delivery_id: row.text("delivery_id"),
+            webhook_id: row.text("webhook_id"),
+            endpoint_id: row.text("endpoint_id"),
+            shop_id: row.text("shop_id"),
+            mode: row.text("mode"),
+            event_type: row.text("event_type"),
+            subject_id: row.text("subject_id"),
+            payload: row.text("payload"),
+            status: row.text("status"),
+            attempts: row.int("attempts"),
+            next_attempt_at: row.opt_text("next_attempt_at"),
+            last_attempt_at: row.opt_text("last_attempt_at"),
+            last_status_code: row.opt_int("last_status_code"),
+            last_error: row.opt_text("last_error"),
+            created_at: row.text("created_at"),
+        }
+    }
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub attempted_at: String,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub response_prefix: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct WebhookDeliverer {
+    db: Db,
+    sender: WebhookSender,
+    secrets: Arc<dyn WebhookSecrets>,
+    clock: Arc<dyn Clock>,
+    key_lock: Arc<dyn KeyLock>,
+    /// One pass at a time in this process (the key lock covers the others).
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl WebhookDeliverer {
+    pub fn new(
+        db: Db,
+        sender: WebhookSender,
+        secrets: Arc<dyn WebhookSecrets>,
+        clock: Arc<dyn Clock>,
+        key_lock: Arc<dyn KeyLock>,
+    ) -> Self {
+        WebhookDeliverer {
+            db,
+            sender,
+            secrets,
+            clock,
+            key_lock,
+            pass: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Attempts every due delivery (at most `limit`), soonest first.
+    pub async fn run_due(&self, limit: usize) -> Result<DeliveryRun, AppError> {
+        let _pass = self.pass.lock().await;
+        let now = timestamp_text(self.clock.now());
+        // Due, its endpoint active, and no earlier delivery of the same payment
+        // to the same endpoint still pending: one payment's events in order.
+        let due = self
+            .db
+            .fetch_all(
+                "SELECT d.delivery_id FROM webhook_deliveries d
+                   JOIN webhook_endpoints_view e ON e.endpoint_id = d.endpoint_id
+                  WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND e.status = 'ACTIVE'
+                    AND NOT EXISTS (
+                        SELECT 1 FROM webhook_deliveries p
+                         WHERE p.endpoint_id = d.endpoint_id AND p.subject_id = d.subject_id
+                           AND p.status = 'PENDING'
+                           AND (p.tx_id < d.tx_id OR (p.tx_id = d.tx_id AND p.global_position < d.global_position)))
+                  ORDER BY d.next_attempt_at, d.tx_id, d.global_position
+                  LIMIT $2",
+                &[now.into(), (limit as i64).into()],
+            )
+            .await?;
+        let mut run = DeliveryRun::default();
+        for row in due {
+            let delivery_id = row.text("delivery_id");
+            let Some(_lease) = self
+                .key_lock
+                .try_acquire(&format!("webhook:{delivery_id}"))
+                .await?
+            else {
+                continue;
+            };
+            match self.attempt_locked(&delivery_id, true).await? {
+                Some(Outcome::Succeeded) => run.succeeded += 1,
+                Some(Outcome::Retrying) => run.retrying += 1,
+                Some(Outcome::Failed { endpoint_failing }) => {
+                    run.failed += 1;
+                    if let Some(endpoint) = endpoint_failing {
+                        if !run.endpoints_failing.contains(&endpoint) {
+                            run.endpoints_failing.push(endpoint);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(run)
+    }
+
+    /// Sends a delivery again now (`redeliverWebhook`, `sendTestWebhook`),
+    /// whatever its state: same body, same `webhook-id`.
+    pub async fn attempt_now(&self, delivery_id: &str) -> Result<(), AppError> {
+        let _pass = self.pass.lock().await;
+        let _lease = self
+            .key_lock
+            .acquire(&format!("webhook:{delivery_id}"))
+            .await?;
+        self.attempt_locked(delivery_id, false).await?;
+        Ok(())
+    }
+
+    /// One attempt; `only_if_due` skips a delivery another process just did.
+    async fn attempt_locked(
+        &self,
+        delivery_id: &str,
+        only_if_due: bool,
+    ) -> Result<Option<Outcome>, AppError> {
+        let Some(row) = self
+            .db
+            .fetch_optional(
+                "SELECT d.*, e.url, e.secret_version, e.previous_secret_valid_until
+                   FROM webhook_deliveries d JOIN webhook_endpoints_view e ON e.endpoint_id = d.endpoint_id
+                  WHERE d.delivery_id = $1",
+                &[delivery_id.into()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if only_if_due
+            && (row.text("status") != "PENDING"
+                || row
+                    .opt_text("next_attempt_at")
+                    .is_none_or(|at| at > timestamp_text(now)))
+        {
+            return Ok(None);
+        }
+        let endpoint_id = WebhookEndpointId::parse(&row.text("endpoint_id"))
+            .ok_or_else(|| AppError::internal("webhook delivery of an unknown endpoint"))?;
+        let secrets = self.signing_secrets(endpoint_id, &row, now).await?;
+        let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let webhook_id = row.text("webhook_id");
+        let body = row.text("payload").into_bytes();
+        let timestamp = now.timestamp();
+        let headers = [
+            (HEADER_ID, webhook_id.clone()),
+            (HEADER_TIMESTAMP, timestamp.to_string()),
+            (
+                HEADER_SIGNATURE,
+                signature_header(&secret_refs, &webhook_id, timestamp, &body),
+            ),
+        ];
+        let attempt = self.sender.send(&row.text("url"), &headers, body).await;
+        let number = row.int("attempts") + 1;
+        let at = timestamp_text(now);
+        let mut tx = self.db.begin().await?;
+        let params: Vec<SqlValue> = vec![
+            delivery_id.into(),
+            number.into(),
+            at.clone().into(),
+            attempt.status.map(i64::from).into(),
+            (attempt.latency_ms as i64).into(),
+            Some(attempt.response_prefix.clone())
+                .filter(|p| !p.is_empty())
+                .into(),
+            attempt.error.clone().into(),
+        ];
+        tx.execute(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
+                latency_ms, response_prefix, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &params,
+        )
+        .await?;
+        let outcome = if attempt.success {
+            Outcome::Succeeded
+        } else if (number as usize) <= RETRY_SCHEDULE.len() {
+            Outcome::Retrying
+        } else {
+            Outcome::Failed {
+                endpoint_failing: None,
+            }
+        };
+        let (status, next) = match &outcome {
+            Outcome::Succeeded => ("SUCCEEDED", None),
+            Outcome::Retrying => (
+                "PENDING",
+                Some(timestamp_text(
+                    now + next_delay(number as usize, attempt.retry_after),
+                )),
+            ),
+            Outcome::Failed { .. } => ("FAILED", None),
+        };
+        tx.execute(
+            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
+                last_attempt_at = $5, last_status_code = $6, last_error = $7
+              WHERE delivery_id = $1",
+            &[
+                delivery_id.into(),
+                status.into(),
+                number.into(),
+                next.into(),
+                at.into(),
+                attempt.status.map(i64::from).into(),
+                attempt.error.into(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        if let Outcome::Failed { .. } = outcome {
+            let failing = self.is_failing(endpoint_id, now).await?;
+            return Ok(Some(Outcome::Failed {
+                endpoint_failing: failing.then_some(endpoint_id),
+            }));
+        }
+        Ok(Some(outcome))
+    }
+
+    /// The current secret, and the previous one during its 24 h overlap.
+    async fn signing_secrets(
+        &self,
+        endpoint_id: WebhookEndpointId,
+        row: &SqlRow,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, AppError> {
+        let version = row.int("secret_version") as u32;
+        let mut secrets = Vec::new();
+        if let Some(current) = self.secrets.secret(endpoint_id, version).await? {
+            secrets.push(current);
+        }
+        let overlap = row
+            .opt_text("previous_secret_valid_until")
+            .and_then(|text| parse_timestamp(&text))
+            .is_some_and(|until| until > now);
+        if overlap && version > 1 {
+            if let Some(previous) = self.secrets.secret(endpoint_id, version - 1).await? {
+                secrets.push(previous);
+            }
+        }
+        if secrets.is_empty() {
+            return Err(AppError::internal("webhook endpoint without a secret"));
+        }
+        Ok(secrets)
+    }
+
+    /// No delivery of the endpoint succeeded for `PERSISTENT_FAILURE_DAYS`
+    /// while some failed for good.
+    async fn is_failing(
+        &self,
+        endpoint_id: WebhookEndpointId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        let since = timestamp_text(now - chrono::Duration::days(PERSISTENT_FAILURE_DAYS));
+        let succeeded = self
+            .db
+            .fetch_optional(
+                "SELECT 1 AS found FROM webhook_deliveries
+                  WHERE endpoint_id = $1 AND status = 'SUCCEEDED' AND last_attempt_at >= $2
+                  LIMIT 1",
+                &[endpoint_id.to_string().into(), since.into()],
+            )
+            .await?;
+        Ok(succeeded.is_none())
+    }
+
+    /// Puts a delivery back in the queue, due now (`redeliverWebhook`).
+    pub async fn requeue(&self, delivery_id: &str) -> Result<(), AppError> {
+        self.db
+            .execute(
+                "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = $2
+                  WHERE delivery_id = $1",
+                &[delivery_id.into(), timestamp_text(self.clock.now()).into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A `webhook.test` delivery to one endpoint, due now; answers its id.
+    pub async fn enqueue_test(
+        &self,
+        endpoint_id: WebhookEndpointId,
+        shop_id: &str,
+        mode: &str,
+    ) -> Result<String, AppError> {
+        let now = self.clock.now();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let delivery_id = format!("whd_{id}");
+        let body = serde_json::json!({
+            "type": "webhook.test",
+            "timestamp": timestamp_text(now),
+            "data": { "endpointId": endpoint_id.to_string(), "shopId": shop_id, "mode": mode },
+        })
+        .to_string();
+        let params: Vec<SqlValue> = vec![
+            delivery_id.clone().into(),
+            format!("msg_test_{id}").into(),
+            endpoint_id.to_string().into(),
+            shop_id.into(),
+            mode.into(),
+            "webhook.test".into(),
+            endpoint_id.to_string().into(),
+            body.into(),
+            timestamp_text(now).into(),
+        ];
+        self.db
+            .execute(
+                "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
+                    event_type, subject_id, tx_id, global_position, payload, status, attempts,
+                    next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8, 'PENDING', 0, $9, $9)",
+                &params,
+            )
+            .await?;
+        Ok(delivery_id)
+    }
+
+    pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRow>, AppError> {
+        Ok(self
+            .db
+            .fetch_optional(
+                "SELECT * FROM webhook_deliveries WHERE delivery_id = $1",
+                &[delivery_id.into()],
+            )
+            .await?
+            .as_ref()
+            .map(DeliveryRow::from_row))
+    }
+
+    /// An endpoint's deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, AppError> {
+        let rows = match status {
+            Some(status) => {
+                self.db
+                    .fetch_all(
+                        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 AND status = $2
+                          ORDER BY created_at DESC, delivery_id DESC LIMIT $3",
+                        &[endpoint_id.into(), status.into(), (limit as i64).into()],
+                    )
+                    .await?
+            }
+            None => {
+                self.db
+                    .fetch_all(
+                        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1
+                          ORDER BY created_at DESC, delivery_id DESC LIMIT $2",
+                        &[endpoint_id.into(), (limit as i64).into()],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(DeliveryRow::from_row).collect())
+    }
+
+    pub async fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, AppError> {
+        Ok(self
+            .db
+            .fetch_all(
+                "SELECT * FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt",
+                &[delivery_id.into()],
+            )
+            .await?
+            .iter()
+            .map(|row| AttemptRow {
+                attempt: row.int("attempt"),
+                attempted_at: row.text("attempted_at"),
+                status_code: row.opt_int("status_code"),
+                latency_ms: row.int("latency_ms"),
+                response_prefix: row.opt_text("response_prefix"),
+                error: row.opt_text("error"),
+            })
+            .collect())
+    }
+}
+
+enum Outcome {
+    Succeeded,
+    Retrying,
+    Failed {
+        endpoint_failing: Option<WebhookEndpointId>,
+    },
+}
+
+/// The wait before the next attempt after `attempts` failed ones: the
+/// schedule's step with ±10 % jitter, or the receiver's `Retry-After` when it
+/// asks for longer (at most a day).
+pub fn next_delay(attempts: usize, retry_after: Option<Duration>) -> chrono::Duration {
+    let step = RETRY_SCHEDULE[(attempts - 1).min(RETRY_SCHEDULE.len() - 1)];
+    let jitter = rand::thread_rng().gen_range(0.9..1.1);
+    let scheduled = step.mul_f64(jitter);
+    let wait = match retry_after {
+        Some(asked) if asked > scheduled => asked.min(RETRY_AFTER_MAX),
+        _ => scheduled,
+    };
+    chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::hours(24))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_lasts_about_three_days_with_jitter() {
+        let total: Duration = RETRY_SCHEDULE.iter().sum();
+        assert!(total > Duration::from_secs(70 * 3600) && total < Duration::from_secs(80 * 3600));
+        for _ in 0..100 {
+            let first = next_delay(1, None).num_milliseconds();
+            assert!((4_500..=5_500).contains(&first), "{first}");
+        }
+        let asked = next_delay(1, Some(Duration::from_secs(120)));
+        assert_eq!(asked.num_seconds(), 120);
+        let capped = next_delay(1, Some(Duration::from_secs(10 * 24 * 3600)));
+        assert_eq!(capped.num_hours(), 24);
+        // A short Retry-After does not shorten the schedule.
+        assert!(next_delay(3, Some(Duration::from_secs(1))).num_minutes() >= 27);
+    }
+}

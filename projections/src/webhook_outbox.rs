@@ -1,0 +1,259 @@
+//! The `webhook_outbox` projection: turns each payment and plan event into one
+//! delivery per active endpoint of its shop and mode that subscribes to its
+//! type (`webhook_deliveries`), with the body it will carry. Driven by the log
+//! like every view, so no request waits for a merchant's server; the sender
+//! (`caisse_api::webhooks`) works the deliveries through.
+//!
+//! The deliveries are state, not a view: `tables()` is empty so a rebuild does
+//! not empty them, and a replay inserts nothing twice (one row per endpoint and
+//! `webhook-id`), nor sends an endpoint events older than the endpoint.
+
+use async_trait::async_trait;
+use caisse_application::AppError;
+use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_domain::plan::{PaymentPlan, PlanEvent};
+use caisse_domain::webhook::subscribes_to;
+use caisse_domain::Money;
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::timestamp_text;
+use caisse_infrastructure::{SqlValue, Tx};
+use cqrs_es::Aggregate;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::money::{milli_to_string, to_milli};
+use crate::projector::Projection;
+
+pub struct WebhookOutboxProjection;
+
+/// The Standard Webhooks `webhook-id` of an event: stable, the same for every
+/// endpoint, retry and redelivery.
+pub fn webhook_id(aggregate_id: &str, sequence: i64) -> String {
+    let digest = Sha256::digest(format!("{aggregate_id}/{sequence}").as_bytes());
+    format!("msg_{}", &hex::encode(digest)[..32])
+}
+
+/// The webhook type of a payment event; None for events that are not a
+/// merchant-visible step of their own.
+pub fn payment_event_type(event: &PaymentEvent) -> Option<&'static str> {
+    Some(match event {
+        PaymentEvent::PaymentAuthorised { .. }
+        | PaymentEvent::DeferredAuthorisationGranted { .. } => "payment.authorised",
+        PaymentEvent::PaymentRefused { .. } | PaymentEvent::DeferredAuthorisationRefused { .. } => {
+            "payment.refused"
+        }
+        PaymentEvent::PaymentAuthenticationAbandoned { .. } => "payment.abandoned",
+        PaymentEvent::PaymentAuthenticationPending { .. } => "payment.authentication_pending",
+        PaymentEvent::PaymentAwaitingAuthorisation { .. } => "payment.awaiting_authorisation",
+        PaymentEvent::PaymentValidated { .. } => "payment.validated",
+        PaymentEvent::PaymentModified { .. } => "payment.modified",
+        PaymentEvent::PaymentCancelled { .. } => "payment.cancelled",
+        PaymentEvent::PaymentExpired { .. } => "payment.expired",
+        PaymentEvent::PaymentReauthorised { .. } => "payment.reauthorised",
+        PaymentEvent::ShipmentDeclared { .. } => "payment.shipped",
+        PaymentEvent::DeliveryDeclared { .. } => "payment.delivered",
+        PaymentEvent::PaymentCaptured { .. } => "payment.captured",
+        PaymentEvent::PaymentRefunded { .. } => "payment.refunded",
+        PaymentEvent::PaymentDuplicated { .. } => "payment.duplicated",
+        // The outcome follows in the same commit; the remittance of a refund
+        // is the bank's business.
+        PaymentEvent::PaymentAuthenticated { .. } | PaymentEvent::RefundRemitted { .. } => {
+            return None
+        }
+    })
+}
+
+/// What the event moved, when it moved an amount.
+fn event_amount(event: &PaymentEvent) -> Option<Money> {
+    match event {
+        PaymentEvent::PaymentAuthorised { details, .. }
+        | PaymentEvent::PaymentRefused { details, .. }
+        | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+        | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some(details.amount),
+        PaymentEvent::DeferredAuthorisationGranted { amount, .. }
+        | PaymentEvent::DeferredAuthorisationRefused { amount, .. }
+        | PaymentEvent::PaymentModified { amount, .. }
+        | PaymentEvent::PaymentReauthorised { amount, .. }
+        | PaymentEvent::PaymentCancelled { amount, .. }
+        | PaymentEvent::PaymentExpired { amount, .. }
+        | PaymentEvent::PaymentCaptured { amount, .. }
+        | PaymentEvent::PaymentRefunded { amount, .. }
+        | PaymentEvent::RefundRemitted { amount, .. }
+        | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
+        PaymentEvent::PaymentValidated { .. }
+        | PaymentEvent::PaymentAuthenticated { .. }
+        | PaymentEvent::PaymentAuthenticationAbandoned { .. }
+        | PaymentEvent::ShipmentDeclared { .. }
+        | PaymentEvent::DeliveryDeclared { .. } => None,
+    }
+}
+
+fn parse<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Result<E, AppError> {
+    serde_json::from_value(event.payload.clone()).map_err(|error| {
+        AppError::internal(format!(
+            "{} event {}: {error}",
+            event.aggregate_type, event.position.global_position
+        ))
+    })
+}
+
+#[async_trait]
+impl Projection for WebhookOutboxProjection {
+    fn name(&self) -> &'static str {
+        "webhook_outbox"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        let (event_type, occurred_at, data) = if event.aggregate_type == Payment::TYPE {
+            let payment_event: PaymentEvent = parse(event)?;
+            let Some(event_type) = payment_event_type(&payment_event) else {
+                return Ok(());
+            };
+            let data = payment_data(tx, &event.aggregate_id, &payment_event).await?;
+            (event_type, payment_event.occurred_at(), data)
+        } else if event.aggregate_type == PaymentPlan::TYPE {
+            let (event_type, occurred_at) = match parse::<PlanEvent>(event)? {
+                PlanEvent::PlanCompleted { occurred_at } => ("plan.completed", occurred_at),
+                PlanEvent::PlanDefaulted { occurred_at, .. } => ("plan.defaulted", occurred_at),
+                _ => return Ok(()),
+            };
+            let data = plan_data(tx, &event.aggregate_id).await?;
+            (event_type, occurred_at, data)
+        } else {
+            return Ok(());
+        };
+        let Some(data) = data else {
+            // Not in the views (archived): nobody to tell by shop.
+            return Ok(());
+        };
+        let shop_id = data["shopId"].as_str().unwrap_or_default().to_string();
+        let mode = data["mode"].as_str().unwrap_or_default().to_string();
+        let body = json!({
+            "type": event_type,
+            "timestamp": timestamp_text(occurred_at),
+            "data": data,
+        })
+        .to_string();
+        let tx_id = event.position.tx_id as i64;
+        let position = event.position.global_position;
+        // Endpoints that existed before this event, active now.
+        let endpoints = tx
+            .fetch_all(
+                "SELECT endpoint_id, event_types FROM webhook_endpoints_view
+                  WHERE shop_id = $1 AND mode = $2 AND status = 'ACTIVE'
+                    AND (created_tx_id < $3 OR (created_tx_id = $3 AND created_position < $4))",
+                &[
+                    shop_id.clone().into(),
+                    mode.clone().into(),
+                    tx_id.into(),
+                    position.into(),
+                ],
+            )
+            .await?;
+        let webhook_id = webhook_id(&event.aggregate_id, event.sequence);
+        // Due from the event's own instant (the injected clock's time, not
+        // the database's), so a delivery is never due before its event.
+        let now = timestamp_text(occurred_at);
+        for endpoint in endpoints {
+            let types: Vec<String> = endpoint
+                .text("event_types")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            if !subscribes_to(&types, event_type) {
+                continue;
+            }
+            let params: Vec<SqlValue> = vec![
+                format!("whd_{}", uuid::Uuid::now_v7().simple()).into(),
+                webhook_id.clone().into(),
+                endpoint.text("endpoint_id").into(),
+                shop_id.clone().into(),
+                mode.clone().into(),
+                event_type.into(),
+                event.aggregate_id.clone().into(),
+                tx_id.into(),
+                position.into(),
+                body.clone().into(),
+                now.clone().into(),
+            ];
+            tx.execute(
+                "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
+                    event_type, subject_id, tx_id, global_position, payload, status, attempts,
+                    next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', 0, $11, $11)
+                 ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
+                &params,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The payment as the merchant's server gets it: the view row after the
+/// event (the payments projection ran first in this transaction).
+async fn payment_data(
+    tx: &mut Tx,
+    payment_id: &str,
+    event: &PaymentEvent,
+) -> Result<Option<Value>, AppError> {
+    let Some(row) = tx
+        .fetch_optional(
+            "SELECT * FROM payments_view WHERE payment_id = $1",
+            &[payment_id.into()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let currency = row.text("currency");
+    let money = |column: &str| milli_to_string(row.int(column), &currency);
+    let refusal = row
+        .opt_text("refusal_code")
+        .map(|code| json!({ "code": code, "message": row.opt_text("refusal_message") }));
+    Ok(Some(json!({
+        "id": payment_id,
+        "shopId": row.text("shop_id"),
+        "mode": row.text("mode"),
+        "orderReference": row.text("order_reference"),
+        "status": row.text("status"),
+        "amount": money("amount_milli"),
+        "currency": currency,
+        "authorisedAmount": money("authorised_milli"),
+        "capturedAmount": money("captured_milli"),
+        "refundedAmount": money("refunded_milli"),
+        "guarantee": row.text("guarantee"),
+        "threeDsStatus": row.text("three_ds_status"),
+        "riskOutcome": row.text("risk_outcome"),
+        "refusal": refusal,
+        "eventAmount": event_amount(event).map(|amount| milli_to_string(to_milli(&amount), &currency)),
+        "planId": row.opt_text("plan_id"),
+    })))
+}
+
+async fn plan_data(tx: &mut Tx, plan_id: &str) -> Result<Option<Value>, AppError> {
+    let Some(row) = tx
+        .fetch_optional(
+            "SELECT * FROM plans_view WHERE plan_id = $1",
+            &[plan_id.into()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let currency = row.text("currency");
+    Ok(Some(json!({
+        "id": plan_id,
+        "shopId": row.text("shop_id"),
+        "mode": row.text("mode"),
+        "kind": row.text("kind"),
+        "orderReference": row.text("order_reference"),
+        "status": row.text("status"),
+        "total": milli_to_string(row.int("total_milli"), &currency),
+        "currency": currency,
+    })))
+}
