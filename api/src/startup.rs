@@ -123,6 +123,7 @@ fn router(app: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let mut router = Router::new()
         .route("/graphql", post(graphql_handler))
+        .route("/graphql/ws", get(graphql_ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -230,6 +231,34 @@ fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
         Json(json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })),
     )
         .into_response()
+}
+
+/// `GET /graphql/ws`: GraphQL subscriptions over WebSocket, subprotocol
+/// graphql-transport-ws only; the API key comes in `connection_init`
+/// (`graphql::subscription::serve_websocket`).
+async fn graphql_ws_handler(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    use crate::graphql::subscription;
+    let upgrade = upgrade
+        .protocols([subscription::PROTOCOL.sec_websocket_protocol()])
+        .max_message_size(state.app.config.request_body_bytes_max);
+    if upgrade.selected_protocol().is_none() {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED_PROTOCOL",
+            "Sec-WebSocket-Protocol must offer graphql-transport-ws",
+        );
+    }
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    upgrade.on_upgrade(move |socket| {
+        subscription::serve_websocket(socket, state.app, state.schema, request_id)
+    })
 }
 
 async fn graphql_handler(

@@ -33,6 +33,9 @@ pub const RETRY_SCHEDULE: [Duration; 9] = [
 /// Longest wait a receiver's `Retry-After` can ask for.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a claimed delivery stays away from other senders while sent.
+const CLAIM_LEASE_SECONDS: i64 = 60;
+
 /// How long an endpoint may fail every delivery before it is disabled.
 pub const PERSISTENT_FAILURE_DAYS: i64 = 3;
 
@@ -210,13 +213,25 @@ impl WebhookDeliverer {
             return Ok(None);
         };
         let now = self.clock.now();
-        if only_if_due
-            && (row.text("status") != "PENDING"
-                || row
-                    .opt_text("next_attempt_at")
-                    .is_none_or(|at| at > timestamp_text(now)))
-        {
-            return Ok(None);
+        if only_if_due {
+            // Claim it: one process wins the update, the others see it moved.
+            // The claim also leases it for a minute, so a process that dies
+            // mid-send leaves it to be retried, not lost.
+            let claimed = self
+                .db
+                .execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at = $3
+                      WHERE delivery_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2",
+                    &[
+                        delivery_id.into(),
+                        timestamp_text(now).into(),
+                        timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
+                    ],
+                )
+                .await?;
+            if claimed == 0 {
+                return Ok(None);
+            }
         }
         let endpoint_id = WebhookEndpointId::parse(&row.text("endpoint_id"))
             .ok_or_else(|| AppError::internal("webhook delivery of an unknown endpoint"))?;

@@ -326,6 +326,14 @@ impl Projectors {
         }
     }
 
+    /// One projection's checkpoint as this process sees it, changing when a batch
+    /// commits here or the idle poll finds another process's: what live readers of
+    /// the views (the `events` subscription) wait on.
+    pub fn watch_checkpoint(&self, name: &str) -> Option<watch::Receiver<LogPosition>> {
+        let index = self.projector.index_of(name)?;
+        Some(self.projector.checkpoints[index].subscribe())
+    }
+
     /// Checkpoints as last seen by this process.
     pub fn checkpoints(&self) -> BTreeMap<&'static str, LogPosition> {
         self.projector

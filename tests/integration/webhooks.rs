@@ -289,6 +289,30 @@ async fn deliver(app: &TestApp) -> caisse_infrastructure::webhook_delivery::Deli
     app.state.deliver_webhooks().await.expect("deliveries run")
 }
 
+/// Waits (at most 20 s) until the outbox holds `count` deliveries for the
+/// endpoint: a mutation answers after a bounded wait for the views, which a
+/// busy PostgreSQL server (other tests' transactions) can outlast.
+async fn await_queued(app: &TestApp, endpoint_id: &Value, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queued = app
+            .state
+            .webhook_deliverer
+            .deliveries(endpoint_id.as_str().unwrap(), None, 500)
+            .await
+            .unwrap()
+            .len();
+        if queued >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queued} of {count} queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn deliveries_are_signed_retried_in_order_and_deduplicable(app: TestApp) {
     let (receiver, url) = Receiver::start().await;
     let response = create(&app, &url, json!(["*"])).await;
@@ -299,6 +323,7 @@ async fn deliveries_are_signed_retried_in_order_and_deduplicable(app: TestApp) {
     let payment = app
         .create_payment(caisse_tests::payment_input("42.00", "ORD-HOOK-1"))
         .await;
+    await_queued(&app, &endpoint_id, 1).await;
     let run = deliver(&app).await;
     assert_eq!(run.succeeded, 1, "{run:?}");
     // Signed per Standard Webhooks, verified as the docs tell merchants to.
@@ -333,6 +358,7 @@ async fn deliveries_are_signed_retried_in_order_and_deduplicable(app: TestApp) {
         )
         .await;
     data(&response);
+    await_queued(&app, &endpoint_id, 3).await;
     let run = deliver(&app).await;
     // Only the authorisation is tried: the cancellation waits behind it.
     assert_eq!((run.succeeded, run.retrying), (0, 1), "{run:?}");
@@ -425,6 +451,7 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
     receiver.set_down(true);
     app.create_payment(caisse_tests::payment_input("5.00", "ORD-HOOK-DOWN"))
         .await;
+    await_queued(&app, &endpoint_id, 1).await;
     // Longer than the longest step with its jitter (24 h + 10 %).
     for _ in 0..12 {
         deliver(&app).await;
@@ -453,4 +480,51 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
 both_backends!(
     a_receiver_down_for_three_days_disables_its_endpoint,
     super::a_receiver_down_for_three_days_disables_its_endpoint
+);
+
+/// Two `caisse serve` on one database deliver at the same time: each event
+/// reaches the receiver once (each delivery is claimed by an atomic update).
+async fn two_senders_deliver_each_event_once(app: TestApp) {
+    let (receiver, url) = Receiver::start().await;
+    data(&create(&app, &url, json!(["payment.authorised"])).await);
+    let endpoint_id = data(
+        &app.graphql(
+            "query($shop: ID!) { webhookEndpoints(shopId: $shop) { id } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await,
+    )["webhookEndpoints"][0]["id"]
+        .clone();
+    let second = app
+        .second_server(|config| {
+            config.webhooks.allow_private_addresses = true;
+            config.webhooks.allow_any_port = true;
+        })
+        .await;
+    for n in 0..12 {
+        app.create_payment(caisse_tests::payment_input(
+            "3.00",
+            &format!("ORD-HOOK-TWO-{n}"),
+        ))
+        .await;
+    }
+    await_queued(&app, &endpoint_id, 12).await;
+    let (first, other) = tokio::join!(
+        app.state.deliver_webhooks(),
+        second.state.deliver_webhooks()
+    );
+    let (first, other) = (first.unwrap(), other.unwrap());
+    // Whatever one pass left (locked by the other at the time), a last pass sends.
+    let last = deliver(&app).await;
+    assert_eq!(first.succeeded + other.succeeded + last.succeeded, 12);
+    let log = receiver.log();
+    let distinct: std::collections::HashSet<&String> = log.iter().map(|(id, _, _)| id).collect();
+    // Each delivery attempted by one process only, on both backends: the
+    // claim is an atomic update of the delivery's row.
+    assert_eq!(log.len(), 12);
+    assert_eq!(distinct.len(), 12);
+}
+both_backends!(
+    two_senders_deliver_each_event_once,
+    super::two_senders_deliver_each_event_once
 );

@@ -1,4 +1,5 @@
-//! The GraphQL schema (async-graphql): queries, mutations, types and cursors.
+//! The GraphQL schema (async-graphql): queries, mutations, the `events`
+//! subscription, types and cursors.
 
 mod cursors;
 mod journal;
@@ -7,17 +8,19 @@ mod plans;
 pub(crate) mod query;
 pub(crate) mod risk;
 mod schedule;
+pub(crate) mod subscription;
 pub(crate) mod types;
 mod webhooks;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, Schema};
 
 use crate::state::AppState;
 
 use mutation::CoreMutation;
 use query::CoreQuery;
+use subscription::SubscriptionRoot;
 
 /// Every query, merged from one object per area so each area lives in its own file.
 #[derive(MergedObject, Default)]
@@ -40,7 +43,7 @@ pub struct MutationRoot(
     webhooks::WebhookMutation,
 );
 
-pub type CaisseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type CaisseSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Deepest query accepted (history inside payments inside a remittance is 5).
 pub const QUERY_DEPTH_MAX: usize = 12;
@@ -51,7 +54,7 @@ pub fn build_schema(state: Arc<AppState>) -> CaisseSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .data(state)
     .limit_depth(QUERY_DEPTH_MAX)
@@ -59,7 +62,8 @@ pub fn build_schema(state: Arc<AppState>) -> CaisseSchema {
     .finish()
 }
 
-/// Per-request data the HTTP layer puts into the GraphQL context.
+/// Per-request data the HTTP layer (or, for a subscription, the WebSocket's
+/// `connection_init`) puts into the GraphQL context.
 #[derive(Clone)]
 pub struct RequestData {
     pub caller: crate::auth::Caller,

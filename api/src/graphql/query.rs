@@ -361,52 +361,19 @@ impl CoreQuery {
         let state = state(ctx)?;
         let caller = &request(ctx)?.caller;
         let first = page_size("first", first.unwrap_or(100), EVENTS_PAGE_SIZE_MAX)?;
-        let mut cursor = match after.as_deref() {
+        let cursor = match after.as_deref() {
             Some(text) => {
                 parse_log_cursor(text).ok_or_else(|| bad_input("after", "not an events cursor"))?
             }
             None => LogPosition::default(),
         };
-        // Ownership of an event is read from the views, so never scan past what
-        // they have applied: an event not yet projected would look foreign and be
-        // skipped for good.
-        let horizon = projected_horizon(state).await.map_err(app_error)?;
-        let mut events = Vec::new();
-        let mut has_next_page = false;
-        // A bounded scan: a caller whose events are rare in a busy log gets an
-        // empty page with an advanced cursor and `hasNextPage`, never a long stall.
-        let mut pages_left = 10;
-        'scan: loop {
-            if pages_left == 0 {
-                has_next_page = true;
-                break;
-            }
-            pages_left -= 1;
-            let page = state.log.read_after(cursor, 500).await.map_err(app_error)?;
-            if page.is_empty() {
-                break;
-            }
-            let owned = owned_aggregates(state, caller, &page)
-                .await
-                .map_err(app_error)?;
-            for event in page {
-                if event.position > horizon {
-                    break 'scan;
-                }
-                if events.len() == first {
-                    has_next_page = true;
-                    break 'scan;
-                }
-                cursor = event.position;
-                if owned.contains(&event.aggregate_id) {
-                    events.push(LogEvent::new(event));
-                }
-            }
-        }
+        let scan = scan_owned_events(state, caller, cursor, first)
+            .await
+            .map_err(app_error)?;
         Ok(LogEventConnection {
-            events,
-            end_cursor: log_cursor(cursor),
-            has_next_page,
+            events: scan.events.into_iter().map(LogEvent::new).collect(),
+            end_cursor: log_cursor(scan.end),
+            has_next_page: scan.has_more,
         })
     }
 }
@@ -426,16 +393,81 @@ pub(crate) async fn is_archived(
         .is_some())
 }
 
+/// One bounded scan of the log for a caller: what the `events` query returns and
+/// what the `events` subscription streams, so both apply the same rules.
+pub(crate) struct OwnedEvents {
+    /// The caller's events after the cursor, in commit order, at most `first`.
+    pub events: Vec<LoggedEvent>,
+    /// Where the next scan starts: past the last event examined, owned or not, so
+    /// events of other shops are never scanned twice.
+    pub end: LogPosition,
+    /// More may follow at once (the page is full, or the scan stopped at its bound).
+    pub has_more: bool,
+}
+
+/// The events of the caller's shop and mode after `cursor`: ownership is read from
+/// the views, and nothing past what they have applied is looked at.
+pub(crate) async fn scan_owned_events(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    mut cursor: LogPosition,
+    first: usize,
+) -> Result<OwnedEvents, caisse_application::AppError> {
+    // Ownership of an event is read from the views, so never scan past what
+    // they have applied: an event not yet projected would look foreign and be
+    // skipped for good.
+    let horizon = projected_horizon(state).await?;
+    let mut events = Vec::new();
+    let mut has_more = false;
+    // A bounded scan: a caller whose events are rare in a busy log gets an
+    // empty page with an advanced cursor and `hasNextPage`, never a long stall.
+    let mut pages_left = 10;
+    'scan: loop {
+        if pages_left == 0 {
+            has_more = true;
+            break;
+        }
+        pages_left -= 1;
+        let page = state.log.read_after(cursor, 500).await?;
+        if page.is_empty() {
+            break;
+        }
+        let owned = owned_aggregates(state, caller, &page).await?;
+        for event in page {
+            if event.position > horizon {
+                break 'scan;
+            }
+            if events.len() == first {
+                has_more = true;
+                break 'scan;
+            }
+            cursor = event.position;
+            if owned.contains(&event.aggregate_id) {
+                events.push(event);
+            }
+        }
+    }
+    Ok(OwnedEvents {
+        events,
+        end: cursor,
+        has_more,
+    })
+}
+
+/// The projections whose views tell owners apart: the horizon is the least of
+/// their checkpoints, and the subscription wakes when one of them moves.
+pub(crate) const HORIZON_PROJECTIONS: [&str; 3] = ["payments", "remittances", "plans"];
+
 async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_application::AppError> {
     let rows = state
         .db()
         .fetch_all(
-            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ('payments', 'remittances', 'plans')",
-            &[],
+            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ($1, $2, $3)",
+            &HORIZON_PROJECTIONS.map(SqlValue::from),
         )
         .await?;
     // Until each view that tells owners apart has a checkpoint, nothing is safe.
-    if rows.len() < 3 {
+    if rows.len() < HORIZON_PROJECTIONS.len() {
         return Ok(LogPosition::default());
     }
     Ok(rows
