@@ -10,6 +10,7 @@ use caisse_application::ports::{Clock, KeyLock, WebhookSecrets};
 use caisse_application::AppError;
 use caisse_domain::ids::WebhookEndpointId;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use rand::Rng;
 
 use crate::sql::{Db, SqlRow, SqlValue};
@@ -32,6 +33,9 @@ pub const RETRY_SCHEDULE: [Duration; 9] = [
 
 /// Longest wait a receiver's `Retry-After` can ask for.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Deliveries one process sends at the same time.
+pub const SEND_CONCURRENCY: usize = 8;
 
 /// How long a claimed delivery stays away from other senders while sent.
 const CLAIM_LEASE_SECONDS: i64 = 60;
@@ -155,17 +159,27 @@ impl WebhookDeliverer {
                 &[now.into(), (limit as i64).into()],
             )
             .await?;
+        // A few sends at a time: a slow receiver holds one slot for its 15 s,
+        // not the whole pass. Ordering per payment is safe: the query gives
+        // only the first pending delivery of each payment and endpoint.
+        let outcomes: Vec<Result<Option<Outcome>, AppError>> =
+            futures::stream::iter(due.into_iter().map(|row| row.text("delivery_id")))
+                .map(|delivery_id| async move {
+                    let Some(_lease) = self
+                        .key_lock
+                        .try_acquire(&format!("webhook:{delivery_id}"))
+                        .await?
+                    else {
+                        return Ok(None);
+                    };
+                    self.attempt_locked(&delivery_id, true).await
+                })
+                .buffer_unordered(SEND_CONCURRENCY)
+                .collect()
+                .await;
         let mut run = DeliveryRun::default();
-        for row in due {
-            let delivery_id = row.text("delivery_id");
-            let Some(_lease) = self
-                .key_lock
-                .try_acquire(&format!("webhook:{delivery_id}"))
-                .await?
-            else {
-                continue;
-            };
-            match self.attempt_locked(&delivery_id, true).await? {
+        for outcome in outcomes {
+            match outcome? {
                 Some(Outcome::Succeeded) => run.succeeded += 1,
                 Some(Outcome::Retrying) => run.retrying += 1,
                 Some(Outcome::Failed { endpoint_failing }) => {

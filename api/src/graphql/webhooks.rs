@@ -219,9 +219,9 @@ async fn caller_delivery(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<De
 /// Largest page of deliveries.
 const DELIVERIES_PAGE_MAX: i32 = 200;
 
-fn parse_endpoint_id(id: &ID) -> async_graphql::Result<WebhookEndpointId> {
+fn parse_endpoint_id(field: &str, id: &ID) -> async_graphql::Result<WebhookEndpointId> {
     WebhookEndpointId::parse(id.as_str())
-        .ok_or_else(|| bad_input("id", "not a webhook endpoint id (whe_…)"))
+        .ok_or_else(|| bad_input(field, "not a webhook endpoint id (whe_…)"))
 }
 
 fn with_secret(result: EndpointResult) -> async_graphql::Result<WebhookEndpointWithSecret> {
@@ -261,7 +261,7 @@ impl WebhookQuery {
         #[graphql(desc = "PENDING, SUCCEEDED or FAILED")] status: Option<String>,
         #[graphql(desc = "Page size, 1 to 200 (default 50)")] first: Option<i32>,
     ) -> async_graphql::Result<Vec<WebhookDelivery>> {
-        let id = parse_endpoint_id(&endpoint_id)?;
+        let id = parse_endpoint_id("endpointId", &endpoint_id)?;
         state(ctx)?
             .webhooks
             .load(&context(ctx)?, id)
@@ -324,7 +324,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         input: UpdateWebhookEndpointInput,
     ) -> async_graphql::Result<WebhookEndpointNode> {
-        let endpoint_id = parse_endpoint_id(&input.id)?;
+        let endpoint_id = parse_endpoint_id("id", &input.id)?;
         let result = state(ctx)?
             .webhooks
             .update(
@@ -346,7 +346,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<WebhookEndpointWithSecret> {
-        let endpoint_id = parse_endpoint_id(&id)?;
+        let endpoint_id = parse_endpoint_id("id", &id)?;
         let result = state(ctx)?
             .webhooks
             .rotate_secret(&context(ctx)?, endpoint_id)
@@ -361,7 +361,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<WebhookEndpointNode> {
-        let endpoint_id = parse_endpoint_id(&id)?;
+        let endpoint_id = parse_endpoint_id("id", &id)?;
         let result = state(ctx)?
             .webhooks
             .set_active(&context(ctx)?, endpoint_id, false)
@@ -397,7 +397,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         endpoint_id: ID,
     ) -> async_graphql::Result<WebhookDelivery> {
-        let id = parse_endpoint_id(&endpoint_id)?;
+        let id = parse_endpoint_id("endpointId", &endpoint_id)?;
         let endpoint = state(ctx)?
             .webhooks
             .load(&context(ctx)?, id)
@@ -424,7 +424,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<WebhookEndpointNode> {
-        let endpoint_id = parse_endpoint_id(&id)?;
+        let endpoint_id = parse_endpoint_id("id", &id)?;
         let result = state(ctx)?
             .webhooks
             .set_active(&context(ctx)?, endpoint_id, true)
