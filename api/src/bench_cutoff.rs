@@ -260,6 +260,7 @@ impl BenchApp {
             buyer_email: None,
             buyer_ip: None,
             buyer_country: None,
+            buyer_language: None,
         };
         let result = self
             .state

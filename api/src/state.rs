@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caisse_application::merchants::MerchantService;
+use caisse_application::notifications::NotificationService;
 use caisse_application::payment_security::{PaymentSecurity, ThreeDsServers};
 use caisse_application::payments::{Acquirers, PaymentService};
 use caisse_application::plans::PlanService;
@@ -18,6 +19,7 @@ use caisse_application::webhooks::WebhookService;
 use caisse_infrastructure::acquirer::{SimulatorAcquirer, UnconfiguredAcquirer};
 use caisse_infrastructure::event_log::EventLogReader;
 use caisse_infrastructure::event_repository::EventRepository;
+use caisse_infrastructure::mailer::{EmailDeliverer, EmailRun};
 use caisse_infrastructure::reference_store;
 use caisse_infrastructure::three_ds::{SimulatorThreeDsServer, UnconfiguredThreeDsServer};
 use caisse_infrastructure::vault::{DatabaseVault, VaultKey};
@@ -32,6 +34,8 @@ use caisse_projections::Projectors;
 
 /// Most webhook deliveries one pass attempts.
 const WEBHOOK_PASS_MAX: usize = 200;
+/// Most e-mails one pass attempts.
+const EMAIL_PASS_MAX: usize = 200;
 
 pub struct AppState {
     pub config: Config,
@@ -57,6 +61,10 @@ pub struct AppState {
     pub webhooks: Arc<WebhookService<EventRepository>>,
     /// Sends the webhook deliveries the outbox projection queues.
     pub webhook_deliverer: Arc<WebhookDeliverer>,
+    /// Merchant e-mail settings (issue 5, NT-1).
+    pub notifications: Arc<NotificationService<EventRepository>>,
+    /// Sends the e-mails the `email_outbox` projection queues (SMTP or files).
+    pub email_deliverer: Arc<EmailDeliverer>,
 }
 
 impl AppState {
@@ -145,6 +153,16 @@ impl AppState {
             clock.clone(),
             key_lock.clone(),
         ));
+        let email_deliverer = Arc::new(
+            EmailDeliverer::new(db.clone(), &config.mail, &config.data_dir, clock.clone())
+                .map_err(|error| anyhow::anyhow!("e-mail sender: {error}"))?,
+        );
+        let notifications = Arc::new(NotificationService::new(
+            repository.clone(),
+            clock.clone(),
+            Arc::new(log.clone()),
+            waiter.clone(),
+        ));
         let remittances = Arc::new(RemittanceService::new(
             repository.clone(),
             Arc::new(ViewDuePayments { db: db.clone() }),
@@ -198,6 +216,8 @@ impl AppState {
             reference,
             webhooks,
             webhook_deliverer,
+            notifications,
+            email_deliverer,
         }))
     }
 
@@ -249,6 +269,13 @@ impl AppState {
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "webhook deliveries failed; retrying"),
                 }
+                match state.deliver_emails().await {
+                    Ok(run) if run.sent + run.retrying + run.failed > 0 => {
+                        tracing::info!(?run, "e-mails attempted")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "e-mail sending failed; retrying"),
+                }
                 match state.scheduler.run_due().await {
                     Ok(run) if run.done_total() > 0 || run.failed > 0 => {
                         tracing::info!(done = ?run.done, failed = run.failed, "scheduled work done")
@@ -270,6 +297,11 @@ impl AppState {
             self.webhooks.disable_failing(*endpoint_id).await?;
         }
         Ok(run)
+    }
+
+    /// Sends (or, in directory mode, writes) the due e-mails of the outbox.
+    pub async fn deliver_emails(&self) -> Result<EmailRun, caisse_application::AppError> {
+        self.email_deliverer.run_due(EMAIL_PASS_MAX).await
     }
 
     /// Stops the projectors, the scheduler and the reference refresh (a server

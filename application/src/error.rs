@@ -129,6 +129,19 @@ impl From<caisse_domain::outstanding::OutstandingError> for AppError {
     }
 }
 
+impl From<caisse_domain::notification::NotificationError> for AppError {
+    fn from(error: caisse_domain::notification::NotificationError) -> Self {
+        use caisse_domain::notification::NotificationError;
+        match error {
+            NotificationError::Invalid { field, message } => AppError::Invalid {
+                field,
+                code: "INVALID_NOTIFICATION_SETTING",
+                message,
+            },
+        }
+    }
+}
+
 impl From<caisse_domain::webhook::WebhookError> for AppError {
     fn from(error: caisse_domain::webhook::WebhookError) -> Self {
         use caisse_domain::webhook::WebhookError;

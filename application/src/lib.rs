@@ -9,6 +9,7 @@ pub mod context;
 pub mod cut_off;
 pub mod error;
 pub mod merchants;
+pub mod notifications;
 pub mod payment_security;
 pub mod payments;
 pub mod plans;

@@ -64,6 +64,9 @@ pub struct CreatePaymentInput {
     pub buyer_ip: Option<String>,
     /// The buyer's declared country (ISO 3166-1 alpha-2), for RC-7.
     pub buyer_country: Option<String>,
+    /// The buyer's language for the e-mails: fr, en, de, es, it, nl, pt or sv
+    /// (case-insensitive); absent, French (issue 5, NT-2).
+    pub buyer_language: Option<String>,
 }
 
 /// The acquirer for each mode: the simulator for test, the real connector for live.
@@ -236,6 +239,7 @@ where
         let buyer_email = validate_email(input.buyer_email)?;
         let buyer_ip = validate_ip(input.buyer_ip)?;
         let buyer_country = validate_country(input.buyer_country)?;
+        let buyer_language = validate_language(input.buyer_language)?;
         let mut prepared = self.prepare_card(&input.card, input.channel).await?;
         let brand = prepared.snapshot.brand;
         let authorisation_validity_days = self.authorisation_validity.days_for(brand);
@@ -290,6 +294,7 @@ where
             authorisation_validity_days,
             acquirer_contract: self.acquirers.for_mode(mode).contract().to_string(),
             buyer_country,
+            buyer_language,
             three_ds,
             risk,
             occurred_at: self.clock.now(),
@@ -551,6 +556,7 @@ where
             authorisation_validity_days: self.authorisation_validity.days_for(card.brand),
             acquirer_contract: self.acquirers.for_mode(plan.mode).contract().to_string(),
             buyer_country: None,
+            buyer_language: None,
             three_ds: Default::default(),
             risk: Default::default(),
             occurred_at: self.clock.now(),
@@ -838,6 +844,7 @@ where
             // A merchant-initiated payment on the card on file: no 3-D Secure,
             // no guarantee.
             buyer_country: source_details.buyer_country.clone(),
+            buyer_language: source_details.buyer_language.clone(),
             three_ds: Default::default(),
             risk: Default::default(),
             occurred_at: self.clock.now(),
@@ -1202,6 +1209,25 @@ fn validate_country(country: Option<String>) -> Result<Option<String>, AppError>
             message: "an ISO 3166-1 alpha-2 country code (two letters, e.g. FR)".into(),
         })
     }
+}
+
+fn validate_language(language: Option<String>) -> Result<Option<String>, AppError> {
+    let Some(language) = language
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+    else {
+        return Ok(None);
+    };
+    caisse_domain::notification::normalise_language(&language)
+        .map(|language| Some(language.to_string()))
+        .ok_or_else(|| AppError::Invalid {
+            field: "buyerLanguage",
+            code: "INVALID_LANGUAGE",
+            message: format!(
+                "one of {} (case-insensitive)",
+                caisse_domain::notification::LANGUAGES.join(", ")
+            ),
+        })
 }
 
 fn validate_holder(holder: Option<String>) -> Result<Option<String>, AppError> {

@@ -12,6 +12,7 @@ pub mod grey_list;
 pub mod ids;
 pub mod merchant;
 pub mod money;
+pub mod notification;
 pub mod outstanding;
 pub mod payment;
 pub mod plan;

@@ -74,6 +74,66 @@ pub struct Config {
     /// `[reference]`: how often each process looks for risk reference tables
     /// loaded by `caisse reference load`.
     pub reference: ReferenceConfig,
+    /// `[mail]`: how e-mail notifications leave (issue 5): SMTP, or files
+    /// under `<data_dir>/mail/` in development.
+    pub mail: MailConfig,
+}
+
+/// `[mail] mode`: send over SMTP, or write `.eml` files (development).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailMode {
+    Smtp,
+    #[default]
+    Directory,
+}
+
+/// `[mail] smtp_tls`: the SMTP connection's protection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a local relay, tests).
+    None,
+    /// Plain connection upgraded with STARTTLS, required (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+/// `[mail]`: the e-mail notifications' transport.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp` or `directory` (default: `<data_dir>/mail/<email_id>.eml`).
+    /// Env `CAISSE_MAIL_MODE`.
+    pub mode: MailMode,
+    /// Env `CAISSE_MAIL_SMTP_HOST`.
+    pub smtp_host: String,
+    /// Env `CAISSE_MAIL_SMTP_PORT`.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`. Env `CAISSE_MAIL_SMTP_TLS`.
+    pub smtp_tls: SmtpTls,
+    /// Env `CAISSE_MAIL_SMTP_USERNAME`.
+    pub smtp_username: Option<String>,
+    /// Env `CAISSE_MAIL_SMTP_PASSWORD`.
+    pub smtp_password: Option<Secret>,
+    /// The sender, `Name <address>` or an address. Env `CAISSE_MAIL_FROM`.
+    pub from: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            mode: MailMode::Directory,
+            smtp_host: "localhost".to_string(),
+            smtp_port: 587,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            from: "Caisse <no-reply@caisse.invalid>".to_string(),
+        }
+    }
 }
 
 /// `[scheduler]`: whether this process runs due work, and how often it looks.
@@ -148,6 +208,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             plan_retry: Default::default(),
             reference: ReferenceConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -178,6 +239,11 @@ impl Config {
         if !(60..=86_400).contains(&self.three_ds_challenge_timeout_s) {
             bail!("three_ds_challenge_timeout_s (CAISSE_THREE_DS_CHALLENGE_TIMEOUT_S) must be 60 to 86400 seconds");
         }
+        if self.production && self.webhooks.allow_private_addresses {
+            bail!(
+                "webhooks.allow_private_addresses (CAISSE_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES) is for tests and local development; production refuses it (SSRF)"
+            );
+        }
         if self.scheduler.interval_ms == 0 {
             bail!("scheduler.interval_ms (CAISSE_SCHEDULER_INTERVAL_MS) must be at least 1");
         }
@@ -185,6 +251,20 @@ impl Config {
             bail!(
                 "reference.refresh_interval_ms (CAISSE_REFERENCE_REFRESH_INTERVAL_MS) must be at least 1"
             );
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            bail!(
+                "mail.from (CAISSE_MAIL_FROM) = {:?}: expected an address or \"Name <address>\"",
+                self.mail.from
+            );
+        }
+        if self.mail.mode == MailMode::Smtp
+            && (self.mail.smtp_host.trim().is_empty() || self.mail.smtp_port == 0)
+        {
+            bail!("mail: smtp mode needs smtp_host and a non-zero smtp_port (CAISSE_MAIL_SMTP_HOST, CAISSE_MAIL_SMTP_PORT)");
+        }
+        if self.mail.smtp_username.is_some() != self.mail.smtp_password.is_some() {
+            bail!("mail: give both smtp_username and smtp_password, or neither");
         }
         let validity = &self.authorisation_validity;
         if let Some(days) = std::iter::once(&validity.default_days)
@@ -288,6 +368,38 @@ impl Config {
                 format!("CAISSE_REFERENCE_REFRESH_INTERVAL_MS={interval}: expected milliseconds")
             })?;
         }
+        if let Some(mode) = var("CAISSE_MAIL_MODE") {
+            self.mail.mode = match mode.as_str() {
+                "smtp" => MailMode::Smtp,
+                "directory" => MailMode::Directory,
+                other => bail!("CAISSE_MAIL_MODE={other}: expected smtp or directory"),
+            };
+        }
+        if let Some(host) = var("CAISSE_MAIL_SMTP_HOST") {
+            self.mail.smtp_host = host;
+        }
+        if let Some(port) = var("CAISSE_MAIL_SMTP_PORT") {
+            self.mail.smtp_port = port
+                .parse()
+                .with_context(|| format!("CAISSE_MAIL_SMTP_PORT={port}: expected a port"))?;
+        }
+        if let Some(tls) = var("CAISSE_MAIL_SMTP_TLS") {
+            self.mail.smtp_tls = match tls.as_str() {
+                "none" => SmtpTls::None,
+                "starttls" => SmtpTls::Starttls,
+                "tls" => SmtpTls::Tls,
+                other => bail!("CAISSE_MAIL_SMTP_TLS={other}: expected none, starttls or tls"),
+            };
+        }
+        if let Some(username) = var("CAISSE_MAIL_SMTP_USERNAME") {
+            self.mail.smtp_username = Some(username);
+        }
+        if let Some(password) = var("CAISSE_MAIL_SMTP_PASSWORD") {
+            self.mail.smtp_password = Some(Secret::new(password));
+        }
+        if let Some(from) = var("CAISSE_MAIL_FROM") {
+            self.mail.from = from;
+        }
         if let Some(months) = var("CAISSE_RETENTION_MONTHS") {
             self.retention_months = months.parse().with_context(|| {
                 format!("CAISSE_RETENTION_MONTHS={months}: expected a number of months")
@@ -362,6 +474,29 @@ mod tests {
             "{error}"
         );
         assert!(toml::from_str::<Config>("[reference]\nrefresh_ms = 1").is_err());
+    }
+
+    #[test]
+    fn mail_defaults_to_the_directory_and_smtp_comes_from_the_file() {
+        let config = Config::default();
+        assert_eq!(config.mail.mode, MailMode::Directory);
+        config.validate().unwrap();
+        let config: Config = toml::from_str(
+            "[mail]\nmode = \"smtp\"\nsmtp_host = \"mail.example\"\nsmtp_port = 465\nsmtp_tls = \"tls\"\n\
+             smtp_username = \"caisse\"\nsmtp_password = \"s3cret\"\nfrom = \"Shop <shop@example.com>\"",
+        )
+        .unwrap();
+        assert_eq!(config.mail.mode, MailMode::Smtp);
+        assert_eq!(config.mail.smtp_tls, SmtpTls::Tls);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        config.validate().unwrap();
+        let config: Config = toml::from_str("[mail]\nfrom = \"not an address\"").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("CAISSE_MAIL_FROM"));
+        assert!(toml::from_str::<Config>("[mail]\nsmtp_tls = \"ssl\"").is_err());
     }
 
     #[test]

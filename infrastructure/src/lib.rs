@@ -11,6 +11,7 @@ pub mod database;
 pub mod event_log;
 pub mod event_repository;
 pub mod key_lock;
+pub mod mailer;
 pub mod reference_store;
 pub mod sql;
 pub mod three_ds;

@@ -164,16 +164,9 @@ impl WebhookDeliverer {
         // only the first pending delivery of each payment and endpoint.
         let outcomes: Vec<Result<Option<Outcome>, AppError>> =
             futures::stream::iter(due.into_iter().map(|row| row.text("delivery_id")))
-                .map(|delivery_id| async move {
-                    let Some(_lease) = self
-                        .key_lock
-                        .try_acquire(&format!("webhook:{delivery_id}"))
-                        .await?
-                    else {
-                        return Ok(None);
-                    };
-                    self.attempt_locked(&delivery_id, true).await
-                })
+                // The claim in `attempt_locked` (an atomic update of the row)
+                // makes one process send each delivery; no lock to wait for.
+                .map(|delivery_id| async move { self.attempt_locked(&delivery_id, true).await })
                 .buffer_unordered(SEND_CONCURRENCY)
                 .collect()
                 .await;

@@ -779,6 +779,7 @@ mod tests {
             instalment_of: None,
             acquirer_contract: caisse_domain::acquirer::default_contract(),
             buyer_country: None,
+            buyer_language: None,
             three_ds: Default::default(),
             risk: Default::default(),
             card: CardSnapshot {

@@ -7,9 +7,12 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod email_outbox;
+pub mod email_templates;
 pub mod journal;
 pub mod journal_queries;
 pub mod money;
+pub mod notifications;
 pub mod payments;
 pub mod plans;
 pub mod projector;

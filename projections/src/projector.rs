@@ -45,6 +45,9 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::webhooks::WebhooksProjection),
         // After payments, plans and webhooks: it reads their rows.
         Arc::new(crate::webhook_outbox::WebhookOutboxProjection),
+        Arc::new(crate::notifications::NotificationsProjection),
+        // After payments, accounts and notifications: it reads their rows.
+        Arc::new(crate::email_outbox::EmailOutboxProjection),
     ]
 }
 

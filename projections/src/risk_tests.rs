@@ -77,6 +77,7 @@ fn details(payment: u128, amount: &str, occurred_at: DateTime<Utc>) -> PaymentDe
         instalment_of: None,
         acquirer_contract: caisse_domain::acquirer::default_contract(),
         buyer_country: Some("FR".to_string()),
+        buyer_language: None,
         three_ds: ThreeDsResult::not_performed(),
         risk: Default::default(),
         card: CardSnapshot {

@@ -64,7 +64,7 @@ pub fn payment_event_type(event: &PaymentEvent) -> Option<&'static str> {
 }
 
 /// What the event moved, when it moved an amount.
-fn event_amount(event: &PaymentEvent) -> Option<Money> {
+pub(crate) fn event_amount(event: &PaymentEvent) -> Option<Money> {
     match event {
         PaymentEvent::PaymentAuthorised { details, .. }
         | PaymentEvent::PaymentRefused { details, .. }

@@ -140,6 +140,7 @@ fn details(index: usize, spec: &PaymentSpec) -> PaymentDetails {
         instalment_of: None,
         acquirer_contract: caisse_domain::acquirer::default_contract(),
         buyer_country: None,
+        buyer_language: None,
         three_ds: Default::default(),
         risk: Default::default(),
         card: CardSnapshot {

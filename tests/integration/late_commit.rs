@@ -65,6 +65,7 @@ fn authorised_event(payment_id: &str, shop_id: &str) -> Value {
         capture_trigger: Default::default(),
         acquirer_contract: caisse_domain::acquirer::SIMULATOR_CONTRACT.into(),
         buyer_country: None,
+        buyer_language: None,
         three_ds: Default::default(),
         risk: Default::default(),
         occurred_at: test_start(),

@@ -452,10 +452,21 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
     app.create_payment(caisse_tests::payment_input("5.00", "ORD-HOOK-DOWN"))
         .await;
     await_queued(&app, &endpoint_id, 1).await;
-    // Longer than the longest step with its jitter (24 h + 10 %).
-    for _ in 0..12 {
+    // Longer than the longest step with its jitter (24 h + 10 %), until the
+    // schedule runs out (10 attempts).
+    for _ in 0..20 {
         deliver(&app).await;
         app.clock.advance(chrono::Duration::hours(27));
+        let deliveries = app
+            .state
+            .webhook_deliverer
+            .deliveries(endpoint_id.as_str().unwrap(), Some("FAILED"), 1)
+            .await
+            .unwrap();
+        if !deliveries.is_empty() {
+            deliver(&app).await;
+            break;
+        }
     }
     let response = app
         .graphql(

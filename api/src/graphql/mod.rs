@@ -4,6 +4,7 @@
 mod cursors;
 mod journal;
 pub(crate) mod mutation;
+mod notifications;
 mod plans;
 pub(crate) mod query;
 pub(crate) mod risk;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     plans::PlanQuery,
     risk::RiskQuery,
     webhooks::WebhookQuery,
+    notifications::NotificationQuery,
 );
 
 /// Every mutation, merged from one object per area.
@@ -41,6 +43,7 @@ pub struct MutationRoot(
     plans::PlanMutation,
     risk::RiskMutation,
     webhooks::WebhookMutation,
+    notifications::NotificationMutation,
 );
 
 pub type CaisseSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -70,6 +70,9 @@ pub struct CreatePaymentInput {
     pub buyer_ip: Option<String>,
     /// The country the buyer declared (ISO 3166-1 alpha-2, e.g. FR), for RC-7.
     pub buyer_country: Option<String>,
+    /// The buyer's language for the payment confirmation e-mail: FR, EN, DE,
+    /// ES, IT, NL, PT or SV (case-insensitive); French when absent.
+    pub buyer_language: Option<String>,
     /// Pay in instalments (TY-1 pay in 3, TY-2 pay in n, TY-5 deposit and
     /// balance): creates a payment plan and answers its first instalment's
     /// payment, whose `planId` leads to `paymentPlan`. Automatic capture at
@@ -206,6 +209,7 @@ impl CoreMutation {
             buyer_email: input.buyer_email,
             buyer_ip: input.buyer_ip,
             buyer_country: input.buyer_country,
+            buyer_language: input.buyer_language,
         };
         let result = state
             .payments

@@ -115,6 +115,10 @@ pub struct PaymentDetails {
     /// The country the buyer declared (ISO alpha-2), for RC-7.
     #[serde(default)]
     pub buyer_country: Option<String>,
+    /// The buyer's language for the e-mails (fr, en, de, es, it, nl, pt, sv;
+    /// lower-case); absent, the buyer's e-mail is in French (issue 5, NT-2).
+    #[serde(default)]
+    pub buyer_language: Option<String>,
     /// The 3-D Secure step's outcome and the guarantee it gives (SE-1, SE-2).
     #[serde(default)]
     pub three_ds: crate::three_ds::ThreeDsResult,

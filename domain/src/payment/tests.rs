@@ -117,6 +117,7 @@ fn details_with(
         authorisation_validity_days: DEFAULT_AUTHORISATION_VALIDITY_DAYS,
         acquirer_contract: crate::acquirer::SIMULATOR_CONTRACT.to_string(),
         buyer_country: None,
+        buyer_language: None,
         three_ds: Default::default(),
         risk: Default::default(),
         occurred_at: at(2, 10),

@@ -1,0 +1,341 @@
+//! The e-mail sender (issue 5, NT-1, NT-2): works the outbox (`email_outbox`,
+//! written by the `email_outbox` projection) through — due e-mails, each
+//! claimed by one process, sent over SMTP with lettre (text and HTML as
+//! `multipart/alternative`) or, in development, written to
+//! `<data_dir>/mail/<email_id>.eml`; failures retried after 1 min, 5 min,
+//! 30 min, 2 h, 6 h and 24 h, then FAILED.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caisse_application::ports::Clock;
+use caisse_application::AppError;
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{MailConfig, MailMode, SmtpTls};
+use crate::sql::{Db, SqlRow};
+use crate::time::timestamp_text;
+
+/// Delays before the 2nd, 3rd… attempt; FAILED after the last.
+pub const RETRY_SCHEDULE: [Duration; 6] = [
+    Duration::from_secs(60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(24 * 3600),
+];
+
+/// How long a claimed e-mail stays away from other senders while sent.
+const CLAIM_LEASE_SECONDS: i64 = 60;
+/// Longest an SMTP exchange may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest error text kept on the row.
+const ERROR_LENGTH_MAX: usize = 500;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EmailRun {
+    pub sent: usize,
+    /// Failed attempts that will be retried.
+    pub retrying: usize,
+    /// E-mails given up after the whole schedule.
+    pub failed: usize,
+}
+
+/// One e-mail as GraphQL shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailRow {
+    pub email_id: String,
+    pub shop_id: String,
+    pub mode: String,
+    pub recipient: String,
+    /// MERCHANT or BUYER.
+    pub role: String,
+    pub language: String,
+    pub event_type: String,
+    pub subject: String,
+    pub subject_id: String,
+    /// PENDING, SENT or FAILED.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl EmailRow {
+    fn from_row(row: &SqlRow) -> Self {
+        EmailRow {
+            email_id: row.text("email_id"),
+            shop_id: row.text("shop_id"),
+            mode: row.text("mode"),
+            recipient: row.text("recipient"),
+            role: row.text("role"),
+            language: row.text("language"),
+            event_type: row.text("event_type"),
+            subject: row.text("subject"),
+            subject_id: row.text("subject_id"),
+            status: row.text("status"),
+            attempts: row.int("attempts"),
+            next_attempt_at: row.opt_text("next_attempt_at"),
+            last_error: row.opt_text("last_error"),
+            created_at: row.text("created_at"),
+            sent_at: row.opt_text("sent_at"),
+        }
+    }
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Directory(PathBuf),
+}
+
+pub struct EmailDeliverer {
+    db: Db,
+    transport: Transport,
+    from: Mailbox,
+    clock: Arc<dyn Clock>,
+    /// One pass at a time in this process (the claim covers the others).
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl EmailDeliverer {
+    /// The sender of `[mail]`; `data_dir` holds `mail/` in directory mode.
+    pub fn new(
+        db: Db,
+        config: &MailConfig,
+        data_dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|error| anyhow::anyhow!("mail.from {:?}: {error}", config.from))?;
+        let transport = match config.mode {
+            MailMode::Directory => Transport::Directory(data_dir.join("mail")),
+            MailMode::Smtp => {
+                let host = config.smtp_host.trim();
+                let mut builder = match config.smtp_tls {
+                    SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+                    SmtpTls::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+                }
+                .port(config.smtp_port)
+                .timeout(Some(SMTP_TIMEOUT));
+                if let (Some(username), Some(password)) =
+                    (&config.smtp_username, &config.smtp_password)
+                {
+                    builder = builder.credentials(Credentials::new(
+                        username.clone(),
+                        password.expose().to_string(),
+                    ));
+                }
+                Transport::Smtp(builder.build())
+            }
+        };
+        Ok(EmailDeliverer {
+            db,
+            transport,
+            from,
+            clock,
+            pass: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Attempts every due e-mail (at most `limit`), soonest first.
+    pub async fn run_due(&self, limit: usize) -> Result<EmailRun, AppError> {
+        let _pass = self.pass.lock().await;
+        let now = self.clock.now();
+        let due = self
+            .db
+            .fetch_all(
+                "SELECT email_id FROM email_outbox
+                  WHERE status = 'PENDING' AND next_attempt_at <= $1
+                  ORDER BY next_attempt_at, tx_id, global_position
+                  LIMIT $2",
+                &[timestamp_text(now).into(), (limit as i64).into()],
+            )
+            .await?;
+        let mut run = EmailRun::default();
+        for row in due {
+            let email_id = row.text("email_id");
+            // Claim it: one process wins the update, the others see it moved.
+            // The lease leaves it to a retry if this process dies mid-send.
+            let claimed = self
+                .db
+                .execute(
+                    "UPDATE email_outbox SET next_attempt_at = $3
+                      WHERE email_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2",
+                    &[
+                        email_id.clone().into(),
+                        timestamp_text(now).into(),
+                        timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
+                    ],
+                )
+                .await?;
+            if claimed == 0 {
+                continue;
+            }
+            let Some(email) = self
+                .db
+                .fetch_optional(
+                    "SELECT * FROM email_outbox WHERE email_id = $1",
+                    &[email_id.clone().into()],
+                )
+                .await?
+            else {
+                continue;
+            };
+            let result = self.send(&email).await;
+            let attempts = email.int("attempts") + 1;
+            let at = timestamp_text(self.clock.now());
+            match result {
+                Ok(()) => {
+                    self.db
+                        .execute(
+                            "UPDATE email_outbox SET status = 'SENT', attempts = $2,
+                                next_attempt_at = NULL, last_error = NULL, sent_at = $3
+                              WHERE email_id = $1",
+                            &[email_id.into(), attempts.into(), at.into()],
+                        )
+                        .await?;
+                    run.sent += 1;
+                }
+                Err(error) => {
+                    let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
+                    tracing::warn!(%email_id, attempts, %error, "e-mail not sent");
+                    let (status, next) = match RETRY_SCHEDULE.get(attempts as usize - 1) {
+                        Some(delay) => {
+                            run.retrying += 1;
+                            let delay = chrono::Duration::from_std(*delay)
+                                .unwrap_or_else(|_| chrono::Duration::hours(24));
+                            ("PENDING", Some(timestamp_text(now + delay)))
+                        }
+                        None => {
+                            run.failed += 1;
+                            ("FAILED", None)
+                        }
+                    };
+                    self.db
+                        .execute(
+                            "UPDATE email_outbox SET status = $2, attempts = $3,
+                                next_attempt_at = $4, last_error = $5
+                              WHERE email_id = $1",
+                            &[
+                                email_id.into(),
+                                status.into(),
+                                attempts.into(),
+                                next.into(),
+                                error.into(),
+                            ],
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// The message of an outbox row: text and HTML alternatives.
+    fn message(&self, email: &SqlRow) -> Result<Message, String> {
+        let to: Mailbox = email
+            .text("recipient")
+            .parse()
+            .map_err(|error| format!("recipient: {error}"))?;
+        let domain = self.from.email.domain().to_string();
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.text("subject"))
+            .message_id(Some(format!("<{}@{domain}>", email.text("email_id"))))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(email.text("text_body")),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(email.text("html_body")),
+                    ),
+            )
+            .map_err(|error| format!("message: {error}"))
+    }
+
+    async fn send(&self, email: &SqlRow) -> Result<(), String> {
+        let message = self.message(email)?;
+        match &self.transport {
+            Transport::Smtp(transport) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|error| format!("SMTP: {error}")),
+            Transport::Directory(directory) => {
+                tokio::fs::create_dir_all(directory)
+                    .await
+                    .map_err(|error| format!("{}: {error}", directory.display()))?;
+                let path = directory.join(format!("{}.eml", email.text("email_id")));
+                tokio::fs::write(&path, message.formatted())
+                    .await
+                    .map_err(|error| format!("{}: {error}", path.display()))
+            }
+        }
+    }
+
+    /// A shop's e-mails in one mode, newest first.
+    pub async fn emails(
+        &self,
+        shop_id: &str,
+        mode: &str,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EmailRow>, AppError> {
+        let rows = match status {
+            Some(status) => self
+                .db
+                .fetch_all(
+                    "SELECT * FROM email_outbox WHERE shop_id = $1 AND mode = $2 AND status = $3
+                          ORDER BY created_at DESC, email_id DESC LIMIT $4",
+                    &[
+                        shop_id.into(),
+                        mode.into(),
+                        status.into(),
+                        (limit as i64).into(),
+                    ],
+                )
+                .await?,
+            None => {
+                self.db
+                    .fetch_all(
+                        "SELECT * FROM email_outbox WHERE shop_id = $1 AND mode = $2
+                          ORDER BY created_at DESC, email_id DESC LIMIT $3",
+                        &[shop_id.into(), mode.into(), (limit as i64).into()],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(EmailRow::from_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_one_minute_to_a_day() {
+        assert_eq!(RETRY_SCHEDULE[0], Duration::from_secs(60));
+        assert_eq!(RETRY_SCHEDULE[5], Duration::from_secs(86_400));
+        let total: Duration = RETRY_SCHEDULE.iter().sum();
+        assert!(total > Duration::from_secs(32 * 3600), "{total:?}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The `email_outbox` projection (issue 5, NT-1, NT-2): turns a payment's
+//! authorisation, refusal, refund, cancellation and capture into e-mails —
+//! one per merchant address of the shop that receives the type
+//! (`notification_settings_view`), and, for `payment.authorised`, the buyer's
+//! confirmation when the payment gave a buyer e-mail, in the payment's
+//! buyer language (French when absent). Rendered here, queued in
+//! `email_outbox`, sent by the mailer (`caisse_infrastructure::mailer`).
+//!
+//! Like `webhook_outbox`, the outbox is state, not a view: `tables()` is
+//! empty so a rebuild does not empty it, a replay inserts nothing twice (one
+//! row per event, role and address: `dedup_key`), and the merchant is never
+//! e-mailed about events older than the shop's last configuration.
+
+use async_trait::async_trait;
+use caisse_application::AppError;
+use caisse_domain::notification::{receives, DEFAULT_BUYER_LANGUAGE, EMAIL_EVENT_TYPES};
+use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::time::timestamp_text;
+use caisse_infrastructure::{SqlValue, Tx};
+use cqrs_es::Aggregate;
+
+use crate::email_templates::{
+    buyer_confirmation, merchant_notification, PaymentFacts, RenderedEmail,
+};
+use crate::money::{milli_to_string, to_milli};
+use crate::notifications::NotificationSettingsRow;
+use crate::projector::Projection;
+use crate::webhook_outbox::{event_amount, payment_event_type};
+
+/// The language of the merchant's e-mails (the settings have none yet).
+pub const MERCHANT_LANGUAGE: &str = "fr";
+
+pub struct EmailOutboxProjection;
+
+struct Queued<'a> {
+    event: &'a LoggedEvent,
+    shop_id: &'a str,
+    mode: &'a str,
+    event_type: &'a str,
+    created_at: &'a str,
+}
+
+impl Queued<'_> {
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        role: &str,
+        recipient: &str,
+        language: &str,
+        email: RenderedEmail,
+    ) -> Result<(), AppError> {
+        let dedup_key = format!(
+            "{}/{}/{role}/{}",
+            self.event.aggregate_id,
+            self.event.sequence,
+            recipient.to_ascii_lowercase()
+        );
+        let params: Vec<SqlValue> = vec![
+            format!("eml_{}", uuid::Uuid::now_v7().simple()).into(),
+            dedup_key.into(),
+            self.shop_id.into(),
+            self.mode.into(),
+            recipient.into(),
+            role.into(),
+            language.into(),
+            self.event_type.into(),
+            email.subject.into(),
+            email.text.into(),
+            email.html.into(),
+            self.event.aggregate_id.clone().into(),
+            (self.event.position.tx_id as i64).into(),
+            self.event.position.global_position.into(),
+            self.created_at.into(),
+        ];
+        tx.execute(
+            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
+                event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
+                status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING', 0, $15, $15)
+             ON CONFLICT (dedup_key) DO NOTHING",
+            &params,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projection for EmailOutboxProjection {
+    fn name(&self) -> &'static str {
+        "email_outbox"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type != Payment::TYPE {
+            return Ok(());
+        }
+        let payment_event: PaymentEvent =
+            serde_json::from_value(event.payload.clone()).map_err(|error| {
+                AppError::internal(format!(
+                    "payment event {}: {error}",
+                    event.position.global_position
+                ))
+            })?;
+        let Some(event_type) = payment_event_type(&payment_event)
+            .filter(|event_type| EMAIL_EVENT_TYPES.contains(event_type))
+        else {
+            return Ok(());
+        };
+        // The buyer's confirmation: the first authorisation, with its details.
+        let buyer = match &payment_event {
+            PaymentEvent::PaymentAuthorised { details, .. } => {
+                details.buyer_email.clone().map(|email| {
+                    (
+                        email,
+                        details
+                            .buyer_language
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_BUYER_LANGUAGE.to_string()),
+                    )
+                })
+            }
+            _ => None,
+        };
+        let Some(row) = tx
+            .fetch_optional(
+                "SELECT p.*, s.name AS shop_name FROM payments_view p
+                   LEFT JOIN shops_view s ON s.shop_id = p.shop_id
+                  WHERE p.payment_id = $1",
+                &[event.aggregate_id.clone().into()],
+            )
+            .await?
+        else {
+            // Not in the views (archived): nobody to tell.
+            return Ok(());
+        };
+        let shop_id = row.text("shop_id");
+        let tx_id = event.position.tx_id as i64;
+        let position = event.position.global_position;
+        // Settings configured before this event (in commit order).
+        let settings = tx
+            .fetch_optional(
+                "SELECT * FROM notification_settings_view
+                  WHERE shop_id = $1
+                    AND (configured_tx_id < $2 OR (configured_tx_id = $2 AND configured_position < $3))",
+                &[shop_id.clone().into(), tx_id.into(), position.into()],
+            )
+            .await?
+            .as_ref()
+            .map(NotificationSettingsRow::from_row);
+        let merchant_addresses: Vec<String> = settings
+            .as_ref()
+            .filter(|s| receives(&s.event_types, event_type))
+            .map(|s| s.addresses.clone())
+            .unwrap_or_default();
+        if buyer.is_none() && merchant_addresses.is_empty() {
+            return Ok(());
+        }
+        let currency = row.text("currency");
+        let amount = event_amount(&payment_event)
+            .map(|money| to_milli(&money))
+            .unwrap_or_else(|| row.int("amount_milli"));
+        let amount = milli_to_string(amount, &currency);
+        let order_reference = row.text("order_reference");
+        let shop_name = settings
+            .as_ref()
+            .and_then(|s| s.shop_display_name.clone())
+            .or_else(|| row.opt_text("shop_name"))
+            .unwrap_or_default();
+        let last_four = row.opt_text("card_last_four").filter(|l| !l.is_empty());
+        let facts = PaymentFacts {
+            shop_name: &shop_name,
+            logo_url: settings.as_ref().and_then(|s| s.logo_url.as_deref()),
+            order_reference: &order_reference,
+            amount: &amount,
+            currency: &currency,
+            occurred_at: payment_event.occurred_at(),
+            payment_id: &event.aggregate_id,
+            card_last_four: last_four.as_deref(),
+        };
+        let mode = row.text("mode");
+        // Due from the event's own instant (the injected clock's time).
+        let created_at = timestamp_text(payment_event.occurred_at());
+        let queued = Queued {
+            event,
+            shop_id: &shop_id,
+            mode: &mode,
+            event_type,
+            created_at: &created_at,
+        };
+        for address in &merchant_addresses {
+            if let Some(email) = merchant_notification(MERCHANT_LANGUAGE, event_type, &facts) {
+                queued
+                    .insert(tx, "MERCHANT", address, MERCHANT_LANGUAGE, email)
+                    .await?;
+            }
+        }
+        if let Some((email, language)) = buyer {
+            let rendered = buyer_confirmation(&language, &facts);
+            queued
+                .insert(tx, "BUYER", &email, &language, rendered)
+                .await?;
+        }
+        Ok(())
+    }
+}
