@@ -123,32 +123,8 @@ fn check_addresses(addresses: &[String]) -> Result<Vec<String>, NotificationErro
 }
 
 fn check_event_types(types: &[String]) -> Result<Vec<String>, NotificationError> {
-    if types.is_empty() {
-        return Err(NotificationError::invalid(
-            "eventTypes",
-            "choose at least one event type (or \"*\" for all)",
-        ));
-    }
-    let mut normalised = Vec::new();
-    for event_type in types {
-        let event_type = event_type.trim();
-        if event_type != ALL_EMAIL_EVENT_TYPES && !EMAIL_EVENT_TYPES.contains(&event_type) {
-            return Err(NotificationError::invalid(
-                "eventTypes",
-                format!(
-                    "{event_type:?} is not an e-mail event type; known: *, {}",
-                    EMAIL_EVENT_TYPES.join(", ")
-                ),
-            ));
-        }
-        normalised.push(event_type.to_string());
-    }
-    normalised.sort();
-    normalised.dedup();
-    if normalised.iter().any(|t| t == ALL_EMAIL_EVENT_TYPES) {
-        normalised = vec![ALL_EMAIL_EVENT_TYPES.to_string()];
-    }
-    Ok(normalised)
+    crate::webhook::normalise_subscription(types, &EMAIL_EVENT_TYPES)
+        .map_err(|message| NotificationError::invalid("eventTypes", message))
 }
 
 fn check_display_name(name: Option<String>) -> Result<Option<String>, NotificationError> {

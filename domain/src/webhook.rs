@@ -98,24 +98,20 @@ impl WebhookError {
     }
 }
 
-/// Checks and sorts a subscription: known types or `*`, at least one, no repeat.
-pub fn normalise_event_types(types: &[String]) -> Result<Vec<String>, WebhookError> {
+/// Checks and sorts a subscription to `known` event types (webhooks, e-mails):
+/// known types or `*`, at least one, no repeat; `*` alone stands for all. The
+/// error is the message for the `eventTypes` field.
+pub fn normalise_subscription(types: &[String], known: &[&str]) -> Result<Vec<String>, String> {
     if types.is_empty() {
-        return Err(WebhookError::invalid(
-            "eventTypes",
-            "subscribe to at least one event type (or \"*\" for all)",
-        ));
+        return Err("choose at least one event type (or \"*\" for all)".to_string());
     }
     let mut normalised = Vec::new();
     for event_type in types {
         let event_type = event_type.trim();
-        if event_type != ALL_EVENT_TYPES && !WEBHOOK_EVENT_TYPES.contains(&event_type) {
-            return Err(WebhookError::invalid(
-                "eventTypes",
-                format!(
-                    "{event_type:?} is not an event type; known: *, {}",
-                    WEBHOOK_EVENT_TYPES.join(", ")
-                ),
+        if event_type != ALL_EVENT_TYPES && !known.contains(&event_type) {
+            return Err(format!(
+                "{event_type:?} is not an event type; known: *, {}",
+                known.join(", ")
             ));
         }
         normalised.push(event_type.to_string());
@@ -126,6 +122,12 @@ pub fn normalise_event_types(types: &[String]) -> Result<Vec<String>, WebhookErr
         normalised = vec![ALL_EVENT_TYPES.to_string()];
     }
     Ok(normalised)
+}
+
+/// Checks and sorts a webhook subscription.
+pub fn normalise_event_types(types: &[String]) -> Result<Vec<String>, WebhookError> {
+    normalise_subscription(types, &WEBHOOK_EVENT_TYPES)
+        .map_err(|message| WebhookError::invalid("eventTypes", message))
 }
 
 /// Whether a subscription receives an event type.
