@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// the benchmark's figures.
     #[arg(long = "database-setting", value_name = "NAME=VALUE", hide = true)]
     pub database_settings: Vec<String>,
+    /// Issue 5: register one webhook endpoint for every event type (a receiver
+    /// in this process answering 200) and merchant e-mails for every type (to
+    /// the data directory), so payments run with notifications on.
+    #[arg(long)]
+    pub notifications: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -403,6 +408,7 @@ async fn bench_sqlite(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec<R
     let job = BackendJob {
         backend: Backend::Sqlite,
         config: bench_config(config, url, data_dir.path()),
+        notifications: args.notifications,
         clients: args.clients.clone(),
         load: Load::from(args),
         pgbench: None,
@@ -447,6 +453,7 @@ async fn bench_postgres(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec
     let job = BackendJob {
         backend: Backend::Postgres,
         config: bench_config(config, url.clone(), data_dir.path()),
+        notifications: args.notifications,
         clients: args.clients.clone(),
         load: Load::from(args),
         pgbench: Some(Pgbench {
@@ -526,6 +533,8 @@ struct Pgbench {
 struct BackendJob {
     backend: Backend,
     config: Config,
+    /// Webhook endpoint and merchant e-mails on (`--notifications`).
+    notifications: bool,
     clients: Vec<usize>,
     load: Load,
     pgbench: Option<Pgbench>,
@@ -609,7 +618,13 @@ async fn run_in_own_runtime(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
 }
 
 async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
-    let application = Application::build(job.config)
+    let mut config = job.config;
+    if job.notifications {
+        // The receiver listens on 127.0.0.1, on a random port.
+        config.webhooks.allow_private_addresses = true;
+        config.webhooks.allow_any_port = true;
+    }
+    let application = Application::build(config)
         .await
         .context("starting the server")?;
     let endpoint = format!("http://127.0.0.1:{}/graphql", application.port());
@@ -630,6 +645,9 @@ async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
         .map_err(|error| anyhow::anyhow!("merchant init: {error}"))?;
     let api_key = init.test_api_key;
     let shop_id = init.shop_id.to_string();
+    if job.notifications {
+        turn_notifications_on(&state, init.shop_id).await?;
+    }
 
     if let Some(pgbench) = &job.pgbench {
         prepare_pgbench(pgbench).await?;
@@ -1273,4 +1291,43 @@ mod tests {
         assert_eq!(latency.p50_ms, 50.0);
         assert_eq!(latency.p99_ms, 99.0);
     }
+}
+
+/// One webhook endpoint for every event type, to a receiver in this process
+/// answering 200, and merchant e-mails for every type (`--notifications`).
+async fn turn_notifications_on(
+    state: &std::sync::Arc<crate::state::AppState>,
+    shop_id: caisse_domain::ShopId,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", listener.local_addr()?);
+    let receiver = axum::Router::new().route("/hooks", axum::routing::post(|| async { "ok" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, receiver).await;
+    });
+    let context = caisse_application::RequestContext::system(
+        caisse_domain::payment::AccessScope::single(shop_id, caisse_domain::Mode::Test),
+        "bench",
+    );
+    state
+        .webhooks
+        .create(&context, shop_id, url, vec!["*".to_string()], None)
+        .await
+        .map_err(|error| anyhow::anyhow!("webhook endpoint: {error}"))?;
+    state
+        .notifications
+        .configure_merchant_emails(
+            &context,
+            shop_id,
+            caisse_application::notifications::MerchantEmailsInput {
+                addresses: vec!["orders@bench.example".to_string()],
+                event_types: vec!["*".to_string()],
+                shop_display_name: Some("Bench shop".to_string()),
+                logo_url: None,
+            },
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("merchant e-mails: {error}"))?;
+    println!("notifications on: one webhook endpoint and merchant e-mails, every event type");
+    Ok(())
 }
