@@ -1271,28 +1271,6 @@ fn print_report(machine: &Machine, results: &[RunResult], args: &BenchArgs) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_pgbench_tps() {
-        let output = "number of failed transactions: 0 (0.000%)\nlatency average = 0.470 ms\n\
-                      initial connection time = 9.1 ms\ntps = 17012.345678 (without initial connection time)\n";
-        assert_eq!(parse_tps(output), Some(17012.345678));
-        assert_eq!(parse_tps("nothing here"), None);
-    }
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let mut samples: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
-        let latency = latency(&mut samples);
-        assert_eq!(latency.count, 100);
-        assert_eq!(latency.p50_ms, 50.0);
-        assert_eq!(latency.p99_ms, 99.0);
-    }
-}
-
 /// One webhook endpoint for every event type, to a receiver in this process
 /// answering 200, and merchant e-mails for every type (`--notifications`).
 async fn turn_notifications_on(
@@ -1330,4 +1308,26 @@ async fn turn_notifications_on(
         .map_err(|error| anyhow::anyhow!("merchant e-mails: {error}"))?;
     println!("notifications on: one webhook endpoint and merchant e-mails, every event type");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pgbench_tps() {
+        let output = "number of failed transactions: 0 (0.000%)\nlatency average = 0.470 ms\n\
+                      initial connection time = 9.1 ms\ntps = 17012.345678 (without initial connection time)\n";
+        assert_eq!(parse_tps(output), Some(17012.345678));
+        assert_eq!(parse_tps("nothing here"), None);
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut samples: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
+        let latency = latency(&mut samples);
+        assert_eq!(latency.count, 100);
+        assert_eq!(latency.p50_ms, 50.0);
+        assert_eq!(latency.p99_ms, 99.0);
+    }
 }
