@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use caisse_application::AppError;
 use caisse_domain::notification::{receives, DEFAULT_BUYER_LANGUAGE, EMAIL_EVENT_TYPES};
 use caisse_domain::payment::{Payment, PaymentEvent};
+use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
@@ -97,6 +98,9 @@ impl Projection for EmailOutboxProjection {
     }
 
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type == WebhookEndpoint::TYPE {
+            return endpoint_disabled(tx, event).await;
+        }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }
@@ -208,4 +212,73 @@ impl Projection for EmailOutboxProjection {
         }
         Ok(())
     }
+}
+
+/// The merchant's addresses are told when a webhook endpoint of theirs is
+/// disabled after persistent failure (whatever event types they receive).
+async fn endpoint_disabled(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+    if event.event_type != "WebhookEndpointDisabled" {
+        return Ok(());
+    }
+    let WebhookEvent::WebhookEndpointDisabled {
+        reason: DisableReason::PersistentFailure,
+        occurred_at,
+    } = serde_json::from_value(event.payload.clone()).map_err(|error| {
+        AppError::internal(format!(
+            "webhook event {}: {error}",
+            event.position.global_position
+        ))
+    })?
+    else {
+        return Ok(());
+    };
+    let Some(endpoint) = tx
+        .fetch_optional(
+            "SELECT e.shop_id, e.mode, e.url, s.name AS shop_name FROM webhook_endpoints_view e
+               LEFT JOIN shops_view s ON s.shop_id = e.shop_id
+              WHERE e.endpoint_id = $1",
+            &[event.aggregate_id.clone().into()],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let shop_id = endpoint.text("shop_id");
+    let Some(settings) = tx
+        .fetch_optional(
+            "SELECT * FROM notification_settings_view WHERE shop_id = $1",
+            &[shop_id.clone().into()],
+        )
+        .await?
+        .as_ref()
+        .map(NotificationSettingsRow::from_row)
+    else {
+        return Ok(());
+    };
+    let shop_name = settings
+        .shop_display_name
+        .clone()
+        .or_else(|| endpoint.opt_text("shop_name"))
+        .unwrap_or_default();
+    let mode = endpoint.text("mode");
+    let created_at = timestamp_text(occurred_at);
+    let queued = Queued {
+        event,
+        shop_id: &shop_id,
+        mode: &mode,
+        event_type: "webhook.endpoint_disabled",
+        created_at: &created_at,
+    };
+    for address in &settings.addresses {
+        let email = crate::email_templates::endpoint_disabled(
+            &shop_name,
+            &endpoint.text("url"),
+            &event.aggregate_id,
+            occurred_at,
+        );
+        queued
+            .insert(tx, "MERCHANT", address, MERCHANT_LANGUAGE, email)
+            .await?;
+    }
+    Ok(())
 }

@@ -323,6 +323,45 @@ fn render(
     (text, html)
 }
 
+/// The alert to the merchant that a webhook endpoint was disabled after its
+/// deliveries failed for about three days (issue 5). In French, like every
+/// merchant e-mail for now.
+pub fn endpoint_disabled(
+    shop_name: &str,
+    url: &str,
+    endpoint_id: &str,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+) -> RenderedEmail {
+    let subject = format!("{shop_name} : point de réception de webhooks désactivé");
+    let when = occurred_at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let lines = [
+        "Les envois vers ce point de réception échouent depuis environ trois jours : il a été désactivé et ne reçoit plus d'événements.".to_string(),
+        format!("URL : {url}"),
+        format!("Point de réception : {endpoint_id}"),
+        format!("Désactivé le : {when}"),
+        "Une fois votre serveur rétabli, réactivez-le avec la mutation enableWebhookEndpoint ; les envois en attente reprendront, et webhookDeliveries liste ceux qui ont échoué (redeliverWebhook les renvoie).".to_string(),
+    ];
+    let mut text = format!("{shop_name}\n\n{subject}\n\n");
+    for line in &lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;color:#222\">\n<h1 style=\"font-size:20px\">{}</h1>\n",
+        escape_html(&subject),
+        escape_html(&subject)
+    );
+    for line in &lines {
+        html.push_str(&format!("<p>{}</p>\n", escape_html(line)));
+    }
+    html.push_str("</body></html>\n");
+    RenderedEmail {
+        subject,
+        text,
+        html,
+    }
+}
+
 /// The buyer's confirmation of an authorised payment (NT-2).
 pub fn buyer_confirmation(language: &str, facts: &PaymentFacts<'_>) -> RenderedEmail {
     let words = words(language);

@@ -448,6 +448,15 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
     let (receiver, url) = Receiver::start().await;
     let response = create(&app, &url, json!(["payment.authorised"])).await;
     let endpoint_id = data(&response)["createWebhookEndpoint"]["endpoint"]["id"].clone();
+    // The merchant's addresses (for refunds only) are told all the same.
+    let response = app
+        .graphql(
+            "mutation($shop: ID!) { configureMerchantEmails(input: {shopId: $shop,
+                addresses: [\"ops@shop.example\"], eventTypes: [\"payment.refunded\"]}) { shopId } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    data(&response);
     receiver.set_down(true);
     app.create_payment(caisse_tests::payment_input("5.00", "ORD-HOOK-DOWN"))
         .await;
@@ -487,6 +496,24 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
         "PERSISTENT_FAILURE"
     );
     assert_eq!(receiver.log().len(), 10);
+    // The merchant's addresses are told, whatever types they receive.
+    let response = app
+        .graphql(
+            "query($shop: ID!) { emailOutbox(shopId: $shop) { recipient role eventType subject } }",
+            json!({ "shop": app.shop_id }),
+        )
+        .await;
+    let outbox = data(&response)["emailOutbox"].as_array().unwrap().clone();
+    let alert = outbox
+        .iter()
+        .find(|e| e["eventType"] == "webhook.endpoint_disabled")
+        .unwrap_or_else(|| panic!("no alert in {outbox:?}"));
+    assert_eq!(alert["recipient"], "ops@shop.example");
+    assert_eq!(alert["role"], "MERCHANT");
+    assert!(
+        alert["subject"].as_str().unwrap().contains("désactivé"),
+        "{alert}"
+    );
 }
 both_backends!(
     a_receiver_down_for_three_days_disables_its_endpoint,
