@@ -40,6 +40,9 @@ pub enum AppError {
     /// A business rule said no, with nothing to point at in the input.
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
+    /// RC-2 refused the payment: the check says why (the payment records it).
+    #[error("{0}")]
+    Outstanding(#[from] caisse_domain::outstanding::OutstandingError),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("the payment kept changing under concurrent requests; retry")]
@@ -63,6 +66,7 @@ impl AppError {
             AppError::Money { source, .. } => source.code(),
             AppError::Invalid { code, .. } => code,
             AppError::Rejected { code, .. } => code,
+            AppError::Outstanding(error) => error.code(),
             AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             AppError::ConcurrencyExhausted => "CONCURRENT_MODIFICATION",
             AppError::NotFound => "NOT_FOUND",
@@ -116,15 +120,6 @@ impl From<caisse_domain::grey_list::GreyListError> for AppError {
                 code: other.code(),
                 message: other.to_string(),
             },
-        }
-    }
-}
-
-impl From<caisse_domain::outstanding::OutstandingError> for AppError {
-    fn from(error: caisse_domain::outstanding::OutstandingError) -> Self {
-        AppError::Rejected {
-            code: error.code(),
-            message: error.to_string(),
         }
     }
 }

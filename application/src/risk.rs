@@ -11,7 +11,7 @@ use caisse_domain::grey_list::{
     GreyListCommand, GreyListEntry, GreyListHit, GreyListIndex, GreyListKind,
 };
 use caisse_domain::outstanding::{
-    card_outstanding_id, CardOutstanding, OutstandingCommand, OutstandingEvent,
+    card_outstanding_id, CardOutstanding, OutstandingCommand, OutstandingError, OutstandingEvent,
 };
 use caisse_domain::risk::{
     evaluate_before_authentication, risk_settings_id, ControlCheck, ControlMode, ControlParameters,
@@ -413,22 +413,9 @@ where
                         OutstandingEvent::OutstandingReleased { .. } => None,
                     }))
             }
-            Err(AppError::Rejected { .. }) => {
-                // The typed error is lost in the conversion: run the verdict again
-                // on the state that refused it, for the payment's record.
-                let state = self.outstanding.load(&aggregate_id).await?;
-                let limits = settings
-                    .outstanding_limits()
-                    .cloned()
-                    .expect("checked above");
-                let before = state.totals(limits.window_days, self.clock.now(), amount);
-                Ok(Some(caisse_domain::risk::outstanding_check(
-                    control_mode,
-                    &limits,
-                    before,
-                    amount,
-                )))
-            }
+            // Blocking and over a cap: nothing was counted; the verdict is the
+            // payment's record of why it is refused.
+            Err(AppError::Outstanding(OutstandingError::Exceeded(check))) => Ok(Some(*check)),
             Err(error) => Err(error),
         }
     }
