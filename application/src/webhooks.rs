@@ -270,23 +270,13 @@ where
         endpoint_id: WebhookEndpointId,
     ) -> Result<Vec<String>, AppError> {
         let mut secrets = Vec::new();
-        if let Some(current) = self
-            .secrets
-            .secret(endpoint_id, endpoint.secret_version)
-            .await?
-        {
-            secrets.push(current);
-        }
-        let previous_valid = endpoint
-            .previous_secret_valid_until
-            .is_some_and(|until| until > self.clock.now());
-        if previous_valid && endpoint.secret_version > 1 {
-            if let Some(previous) = self
-                .secrets
-                .secret(endpoint_id, endpoint.secret_version - 1)
-                .await?
-            {
-                secrets.push(previous);
+        for version in caisse_domain::webhook::signing_secret_versions(
+            endpoint.secret_version,
+            endpoint.previous_secret_valid_until,
+            self.clock.now(),
+        ) {
+            if let Some(secret) = self.secrets.secret(endpoint_id, version).await? {
+                secrets.push(secret);
             }
         }
         Ok(secrets)

@@ -98,6 +98,20 @@ impl WebhookError {
     }
 }
 
+/// The secret versions that sign at `now`: the current one, and the previous
+/// one until its overlap after a rotation ends.
+pub fn signing_secret_versions(
+    secret_version: u32,
+    previous_secret_valid_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<u32> {
+    let mut versions = vec![secret_version];
+    if secret_version > 1 && previous_secret_valid_until.is_some_and(|until| until > now) {
+        versions.push(secret_version - 1);
+    }
+    versions
+}
+
 /// Checks and sorts a subscription to `known` event types (webhooks, e-mails):
 /// known types or `*`, at least one, no repeat; `*` alone stands for all. The
 /// error is the message for the `eventTypes` field.

@@ -327,18 +327,15 @@ impl WebhookDeliverer {
         row: &SqlRow,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, AppError> {
-        let version = row.int("secret_version") as u32;
         let mut secrets = Vec::new();
-        if let Some(current) = self.secrets.secret(endpoint_id, version).await? {
-            secrets.push(current);
-        }
-        let overlap = row
-            .opt_text("previous_secret_valid_until")
-            .and_then(|text| parse_timestamp(&text))
-            .is_some_and(|until| until > now);
-        if overlap && version > 1 {
-            if let Some(previous) = self.secrets.secret(endpoint_id, version - 1).await? {
-                secrets.push(previous);
+        for version in caisse_domain::webhook::signing_secret_versions(
+            row.int("secret_version") as u32,
+            row.opt_text("previous_secret_valid_until")
+                .and_then(|text| parse_timestamp(&text)),
+            now,
+        ) {
+            if let Some(secret) = self.secrets.secret(endpoint_id, version).await? {
+                secrets.push(secret);
             }
         }
         if secrets.is_empty() {
