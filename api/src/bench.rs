@@ -90,10 +90,17 @@ pub struct BenchArgs {
     #[arg(long = "database-setting", value_name = "NAME=VALUE", hide = true)]
     pub database_settings: Vec<String>,
     /// Issue 5: register one webhook endpoint for every event type (a receiver
-    /// in this process answering 200) and merchant e-mails for every type (to
-    /// the data directory), so payments run with notifications on.
+    /// in this process answering 200) and merchant e-mails for every type (over
+    /// SMTP to a relay in this process), so payments run with notifications on.
     #[arg(long)]
     pub notifications: bool,
+    /// Issue 5, the A/B measure of notifications: N rounds on one server and
+    /// database, each driving a shop without notifications and a shop with
+    /// them (`--notifications`' setup) in turn, ABBA order, the outboxes
+    /// drained between phases; prints each phase and the change of the means
+    /// and of the per-round medians. Machine drift hits both alike. No pgbench.
+    #[arg(long, default_value_t = 0)]
+    pub ab_rounds: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -409,6 +416,7 @@ async fn bench_sqlite(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec<R
         backend: Backend::Sqlite,
         config: bench_config(config, url, data_dir.path()),
         notifications: args.notifications,
+        ab_rounds: args.ab_rounds,
         clients: args.clients.clone(),
         load: Load::from(args),
         pgbench: None,
@@ -454,9 +462,10 @@ async fn bench_postgres(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec
         backend: Backend::Postgres,
         config: bench_config(config, url.clone(), data_dir.path()),
         notifications: args.notifications,
+        ab_rounds: args.ab_rounds,
         clients: args.clients.clone(),
         load: Load::from(args),
-        pgbench: Some(Pgbench {
+        pgbench: (args.ab_rounds == 0).then(|| Pgbench {
             binary: args.pgbench.clone(),
             url: url.clone(),
             dir: data_dir.path().to_path_buf(),
@@ -535,6 +544,8 @@ struct BackendJob {
     config: Config,
     /// Webhook endpoint and merchant e-mails on (`--notifications`).
     notifications: bool,
+    /// `--ab-rounds`: 0 for the usual runs.
+    ab_rounds: usize,
     clients: Vec<usize>,
     load: Load,
     pgbench: Option<Pgbench>,
@@ -618,11 +629,20 @@ async fn run_in_own_runtime(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
 }
 
 async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
-    let mut config = job.config;
-    if job.notifications {
+    let mut config = job.config.clone();
+    if job.notifications || job.ab_rounds > 0 {
         // The receiver listens on 127.0.0.1, on a random port.
         config.webhooks.allow_private_addresses = true;
         config.webhooks.allow_any_port = true;
+        // E-mails leave over SMTP, as in production, to a relay in this
+        // process (the directory mode's one file per e-mail is development
+        // only, and its inode churn would be most of what it measures).
+        config.mail.mode = caisse_infrastructure::config::MailMode::Smtp;
+        config.mail.smtp_host = "127.0.0.1".to_string();
+        config.mail.smtp_port = smtp_sink().await?;
+        config.mail.smtp_tls = caisse_infrastructure::config::SmtpTls::None;
+        config.mail.smtp_username = None;
+        config.mail.smtp_password = None;
     }
     let application = Application::build(config)
         .await
@@ -645,6 +665,11 @@ async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
         .map_err(|error| anyhow::anyhow!("merchant init: {error}"))?;
     let api_key = init.test_api_key;
     let shop_id = init.shop_id.to_string();
+    if job.ab_rounds > 0 {
+        let results = notifications_ab(&job, &state, &endpoint, &api_key, &shop_id).await;
+        server.abort();
+        return results;
+    }
     if job.notifications {
         turn_notifications_on(&state, init.shop_id).await?;
     }
@@ -1271,8 +1296,171 @@ fn print_report(machine: &Machine, results: &[RunResult], args: &BenchArgs) {
     }
 }
 
+/// `--ab-rounds`: the quiet shop (`quiet_key`, no notifications) and a second
+/// merchant's shop with notifications on, driven in turn on one server.
+async fn notifications_ab(
+    job: &BackendJob,
+    state: &std::sync::Arc<crate::state::AppState>,
+    endpoint: &str,
+    quiet_key: &str,
+    quiet_shop: &str,
+) -> anyhow::Result<Vec<RunResult>> {
+    let notified = state
+        .merchants
+        .init(InitInput {
+            merchant_name: "Bench merchant with notifications".into(),
+            shop_name: "Notified shop".into(),
+            admin_email: "bench-notified@example.com".into(),
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("merchant init: {error}"))?;
+    turn_notifications_on(state, notified.shop_id).await?;
+    let notified_key = notified.test_api_key;
+    let notified_shop = notified.shop_id.to_string();
+    let mut results = Vec::new();
+    for &clients in &job.clients {
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for round in 0..job.ab_rounds {
+            // ABBA: off first in even rounds, on first in odd ones.
+            let phases = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for notifications in phases {
+                drain_outboxes(state).await;
+                let (key, shop) = if notifications {
+                    (notified_key.as_str(), notified_shop.as_str())
+                } else {
+                    (quiet_key, quiet_shop)
+                };
+                let result = drive(job.backend, clients, endpoint, key, shop, &job.load, None).await;
+                let rate = result.commands_per_second();
+                println!(
+                    "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                    round + 1,
+                    if notifications { "on " } else { "off" },
+                    result.all.p50_ms,
+                    result.all.p99_ms,
+                    result.error_count()
+                );
+                if notifications {
+                    on.push(rate);
+                } else {
+                    off.push(rate);
+                }
+                results.push(result);
+            }
+        }
+        let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+        let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "  {} · {clients} clients · {} rounds: off mean {:.0}, on mean {:.0} commands/s; change of the means {:+.1} %; median per-round change {:+.1} % (per round: {})",
+            job.backend.name(),
+            job.ab_rounds,
+            mean(&off),
+            mean(&on),
+            (mean(&on) / mean(&off) - 1.0) * 100.0,
+            (median - 1.0) * 100.0,
+            on.iter()
+                .zip(&off)
+                .map(|(on, off)| format!("{:+.1} %", (on / off - 1.0) * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(results)
+}
+
+/// A minimal SMTP relay on 127.0.0.1 that accepts every message and keeps
+/// none: the e-mails' way out in the notifications benchmark. Answers its port.
+async fn smtp_sink() -> anyhow::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read);
+                let mut line = String::new();
+                let mut in_data = false;
+                write.write_all(b"220 bench ESMTP\r\n").await?;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            write.write_all(b"250 queued\r\n").await?;
+                        }
+                        continue;
+                    }
+                    let command = line.trim_end().to_ascii_uppercase();
+                    let answer: &[u8] = if command.starts_with("EHLO") {
+                        b"250-bench\r\n250 8BITMIME\r\n"
+                    } else if command == "DATA" {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if command == "QUIT" {
+                        write.write_all(b"221 bye\r\n").await?;
+                        return Ok(());
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    write.write_all(answer).await?;
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Waits (30 s at most) until no webhook delivery or e-mail is due, so a
+/// phase does not pay for the one before.
+async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let pending = state
+            .database
+            .db
+            .fetch_optional(
+                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING')
+                      + (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS n",
+                &[],
+            )
+            .await
+            .map(|row| row.map(|row| row.int("n")).unwrap_or(0))
+            .unwrap_or(0);
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = state
+        .database
+        .db
+        .fetch_optional(
+            "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING') AS webhooks,
+                    (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS emails",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| format!("{} webhook deliveries, {} e-mails", row.int("webhooks"), row.int("emails")))
+        .unwrap_or_default();
+    println!("  (outboxes not drained after 30 s: {left} pending; going on)");
+}
+
 /// One webhook endpoint for every event type, to a receiver in this process
-/// answering 200, and merchant e-mails for every type (`--notifications`).
+/// answering 200, and merchant e-mails for every type (`--notifications`),
+/// sent over SMTP to `smtp_sink`.
 async fn turn_notifications_on(
     state: &std::sync::Arc<crate::state::AppState>,
     shop_id: caisse_domain::ShopId,
@@ -1302,6 +1490,7 @@ async fn turn_notifications_on(
                 event_types: vec!["*".to_string()],
                 shop_display_name: Some("Bench shop".to_string()),
                 logo_url: None,
+                language: None,
             },
         )
         .await

@@ -256,26 +256,13 @@ impl AppState {
     }
 
     /// Runs the scheduler in the background: at once (work missed while the service
-    /// was down), then every `scheduler.interval_ms`.
+    /// was down), then every `scheduler.interval_ms`; and the notification
+    /// senders beside it.
     pub fn spawn_scheduler(self: &Arc<Self>) {
         let state = self.clone();
         let interval = Duration::from_millis(self.config.scheduler.interval_ms);
         let task = tokio::spawn(async move {
             loop {
-                match state.deliver_webhooks().await {
-                    Ok(run) if run.succeeded + run.retrying + run.failed > 0 => {
-                        tracing::info!(?run, "webhook deliveries attempted")
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "webhook deliveries failed; retrying"),
-                }
-                match state.deliver_emails().await {
-                    Ok(run) if run.sent + run.retrying + run.failed > 0 => {
-                        tracing::info!(?run, "e-mails attempted")
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "e-mail sending failed; retrying"),
-                }
                 match state.scheduler.run_due().await {
                     Ok(run) if run.done_total() > 0 || run.failed > 0 => {
                         tracing::info!(done = ?run.done, failed = run.failed, "scheduled work done")
@@ -287,6 +274,64 @@ impl AppState {
             }
         });
         self.background.lock().expect("background tasks").push(task);
+        self.spawn_notification_senders();
+    }
+
+    /// The webhook and e-mail senders, one task each beside the scheduler's
+    /// (a long cut-off never holds notifications back). Each sends what is
+    /// due, again at once while its passes come back full (a backlog drains
+    /// at full speed, not 200 per interval), and otherwise waits until its
+    /// outbox projection moves (new rows, sent within milliseconds) or
+    /// `scheduler.interval_ms` passes (retries falling due).
+    fn spawn_notification_senders(self: &Arc<Self>) {
+        let interval = Duration::from_millis(self.config.scheduler.interval_ms);
+        let state = self.clone();
+        let mut webhooks_moved = self.projectors.watch_checkpoint("webhook_outbox");
+        let webhooks = tokio::spawn(async move {
+            loop {
+                let full = match state.deliver_webhooks().await {
+                    Ok(run) => {
+                        let attempted = run.succeeded + run.retrying + run.failed;
+                        if attempted > 0 {
+                            tracing::debug!(?run, "webhook deliveries attempted");
+                        }
+                        attempted >= WEBHOOK_PASS_MAX
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "webhook deliveries failed; retrying");
+                        false
+                    }
+                };
+                if !full {
+                    wait_for_work(&mut webhooks_moved, interval).await;
+                }
+            }
+        });
+        let state = self.clone();
+        let mut emails_moved = self.projectors.watch_checkpoint("email_outbox");
+        let emails = tokio::spawn(async move {
+            loop {
+                let full = match state.deliver_emails().await {
+                    Ok(run) => {
+                        let attempted = run.sent + run.retrying + run.failed;
+                        if attempted > 0 {
+                            tracing::debug!(?run, "e-mails attempted");
+                        }
+                        attempted >= EMAIL_PASS_MAX
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "e-mail sending failed; retrying");
+                        false
+                    }
+                };
+                if !full {
+                    wait_for_work(&mut emails_moved, interval).await;
+                }
+            }
+        });
+        let mut background = self.background.lock().expect("background tasks");
+        background.push(webhooks);
+        background.push(emails);
     }
 
     /// Sends the due webhook deliveries, and disables the endpoints that
@@ -315,5 +360,21 @@ impl AppState {
 
     pub fn db(&self) -> &Db {
         &self.database.db
+    }
+}
+
+/// Until the outbox's projection moves or `interval` passes.
+async fn wait_for_work(
+    moved: &mut Option<tokio::sync::watch::Receiver<caisse_application::ports::LogPosition>>,
+    interval: Duration,
+) {
+    match moved {
+        Some(receiver) => {
+            if let Ok(Err(_)) = tokio::time::timeout(interval, receiver.changed()).await {
+                // The projector is gone (the server is stopping): no busy loop.
+                tokio::time::sleep(interval).await;
+            }
+        }
+        None => tokio::time::sleep(interval).await,
     }
 }

@@ -22,6 +22,8 @@ pub struct MerchantEmailsInput {
     pub event_types: Vec<String>,
     pub shop_display_name: Option<String>,
     pub logo_url: Option<String>,
+    /// The language of the merchant's e-mails (French when absent).
+    pub language: Option<String>,
 }
 
 pub struct NotificationService<R>
@@ -70,6 +72,7 @@ where
             event_types: input.event_types,
             shop_display_name: input.shop_display_name,
             logo_url: input.logo_url,
+            language: input.language,
             occurred_at: self.clock.now(),
         };
         let executed = self

@@ -29,6 +29,9 @@ pub const LANGUAGES: [&str; 8] = ["fr", "en", "de", "es", "it", "nl", "pt", "sv"
 /// The buyer's language when the payment gave none: the service's home market.
 pub const DEFAULT_BUYER_LANGUAGE: &str = "fr";
 
+/// The merchant's language when the settings name none.
+pub const DEFAULT_MERCHANT_LANGUAGE: &str = "fr";
+
 /// Most merchant addresses per shop.
 pub const ADDRESSES_MAX: usize = 10;
 /// Longest e-mail address (RFC 5321 path limit).
@@ -169,6 +172,8 @@ pub enum NotificationCommand {
         event_types: Vec<String>,
         shop_display_name: Option<String>,
         logo_url: Option<String>,
+        /// One of `LANGUAGES`; `DEFAULT_MERCHANT_LANGUAGE` when absent.
+        language: Option<String>,
         occurred_at: DateTime<Utc>,
     },
 }
@@ -181,8 +186,33 @@ pub enum NotificationEvent {
         event_types: Vec<String>,
         shop_display_name: Option<String>,
         logo_url: Option<String>,
+        /// The language of the merchant's e-mails. Events written before it
+        /// existed carry none: they meant French, the only language then.
+        #[serde(default = "default_merchant_language")]
+        language: String,
         occurred_at: DateTime<Utc>,
     },
+}
+
+fn default_merchant_language() -> String {
+    DEFAULT_MERCHANT_LANGUAGE.to_string()
+}
+
+fn check_language(language: Option<String>) -> Result<String, NotificationError> {
+    match language {
+        None => Ok(default_merchant_language()),
+        Some(language) => normalise_language(&language)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                NotificationError::invalid(
+                    "language",
+                    format!(
+                        "{language:?} is not one of {}",
+                        LANGUAGES.join(", ").to_uppercase()
+                    ),
+                )
+            }),
+    }
 }
 
 impl DomainEvent for NotificationEvent {
@@ -205,6 +235,7 @@ pub struct ShopNotifications {
     pub event_types: Vec<String>,
     pub shop_display_name: Option<String>,
     pub logo_url: Option<String>,
+    pub language: String,
 }
 
 impl ShopNotifications {
@@ -234,6 +265,7 @@ impl Aggregate for ShopNotifications {
                 event_types,
                 shop_display_name,
                 logo_url,
+                language,
                 occurred_at,
             } => NotificationEvent::MerchantEmailsConfigured {
                 shop_id,
@@ -241,6 +273,7 @@ impl Aggregate for ShopNotifications {
                 event_types: check_event_types(&event_types)?,
                 shop_display_name: check_display_name(shop_display_name)?,
                 logo_url: check_logo_url(logo_url)?,
+                language: check_language(language)?,
                 occurred_at,
             },
         };
@@ -256,6 +289,7 @@ impl Aggregate for ShopNotifications {
                 event_types,
                 shop_display_name,
                 logo_url,
+                language,
                 ..
             } => {
                 self.shop_id = Some(shop_id);
@@ -263,6 +297,7 @@ impl Aggregate for ShopNotifications {
                 self.event_types = event_types;
                 self.shop_display_name = shop_display_name;
                 self.logo_url = logo_url;
+                self.language = language;
             }
         }
     }
@@ -289,6 +324,7 @@ mod tests {
             event_types: types.iter().map(|t| t.to_string()).collect(),
             shop_display_name: Some("  La Boutique  ".to_string()),
             logo_url: logo.map(str::to_string),
+            language: None,
             occurred_at: at(),
         }
     }
@@ -333,6 +369,7 @@ mod tests {
                 ],
                 shop_display_name: Some("La Boutique".to_string()),
                 logo_url: Some("https://cdn.shop.example/logo.png".to_string()),
+                language: "fr".to_string(),
                 occurred_at: at(),
             }]);
     }
@@ -381,9 +418,39 @@ mod tests {
             event_types: vec!["*".to_string()],
             shop_display_name: Some("x".repeat(101)),
             logo_url: None,
+            language: None,
             occurred_at: at(),
         };
         assert_eq!(field_of(long_name), "shopDisplayName");
+    }
+
+    #[test]
+    fn the_merchant_language_is_checked_and_french_by_default() {
+        let with = |language: Option<&str>| NotificationCommand::ConfigureMerchantEmails {
+            shop_id: shop(),
+            addresses: vec!["a@b.example".to_string()],
+            event_types: vec!["*".to_string()],
+            shop_display_name: None,
+            logo_url: None,
+            language: language.map(str::to_string),
+            occurred_at: at(),
+        };
+        let language_of = |events: Vec<NotificationEvent>| match &events[0] {
+            NotificationEvent::MerchantEmailsConfigured { language, .. } => language.clone(),
+        };
+        assert_eq!(language_of(handle(with(Some(" EN "))).unwrap()), "en");
+        assert_eq!(language_of(handle(with(None)).unwrap()), "fr");
+        assert_eq!(field_of(with(Some("ja"))), "language");
+        // An event written before the language existed reads as French.
+        let old: NotificationEvent = serde_json::from_value(serde_json::json!({
+            "MerchantEmailsConfigured": {
+                "shop_id": shop(), "addresses": ["a@b.example"], "event_types": ["*"],
+                "shop_display_name": null, "logo_url": null,
+                "occurred_at": "2026-03-02T09:00:00Z"
+            }
+        }))
+        .unwrap();
+        assert_eq!(language_of(vec![old]), "fr");
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub struct MailConfig {
     pub smtp_port: u16,
     /// `none`, `starttls` or `tls`. Env `CAISSE_MAIL_SMTP_TLS`.
     pub smtp_tls: SmtpTls,
+    /// A PEM file of extra root certificates trusted for the SMTP server's
+    /// certificate (a private CA, or a self-signed relay), besides the built-in
+    /// webpki roots; read at startup, which fails if it is missing or holds no
+    /// valid certificate. Used by `starttls` and `tls`. Env `CAISSE_MAIL_SMTP_CA_FILE`.
+    pub smtp_ca_file: Option<PathBuf>,
     /// Env `CAISSE_MAIL_SMTP_USERNAME`.
     pub smtp_username: Option<String>,
     /// Env `CAISSE_MAIL_SMTP_PASSWORD`.
@@ -129,6 +134,7 @@ impl Default for MailConfig {
             smtp_host: "localhost".to_string(),
             smtp_port: 587,
             smtp_tls: SmtpTls::Starttls,
+            smtp_ca_file: None,
             smtp_username: None,
             smtp_password: None,
             from: "Caisse <no-reply@caisse.invalid>".to_string(),
@@ -266,6 +272,23 @@ impl Config {
         if self.mail.smtp_username.is_some() != self.mail.smtp_password.is_some() {
             bail!("mail: give both smtp_username and smtp_password, or neither");
         }
+        // Without TLS lettre would send the password in clear text: only to a
+        // relay on this very machine.
+        let host = self.mail.smtp_host.trim();
+        let local = host == "localhost"
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback());
+        if self.mail.mode == MailMode::Smtp
+            && self.mail.smtp_tls == SmtpTls::None
+            && self.mail.smtp_username.is_some()
+            && !local
+        {
+            bail!(
+                "mail: smtp_tls = none (CAISSE_MAIL_SMTP_TLS) would send smtp_username and smtp_password in clear text to {host}; use starttls or tls (credentials without TLS only go to a relay on localhost)"
+            );
+        }
         let validity = &self.authorisation_validity;
         if let Some(days) = std::iter::once(&validity.default_days)
             .chain(validity.by_brand.values())
@@ -391,6 +414,9 @@ impl Config {
                 other => bail!("CAISSE_MAIL_SMTP_TLS={other}: expected none, starttls or tls"),
             };
         }
+        if let Some(path) = var("CAISSE_MAIL_SMTP_CA_FILE") {
+            self.mail.smtp_ca_file = Some(PathBuf::from(path));
+        }
         if let Some(username) = var("CAISSE_MAIL_SMTP_USERNAME") {
             self.mail.smtp_username = Some(username);
         }
@@ -438,6 +464,32 @@ mod tests {
             }]
         );
         assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn smtp_credentials_never_travel_in_clear_text_off_this_machine() {
+        let with = |tls: SmtpTls, host: &str| Config {
+            mail: MailConfig {
+                mode: MailMode::Smtp,
+                smtp_host: host.to_string(),
+                smtp_tls: tls,
+                smtp_username: Some("caisse".to_string()),
+                smtp_password: Some(Secret::new("s3cret".to_string())),
+                ..MailConfig::default()
+            },
+            ..Config::default()
+        };
+        let error = with(SmtpTls::None, "smtp.example.com")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("smtp_tls = none"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        with(SmtpTls::None, "localhost").validate().unwrap();
+        with(SmtpTls::None, "127.0.0.1").validate().unwrap();
+        with(SmtpTls::None, "[::1]").validate().unwrap();
+        with(SmtpTls::Starttls, "smtp.example.com").validate().unwrap();
+        with(SmtpTls::Tls, "smtp.example.com").validate().unwrap();
     }
 
     #[test]
@@ -497,6 +549,18 @@ mod tests {
             .to_string()
             .contains("CAISSE_MAIL_FROM"));
         assert!(toml::from_str::<Config>("[mail]\nsmtp_tls = \"ssl\"").is_err());
+    }
+
+    #[test]
+    fn smtp_ca_file_comes_from_the_file() {
+        assert_eq!(Config::default().mail.smtp_ca_file, None);
+        let config: Config =
+            toml::from_str("[mail]\nsmtp_ca_file = \"/etc/caisse/smtp-ca.pem\"").unwrap();
+        assert_eq!(
+            config.mail.smtp_ca_file,
+            Some(PathBuf::from("/etc/caisse/smtp-ca.pem"))
+        );
+        config.validate().unwrap();
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `<data_dir>/mail/<email_id>.eml`; failures retried after 1 min, 5 min,
 //! 30 min, 2 h, 6 h and 24 h, then FAILED.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +13,11 @@ use caisse_application::ports::Clock;
 use caisse_application::AppError;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailConfig, MailMode, SmtpTls};
-use crate::sql::{Db, SqlRow};
+use crate::sql::{Db, SqlRow, SqlValue};
 use crate::time::timestamp_text;
 
 /// Delays before the 2nd, 3rd… attempt; FAILED after the last.
@@ -31,10 +32,67 @@ pub const RETRY_SCHEDULE: [Duration; 6] = [
 
 /// How long a claimed e-mail stays away from other senders while sent.
 const CLAIM_LEASE_SECONDS: i64 = 60;
+/// E-mails claimed together, sent, then recorded together: at most
+/// `CLAIM_CHUNK / SEND_CONCURRENCY` SMTP timeouts, within the lease.
+const CLAIM_CHUNK: usize = 16;
+/// E-mails one process sends at the same time.
+const SEND_CONCURRENCY: usize = 4;
 /// Longest an SMTP exchange may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest error text kept on the row.
 const ERROR_LENGTH_MAX: usize = 500;
+
+/// The TLS side of `starttls` and `tls`: the server's certificate is checked
+/// for `host` against lettre's built-in roots (webpki-roots, Mozilla's), plus
+/// every certificate of `ca_file` (`[mail] smtp_ca_file`) when given.
+fn tls_parameters(host: &str, ca_file: Option<&Path>) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(host.to_string());
+    let Some(path) = ca_file else {
+        return builder
+            .build()
+            .map_err(|error| anyhow::anyhow!("mail: TLS for {host}: {error}"));
+    };
+    let invalid = |reason: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "mail.smtp_ca_file (CAISSE_MAIL_SMTP_CA_FILE) {}: {reason}",
+            path.display()
+        )
+    };
+    let bytes = std::fs::read(path).map_err(|error| invalid(&error))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let blocks = pem_certificates(&text).map_err(|reason| invalid(&reason))?;
+    if blocks.is_empty() {
+        return Err(invalid(
+            &"no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+        ));
+    }
+    for (index, block) in blocks.iter().enumerate() {
+        let certificate = Certificate::from_pem(block.as_bytes())
+            .map_err(|error| invalid(&format!("certificate {}: {error}", index + 1)))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    // Building parses each certificate into a trust anchor: DER that is no
+    // certificate fails here, at startup.
+    builder.build().map_err(|error| invalid(&error))
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, each with its BEGIN and END lines;
+/// other blocks (a key…) and text around them are skipped.
+fn pem_certificates(text: &str) -> Result<Vec<&str>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(length) = rest[start..].find(END) else {
+            return Err(format!("certificate {} has no END line", blocks.len() + 1));
+        };
+        let end = start + length + END.len();
+        blocks.push(&rest[start..end]);
+        rest = &rest[end..];
+    }
+    Ok(blocks)
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -120,15 +178,18 @@ impl EmailDeliverer {
             MailMode::Directory => Transport::Directory(data_dir.join("mail")),
             MailMode::Smtp => {
                 let host = config.smtp_host.trim();
-                let mut builder = match config.smtp_tls {
-                    SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?
-                    }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
-                }
-                .port(config.smtp_port)
-                .timeout(Some(SMTP_TIMEOUT));
+                let ca_file = config.smtp_ca_file.as_deref();
+                // STARTTLS is required, never opportunistic: without it nothing
+                // (credentials, message) is sent.
+                let tls = match config.smtp_tls {
+                    SmtpTls::None => Tls::None,
+                    SmtpTls::Starttls => Tls::Required(tls_parameters(host, ca_file)?),
+                    SmtpTls::Tls => Tls::Wrapper(tls_parameters(host, ca_file)?),
+                };
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .tls(tls)
+                    .port(config.smtp_port)
+                    .timeout(Some(SMTP_TIMEOUT));
                 if let (Some(username), Some(password)) =
                     (&config.smtp_username, &config.smtp_password)
                 {
@@ -164,67 +225,83 @@ impl EmailDeliverer {
             )
             .await?;
         let mut run = EmailRun::default();
-        for row in due {
-            let email_id = row.text("email_id");
-            // Claim it: one process wins the update, the others see it moved.
-            // The lease leaves it to a retry if this process dies mid-send.
-            let claimed = self
+        for chunk in due.chunks(CLAIM_CHUNK) {
+            // Claim the chunk, reading it in the same atomic update: one
+            // process wins each e-mail, the others see it moved. The lease
+            // leaves it to a retry if this process dies mid-send.
+            let mut params: Vec<SqlValue> = vec![
+                timestamp_text(now).into(),
+                timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
+            ];
+            let mut placeholders = Vec::new();
+            for row in chunk {
+                params.push(row.text("email_id").into());
+                placeholders.push(format!("${}", params.len()));
+            }
+            let mut claimed = self
                 .db
-                .execute(
-                    "UPDATE email_outbox SET next_attempt_at = $3
-                      WHERE email_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2",
-                    &[
-                        email_id.clone().into(),
-                        timestamp_text(now).into(),
-                        timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
-                    ],
+                .fetch_all(
+                    &format!(
+                        "UPDATE email_outbox SET next_attempt_at = $2
+                          WHERE email_id IN ({}) AND status = 'PENDING' AND next_attempt_at <= $1
+                          RETURNING *",
+                        placeholders.join(", ")
+                    ),
+                    &params,
                 )
                 .await?;
-            if claimed == 0 {
-                continue;
+            // Soonest first, as the due query gave them.
+            claimed.sort_by_key(|email| {
+                let id = email.text("email_id");
+                chunk.iter().position(|row| row.text("email_id") == id)
+            });
+            // A few at a time; no connection is held while sending.
+            let mut results: Vec<Result<(), String>> = Vec::new();
+            for few in claimed.chunks(SEND_CONCURRENCY) {
+                results.extend(
+                    futures::future::join_all(few.iter().map(|email| self.send(email))).await,
+                );
             }
-            let Some(email) = self
-                .db
-                .fetch_optional(
-                    "SELECT * FROM email_outbox WHERE email_id = $1",
-                    &[email_id.clone().into()],
-                )
-                .await?
-            else {
-                continue;
-            };
-            let result = self.send(&email).await;
-            let attempts = email.int("attempts") + 1;
+            // Every result of the chunk in one transaction; on PostgreSQL
+            // without waiting for the WAL flush: a crash loses at most these
+            // records, and those e-mails go again after their lease (at least
+            // once, like every notification).
             let at = timestamp_text(self.clock.now());
-            match result {
-                Ok(()) => {
-                    self.db
-                        .execute(
+            let mut tx = self.db.begin().await?;
+            if tx.is_postgres() {
+                tx.execute("SET LOCAL synchronous_commit = off", &[])
+                    .await?;
+            }
+            for (email, result) in claimed.iter().zip(results) {
+                let email_id = email.text("email_id");
+                let attempts = email.int("attempts") + 1;
+                match result {
+                    Ok(()) => {
+                        tx.execute(
                             "UPDATE email_outbox SET status = 'SENT', attempts = $2,
                                 next_attempt_at = NULL, last_error = NULL, sent_at = $3
                               WHERE email_id = $1",
-                            &[email_id.into(), attempts.into(), at.into()],
+                            &[email_id.into(), attempts.into(), at.clone().into()],
                         )
                         .await?;
-                    run.sent += 1;
-                }
-                Err(error) => {
-                    let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
-                    tracing::warn!(%email_id, attempts, %error, "e-mail not sent");
-                    let (status, next) = match RETRY_SCHEDULE.get(attempts as usize - 1) {
-                        Some(delay) => {
-                            run.retrying += 1;
-                            let delay = chrono::Duration::from_std(*delay)
-                                .unwrap_or_else(|_| chrono::Duration::hours(24));
-                            ("PENDING", Some(timestamp_text(now + delay)))
-                        }
-                        None => {
-                            run.failed += 1;
-                            ("FAILED", None)
-                        }
-                    };
-                    self.db
-                        .execute(
+                        run.sent += 1;
+                    }
+                    Err(error) => {
+                        let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
+                        tracing::warn!(%email_id, attempts, %error, "e-mail not sent");
+                        let (status, next) = match RETRY_SCHEDULE.get(attempts as usize - 1) {
+                            Some(delay) => {
+                                run.retrying += 1;
+                                let delay = chrono::Duration::from_std(*delay)
+                                    .unwrap_or_else(|_| chrono::Duration::hours(24));
+                                ("PENDING", Some(timestamp_text(now + delay)))
+                            }
+                            None => {
+                                run.failed += 1;
+                                ("FAILED", None)
+                            }
+                        };
+                        tx.execute(
                             "UPDATE email_outbox SET status = $2, attempts = $3,
                                 next_attempt_at = $4, last_error = $5
                               WHERE email_id = $1",
@@ -237,8 +314,10 @@ impl EmailDeliverer {
                             ],
                         )
                         .await?;
+                    }
                 }
             }
+            tx.commit().await?;
         }
         Ok(run)
     }
@@ -330,6 +409,81 @@ impl EmailDeliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file in the temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "caisse-smtp-ca-{}.pem",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn ca_file_error(path: &Path) -> String {
+        match tls_parameters("smtp.example.com", Some(path)) {
+            Ok(_) => panic!("{} accepted", path.display()),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn without_a_ca_file_the_built_in_roots_are_used() {
+        let parameters = tls_parameters("smtp.example.com", None).unwrap();
+        assert_eq!(parameters.domain(), "smtp.example.com");
+    }
+
+    #[test]
+    fn a_missing_or_invalid_ca_file_is_refused_by_name() {
+        let missing = std::env::temp_dir().join("caisse-no-such-ca.pem");
+        let error = ca_file_error(&missing);
+        assert!(error.starts_with("mail.smtp_ca_file"), "{error}");
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+
+        for (contents, expected) in [
+            (&b"not a certificate"[..], "no PEM certificate"),
+            (&[0x30, 0x82, 0x01, 0x0a, 0xff][..], "no PEM certificate"),
+            (
+                &b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"[..],
+                "certificate 1",
+            ),
+            (
+                // Valid base64, but no X.509 certificate inside.
+                &b"-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n"[..],
+                "mail.smtp_ca_file",
+            ),
+            (
+                &b"-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n"[..],
+                "no END line",
+            ),
+        ] {
+            let file = TempFile::new(contents);
+            let error = ca_file_error(&file.0);
+            assert!(error.starts_with("mail.smtp_ca_file"), "{error}");
+            assert!(error.contains(&file.0.display().to_string()), "{error}");
+            assert!(error.contains(expected), "{expected:?} not in {error}");
+        }
+    }
+
+    #[test]
+    fn pem_blocks_other_than_certificates_are_skipped() {
+        let text = "# relay\n-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n\
+                    -----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n\
+                    -----BEGIN CERTIFICATE-----\nAg==\n-----END CERTIFICATE-----\n";
+        let blocks = pem_certificates(text).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks[1].contains("Ag=="));
+    }
 
     #[test]
     fn the_schedule_is_one_minute_to_a_day() {

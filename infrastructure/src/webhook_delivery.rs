@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::sql::{Db, SqlRow, SqlValue};
 use crate::time::{parse_timestamp, timestamp_text};
-use crate::webhook_http::WebhookSender;
+use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 /// Delays before the 2nd, 3rd… attempt: about three days in all.
@@ -36,6 +36,13 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Deliveries one process sends at the same time.
 pub const SEND_CONCURRENCY: usize = 8;
+
+/// Decrypted signing secrets kept per process, at most (then it starts over).
+const SECRET_CACHE_MAX: usize = 10_000;
+
+/// Deliveries claimed together, sent, then recorded together: at most
+/// `CLAIM_CHUNK / SEND_CONCURRENCY` timeouts of 15 s, well within the lease.
+const CLAIM_CHUNK: usize = 16;
 
 /// How long a claimed delivery stays away from other senders while sent.
 const CLAIM_LEASE_SECONDS: i64 = 60;
@@ -117,6 +124,8 @@ pub struct WebhookDeliverer {
     key_lock: Arc<dyn KeyLock>,
     /// One pass at a time in this process (the key lock covers the others).
     pass: tokio::sync::Mutex<()>,
+    /// Signing secrets by endpoint and version, decrypted once.
+    secret_cache: std::sync::Mutex<std::collections::HashMap<(WebhookEndpointId, u32), String>>,
 }
 
 impl WebhookDeliverer {
@@ -134,6 +143,7 @@ impl WebhookDeliverer {
             clock,
             key_lock,
             pass: tokio::sync::Mutex::new(()),
+            secret_cache: Default::default(),
         }
     }
 
@@ -146,7 +156,8 @@ impl WebhookDeliverer {
         let due = self
             .db
             .fetch_all(
-                "SELECT d.delivery_id FROM webhook_deliveries d
+                "SELECT d.delivery_id, e.url, e.secret_version, e.previous_secret_valid_until
+                   FROM webhook_deliveries d
                    JOIN webhook_endpoints_view e ON e.endpoint_id = d.endpoint_id
                   WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND e.status = 'ACTIVE'
                     AND NOT EXISTS (
@@ -159,31 +170,34 @@ impl WebhookDeliverer {
                 &[now.into(), (limit as i64).into()],
             )
             .await?;
-        // A few sends at a time: a slow receiver holds one slot for its 15 s,
-        // not the whole pass. Ordering per payment is safe: the query gives
-        // only the first pending delivery of each payment and endpoint.
-        let outcomes: Vec<Result<Option<Outcome>, AppError>> =
-            futures::stream::iter(due.into_iter().map(|row| row.text("delivery_id")))
-                // The claim in `attempt_locked` (an atomic update of the row)
-                // makes one process send each delivery; no lock to wait for.
-                .map(|delivery_id| async move { self.attempt_locked(&delivery_id, true).await })
+        // By chunks: one update claims a chunk (and reads it), its deliveries
+        // are sent a few at a time (a slow receiver holds one slot for its
+        // 15 s, not the whole chunk), then their attempts are recorded in one
+        // transaction. No connection is held while sending. Ordering per
+        // payment is safe: the query gives only the first pending delivery of
+        // each payment and endpoint.
+        let mut run = DeliveryRun::default();
+        for chunk in due.chunks(CLAIM_CHUNK) {
+            let claimed = self.claim(chunk).await?;
+            let attempted: Vec<Result<Attempted, AppError>> = futures::stream::iter(claimed)
+                .map(|claimed| self.send(claimed))
                 .buffer_unordered(SEND_CONCURRENCY)
                 .collect()
                 .await;
-        let mut run = DeliveryRun::default();
-        for outcome in outcomes {
-            match outcome? {
-                Some(Outcome::Succeeded) => run.succeeded += 1,
-                Some(Outcome::Retrying) => run.retrying += 1,
-                Some(Outcome::Failed { endpoint_failing }) => {
-                    run.failed += 1;
-                    if let Some(endpoint) = endpoint_failing {
-                        if !run.endpoints_failing.contains(&endpoint) {
-                            run.endpoints_failing.push(endpoint);
+            let attempted = attempted.into_iter().collect::<Result<Vec<_>, _>>()?;
+            for (endpoint_id, outcome) in self.record(attempted).await? {
+                match outcome {
+                    Outcome::Succeeded => run.succeeded += 1,
+                    Outcome::Retrying => run.retrying += 1,
+                    Outcome::Failed => {
+                        run.failed += 1;
+                        if !run.endpoints_failing.contains(&endpoint_id)
+                            && self.is_failing(endpoint_id, self.clock.now()).await?
+                        {
+                            run.endpoints_failing.push(endpoint_id);
                         }
                     }
                 }
-                None => {}
             }
         }
         Ok(run)
@@ -197,151 +211,223 @@ impl WebhookDeliverer {
             .key_lock
             .acquire(&format!("webhook:{delivery_id}"))
             .await?;
-        self.attempt_locked(delivery_id, false).await?;
-        Ok(())
-    }
-
-    /// One attempt; `only_if_due` skips a delivery another process just did.
-    async fn attempt_locked(
-        &self,
-        delivery_id: &str,
-        only_if_due: bool,
-    ) -> Result<Option<Outcome>, AppError> {
         let Some(row) = self
             .db
             .fetch_optional(
-                "SELECT d.*, e.url, e.secret_version, e.previous_secret_valid_until
+                "SELECT d.delivery_id, d.webhook_id, d.endpoint_id, d.payload, d.attempts,
+                        e.url, e.secret_version, e.previous_secret_valid_until
                    FROM webhook_deliveries d JOIN webhook_endpoints_view e ON e.endpoint_id = d.endpoint_id
                   WHERE d.delivery_id = $1",
                 &[delivery_id.into()],
             )
             .await?
         else {
-            return Ok(None);
+            return Ok(());
         };
+        let attempted = self.send(Claimed::from_rows(&row, &row)?).await?;
+        self.record(vec![attempted]).await?;
+        Ok(())
+    }
+
+    /// Claims due deliveries in one atomic update that also reads them: one
+    /// process wins each, the others see it moved. The claim leases them for
+    /// a minute, so a process that dies mid-send leaves them to be retried,
+    /// not lost. Answers the ones this process won.
+    async fn claim(&self, due: &[SqlRow]) -> Result<Vec<Claimed>, AppError> {
         let now = self.clock.now();
-        if only_if_due {
-            // Claim it: one process wins the update, the others see it moved.
-            // The claim also leases it for a minute, so a process that dies
-            // mid-send leaves it to be retried, not lost.
-            let claimed = self
-                .db
-                .execute(
-                    "UPDATE webhook_deliveries SET next_attempt_at = $3
-                      WHERE delivery_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2",
-                    &[
-                        delivery_id.into(),
-                        timestamp_text(now).into(),
-                        timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
-                    ],
-                )
-                .await?;
-            if claimed == 0 {
-                return Ok(None);
+        let mut params: Vec<SqlValue> = vec![
+            timestamp_text(now).into(),
+            timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
+        ];
+        let mut placeholders = Vec::new();
+        for row in due {
+            params.push(row.text("delivery_id").into());
+            placeholders.push(format!("${}", params.len()));
+        }
+        let claimed = self
+            .db
+            .fetch_all(
+                &format!(
+                    "UPDATE webhook_deliveries SET next_attempt_at = $2
+                      WHERE delivery_id IN ({}) AND status = 'PENDING' AND next_attempt_at <= $1
+                      RETURNING delivery_id, webhook_id, endpoint_id, payload, attempts",
+                    placeholders.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        // In the order of the due query (soonest first), with its endpoint.
+        let mut won = Vec::new();
+        for row in due {
+            let id = row.text("delivery_id");
+            if let Some(delivery) = claimed.iter().find(|c| c.text("delivery_id") == id) {
+                won.push(Claimed::from_rows(delivery, row)?);
             }
         }
-        let endpoint_id = WebhookEndpointId::parse(&row.text("endpoint_id"))
-            .ok_or_else(|| AppError::internal("webhook delivery of an unknown endpoint"))?;
-        let secrets = self.signing_secrets(endpoint_id, &row, now).await?;
+        Ok(won)
+    }
+
+    /// One attempt: signs and sends the delivery, timed by the clock.
+    async fn send(&self, claimed: Claimed) -> Result<Attempted, AppError> {
+        let now = self.clock.now();
+        let secrets = self.signing_secrets(&claimed, now).await?;
         let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let webhook_id = row.text("webhook_id");
-        let body = row.text("payload").into_bytes();
+        let body = claimed.payload.clone().into_bytes();
         let timestamp = now.timestamp();
         let headers = [
-            (HEADER_ID, webhook_id.clone()),
+            (HEADER_ID, claimed.webhook_id.clone()),
             (HEADER_TIMESTAMP, timestamp.to_string()),
             (
                 HEADER_SIGNATURE,
-                signature_header(&secret_refs, &webhook_id, timestamp, &body),
+                signature_header(&secret_refs, &claimed.webhook_id, timestamp, &body),
             ),
         ];
-        let attempt = self.sender.send(&row.text("url"), &headers, body).await;
-        let number = row.int("attempts") + 1;
-        let at = timestamp_text(now);
-        let mut tx = self.db.begin().await?;
-        let params: Vec<SqlValue> = vec![
-            delivery_id.into(),
-            number.into(),
-            at.clone().into(),
-            attempt.status.map(i64::from).into(),
-            (attempt.latency_ms as i64).into(),
-            Some(attempt.response_prefix.clone())
-                .filter(|p| !p.is_empty())
-                .into(),
-            attempt.error.clone().into(),
-        ];
-        tx.execute(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
-                latency_ms, response_prefix, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &params,
-        )
-        .await?;
-        let outcome = if attempt.success {
-            Outcome::Succeeded
-        } else if (number as usize) <= RETRY_SCHEDULE.len() {
-            Outcome::Retrying
-        } else {
-            Outcome::Failed {
-                endpoint_failing: None,
-            }
-        };
-        let (status, next) = match &outcome {
-            Outcome::Succeeded => ("SUCCEEDED", None),
-            Outcome::Retrying => (
-                "PENDING",
-                Some(timestamp_text(
-                    now + next_delay(number as usize, attempt.retry_after),
-                )),
-            ),
-            Outcome::Failed { .. } => ("FAILED", None),
-        };
-        tx.execute(
-            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
-                last_attempt_at = $5, last_status_code = $6, last_error = $7
-              WHERE delivery_id = $1",
-            &[
-                delivery_id.into(),
-                status.into(),
-                number.into(),
-                next.into(),
-                at.into(),
-                attempt.status.map(i64::from).into(),
-                attempt.error.into(),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        if let Outcome::Failed { .. } = outcome {
-            let failing = self.is_failing(endpoint_id, now).await?;
-            return Ok(Some(Outcome::Failed {
-                endpoint_failing: failing.then_some(endpoint_id),
-            }));
-        }
-        Ok(Some(outcome))
+        let attempt = self.sender.send(&claimed.url, &headers, body).await;
+        Ok(Attempted {
+            claimed,
+            at: now,
+            attempt,
+        })
     }
 
-    /// The current secret, and the previous one during its 24 h overlap.
+    /// Records attempts in one transaction: each in the log, each delivery's
+    /// new state. On PostgreSQL without waiting for the WAL flush: a crash
+    /// loses at most the last records, and those deliveries are sent again
+    /// after their lease (at least once; receivers deduplicate by
+    /// `webhook-id`).
+    async fn record(
+        &self,
+        attempted: Vec<Attempted>,
+    ) -> Result<Vec<(WebhookEndpointId, Outcome)>, AppError> {
+        if attempted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.db.begin().await?;
+        if tx.is_postgres() {
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
+        }
+        let mut log_params: Vec<SqlValue> = Vec::new();
+        let mut log_values = Vec::new();
+        for (index, Attempted { claimed, at, attempt }) in attempted.iter().enumerate() {
+            let p = |column: usize| format!("${}", index * 7 + column);
+            log_values.push(format!(
+                "({}, {}, {}, {}, {}, {}, {})",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7)
+            ));
+            log_params.extend([
+                claimed.delivery_id.clone().into(),
+                (claimed.attempts + 1).into(),
+                timestamp_text(*at).into(),
+                attempt.status.map(i64::from).into(),
+                (attempt.latency_ms as i64).into(),
+                Some(attempt.response_prefix.clone())
+                    .filter(|p| !p.is_empty())
+                    .into(),
+                attempt.error.clone().into(),
+            ]);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
+                    latency_ms, response_prefix, error) VALUES {}",
+                log_values.join(", ")
+            ),
+            &log_params,
+        )
+        .await?;
+        let mut outcomes = Vec::new();
+        for Attempted { claimed, at, attempt } in attempted {
+            let number = claimed.attempts + 1;
+            let outcome = if attempt.success {
+                Outcome::Succeeded
+            } else if (number as usize) <= RETRY_SCHEDULE.len() {
+                Outcome::Retrying
+            } else {
+                Outcome::Failed
+            };
+            let (status, next) = match &outcome {
+                Outcome::Succeeded => ("SUCCEEDED", None),
+                Outcome::Retrying => (
+                    "PENDING",
+                    Some(timestamp_text(
+                        at + next_delay(number as usize, attempt.retry_after),
+                    )),
+                ),
+                Outcome::Failed => ("FAILED", None),
+            };
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
+                    last_attempt_at = $5, last_status_code = $6, last_error = $7
+                  WHERE delivery_id = $1",
+                &[
+                    claimed.delivery_id.clone().into(),
+                    status.into(),
+                    number.into(),
+                    next.into(),
+                    timestamp_text(at).into(),
+                    attempt.status.map(i64::from).into(),
+                    attempt.error.into(),
+                ],
+            )
+            .await?;
+            outcomes.push((claimed.endpoint_id, outcome));
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The current secret, and the previous one during its 24 h overlap. A
+    /// version's secret never changes (a rotation makes a new version), so
+    /// each is decrypted once per process.
     async fn signing_secrets(
         &self,
-        endpoint_id: WebhookEndpointId,
-        row: &SqlRow,
+        claimed: &Claimed,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, AppError> {
         let mut secrets = Vec::new();
         for version in caisse_domain::webhook::signing_secret_versions(
-            row.int("secret_version") as u32,
-            row.opt_text("previous_secret_valid_until")
-                .and_then(|text| parse_timestamp(&text)),
+            claimed.secret_version,
+            claimed.previous_secret_valid_until,
             now,
         ) {
-            if let Some(secret) = self.secrets.secret(endpoint_id, version).await? {
-                secrets.push(secret);
-            }
+            let key = (claimed.endpoint_id, version);
+            let cached = self.secret_cache().get(&key).cloned();
+            let secret = match cached {
+                Some(secret) => Some(secret),
+                None => {
+                    let secret = self.secrets.secret(claimed.endpoint_id, version).await?;
+                    if let Some(secret) = &secret {
+                        let mut cache = self.secret_cache();
+                        if cache.len() >= SECRET_CACHE_MAX {
+                            cache.clear();
+                        }
+                        cache.insert(key, secret.clone());
+                    }
+                    secret
+                }
+            };
+            secrets.extend(secret);
         }
         if secrets.is_empty() {
             return Err(AppError::internal("webhook endpoint without a secret"));
         }
         Ok(secrets)
+    }
+
+    fn secret_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(WebhookEndpointId, u32), String>>
+    {
+        self.secret_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// No delivery of the endpoint succeeded for `PERSISTENT_FAILURE_DAYS`
@@ -481,9 +567,47 @@ impl WebhookDeliverer {
 enum Outcome {
     Succeeded,
     Retrying,
-    Failed {
-        endpoint_failing: Option<WebhookEndpointId>,
-    },
+    Failed,
+}
+
+/// A delivery claimed for one attempt, with what sending it needs.
+struct Claimed {
+    delivery_id: String,
+    webhook_id: String,
+    endpoint_id: WebhookEndpointId,
+    payload: String,
+    /// Attempts before this one.
+    attempts: i64,
+    url: String,
+    secret_version: u32,
+    previous_secret_valid_until: Option<DateTime<Utc>>,
+}
+
+impl Claimed {
+    /// From the delivery's columns and its endpoint's (`url`, `secret_version`,
+    /// `previous_secret_valid_until`), which may be one row.
+    fn from_rows(delivery: &SqlRow, endpoint: &SqlRow) -> Result<Self, AppError> {
+        Ok(Claimed {
+            delivery_id: delivery.text("delivery_id"),
+            webhook_id: delivery.text("webhook_id"),
+            endpoint_id: WebhookEndpointId::parse(&delivery.text("endpoint_id"))
+                .ok_or_else(|| AppError::internal("webhook delivery of an unknown endpoint"))?,
+            payload: delivery.text("payload"),
+            attempts: delivery.int("attempts"),
+            url: endpoint.text("url"),
+            secret_version: endpoint.int("secret_version") as u32,
+            previous_secret_valid_until: endpoint
+                .opt_text("previous_secret_valid_until")
+                .and_then(|text| parse_timestamp(&text)),
+        })
+    }
+}
+
+/// One attempt made, to record.
+struct Attempted {
+    claimed: Claimed,
+    at: DateTime<Utc>,
+    attempt: DeliveryAttempt,
 }
 
 /// The wait before the next attempt after `attempts` failed ones: the

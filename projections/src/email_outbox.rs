@@ -1,9 +1,10 @@
 //! The `email_outbox` projection (issue 5, NT-1, NT-2): turns a payment's
 //! authorisation, refusal, refund, cancellation and capture into e-mails —
 //! one per merchant address of the shop that receives the type
-//! (`notification_settings_view`), and, for `payment.authorised`, the buyer's
-//! confirmation when the payment gave a buyer e-mail, in the payment's
-//! buyer language (French when absent). Rendered here, queued in
+//! (`notification_settings_view`), in the shop's merchant language, and, for
+//! `payment.authorised` (at once or deferred), the buyer's confirmation when
+//! the payment gave a buyer e-mail, in the payment's buyer language (French
+//! when absent). Rendered here, queued in
 //! `email_outbox`, sent by the mailer (`caisse_infrastructure::mailer`).
 //!
 //! Like `webhook_outbox`, the outbox is state, not a view: `tables()` is
@@ -11,9 +12,13 @@
 //! row per event, role and address: `dedup_key`), and the merchant is never
 //! e-mailed about events older than the shop's last configuration.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use caisse_application::AppError;
-use caisse_domain::notification::{receives, DEFAULT_BUYER_LANGUAGE, EMAIL_EVENT_TYPES};
+use caisse_domain::notification::{
+    receives, ShopNotifications, DEFAULT_BUYER_LANGUAGE, EMAIL_EVENT_TYPES,
+};
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
@@ -29,10 +34,54 @@ use crate::notifications::NotificationSettingsRow;
 use crate::projector::Projection;
 use crate::webhook_outbox::{event_amount, payment_event_type};
 
-/// The language of the merchant's e-mails (the settings have none yet).
-pub const MERCHANT_LANGUAGE: &str = "fr";
+/// The columns of a queued e-mail, in the INSERT's order.
+const COLUMNS_PER_ROW: usize = 15;
+/// E-mails per INSERT statement.
+const ROWS_PER_INSERT: usize = 50;
 
-pub struct EmailOutboxProjection;
+#[derive(Default)]
+pub struct EmailOutboxProjection {
+    batch: std::sync::Mutex<Batch>,
+}
+
+/// What one projector batch keeps between its events: each shop's settings
+/// it met (read once; dropped when a settings event passes, since the view
+/// has just changed in this transaction), and the e-mails to insert at its
+/// end.
+#[derive(Default)]
+struct Batch {
+    settings: HashMap<String, Option<NotificationSettingsRow>>,
+    rows: Vec<Vec<SqlValue>>,
+}
+
+impl EmailOutboxProjection {
+    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A shop's settings as the view holds them now, from this batch's cache.
+    async fn settings(
+        &self,
+        tx: &mut Tx,
+        shop_id: &str,
+    ) -> Result<Option<NotificationSettingsRow>, AppError> {
+        if let Some(settings) = self.batch().settings.get(shop_id) {
+            return Ok(settings.clone());
+        }
+        let settings = tx
+            .fetch_optional(
+                "SELECT * FROM notification_settings_view WHERE shop_id = $1",
+                &[shop_id.into()],
+            )
+            .await?
+            .as_ref()
+            .map(NotificationSettingsRow::from_row);
+        self.batch()
+            .settings
+            .insert(shop_id.to_string(), settings.clone());
+        Ok(settings)
+    }
+}
 
 struct Queued<'a> {
     event: &'a LoggedEvent,
@@ -43,14 +92,15 @@ struct Queued<'a> {
 }
 
 impl Queued<'_> {
-    async fn insert(
+    /// Adds the e-mail to the batch's rows, inserted at its end.
+    fn queue(
         &self,
-        tx: &mut Tx,
+        rows: &mut Vec<Vec<SqlValue>>,
         role: &str,
         recipient: &str,
         language: &str,
         email: RenderedEmail,
-    ) -> Result<(), AppError> {
+    ) {
         let dedup_key = format!(
             "{}/{}/{role}/{}",
             self.event.aggregate_id,
@@ -74,16 +124,7 @@ impl Queued<'_> {
             self.event.position.global_position.into(),
             self.created_at.into(),
         ];
-        tx.execute(
-            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
-                event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
-                status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING', 0, $15, $15)
-             ON CONFLICT (dedup_key) DO NOTHING",
-            &params,
-        )
-        .await?;
-        Ok(())
+        rows.push(params);
     }
 }
 
@@ -97,9 +138,18 @@ impl Projection for EmailOutboxProjection {
         &[]
     }
 
+    fn begin_batch(&self) {
+        *self.batch() = Batch::default();
+    }
+
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type == ShopNotifications::TYPE {
+            // The settings view changed just before, in this transaction.
+            self.batch().settings.clear();
+            return Ok(());
+        }
         if event.aggregate_type == WebhookEndpoint::TYPE {
-            return endpoint_disabled(tx, event).await;
+            return self.endpoint_disabled(tx, event).await;
         }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
@@ -116,8 +166,9 @@ impl Projection for EmailOutboxProjection {
         else {
             return Ok(());
         };
-        // The buyer's confirmation: the first authorisation, with its details.
-        let buyer = match &payment_event {
+        // The buyer's confirmation: the authorisation, with its details; or an
+        // authorisation granted later (deferred), with the payment's buyer.
+        let mut buyer = match &payment_event {
             PaymentEvent::PaymentAuthorised { details, .. } => {
                 details.buyer_email.clone().map(|email| {
                     (
@@ -143,20 +194,23 @@ impl Projection for EmailOutboxProjection {
             // Not in the views (archived): nobody to tell.
             return Ok(());
         };
+        if let PaymentEvent::DeferredAuthorisationGranted { .. } = &payment_event {
+            buyer = row.opt_text("buyer_email").map(|email| {
+                (
+                    email,
+                    row.opt_text("buyer_language")
+                        .unwrap_or_else(|| DEFAULT_BUYER_LANGUAGE.to_string()),
+                )
+            });
+        }
         let shop_id = row.text("shop_id");
         let tx_id = event.position.tx_id as i64;
         let position = event.position.global_position;
         // Settings configured before this event (in commit order).
-        let settings = tx
-            .fetch_optional(
-                "SELECT * FROM notification_settings_view
-                  WHERE shop_id = $1
-                    AND (configured_tx_id < $2 OR (configured_tx_id = $2 AND configured_position < $3))",
-                &[shop_id.clone().into(), tx_id.into(), position.into()],
-            )
+        let settings = self
+            .settings(tx, &shop_id)
             .await?
-            .as_ref()
-            .map(NotificationSettingsRow::from_row);
+            .filter(|settings| settings.configured < (tx_id, position));
         let merchant_addresses: Vec<String> = settings
             .as_ref()
             .filter(|s| receives(&s.event_types, event_type))
@@ -197,26 +251,57 @@ impl Projection for EmailOutboxProjection {
             event_type,
             created_at: &created_at,
         };
-        for address in &merchant_addresses {
-            if let Some(email) = merchant_notification(MERCHANT_LANGUAGE, event_type, &facts) {
-                queued
-                    .insert(tx, "MERCHANT", address, MERCHANT_LANGUAGE, email)
-                    .await?;
+        let mut batch = self.batch();
+        if let Some(settings) = settings.as_ref().filter(|_| !merchant_addresses.is_empty()) {
+            let language = &settings.language;
+            for address in &merchant_addresses {
+                if let Some(email) = merchant_notification(language, event_type, &facts) {
+                    queued.queue(&mut batch.rows, "MERCHANT", address, language, email);
+                }
             }
         }
         if let Some((email, language)) = buyer {
             let rendered = buyer_confirmation(&language, &facts);
-            queued
-                .insert(tx, "BUYER", &email, &language, rendered)
-                .await?;
+            queued.queue(&mut batch.rows, "BUYER", &email, &language, rendered);
+        }
+        Ok(())
+    }
+
+    /// The batch's e-mails, fifty per statement.
+    async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
+        let rows = std::mem::take(&mut self.batch().rows);
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let placeholders: Vec<String> = (1..COLUMNS_PER_ROW)
+                        .map(|column| format!("${}", row * COLUMNS_PER_ROW + column))
+                        .collect();
+                    let created_at = format!("${}", row * COLUMNS_PER_ROW + COLUMNS_PER_ROW);
+                    format!(
+                        "({}, 'PENDING', 0, {created_at}, {created_at})",
+                        placeholders.join(", ")
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
+                    event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
+                    status, attempts, next_attempt_at, created_at)
+                 VALUES {}
+                 ON CONFLICT (dedup_key) DO NOTHING",
+                values.join(", ")
+            );
+            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+            tx.execute(&sql, &params).await?;
         }
         Ok(())
     }
 }
 
+impl EmailOutboxProjection {
 /// The merchant's addresses are told when a webhook endpoint of theirs is
 /// disabled after persistent failure (whatever event types they receive).
-async fn endpoint_disabled(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+async fn endpoint_disabled(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
     if event.event_type != "WebhookEndpointDisabled" {
         return Ok(());
     }
@@ -244,15 +329,7 @@ async fn endpoint_disabled(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppEr
         return Ok(());
     };
     let shop_id = endpoint.text("shop_id");
-    let Some(settings) = tx
-        .fetch_optional(
-            "SELECT * FROM notification_settings_view WHERE shop_id = $1",
-            &[shop_id.clone().into()],
-        )
-        .await?
-        .as_ref()
-        .map(NotificationSettingsRow::from_row)
-    else {
+    let Some(settings) = self.settings(tx, &shop_id).await? else {
         return Ok(());
     };
     let shop_name = settings
@@ -271,14 +348,14 @@ async fn endpoint_disabled(tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppEr
     };
     for address in &settings.addresses {
         let email = crate::email_templates::endpoint_disabled(
+            &settings.language,
             &shop_name,
             &endpoint.text("url"),
             &event.aggregate_id,
             occurred_at,
         );
-        queued
-            .insert(tx, "MERCHANT", address, MERCHANT_LANGUAGE, email)
-            .await?;
+        queued.queue(&mut self.batch().rows, "MERCHANT", address, &settings.language, email);
     }
     Ok(())
+}
 }

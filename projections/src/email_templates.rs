@@ -323,23 +323,98 @@ fn render(
     (text, html)
 }
 
-/// The alert to the merchant that a webhook endpoint was disabled after its
-/// deliveries failed for about three days (issue 5). In French, like every
-/// merchant e-mail for now.
+/// The words of the endpoint-disabled alert, per language.
+struct AlertWords {
+    subject: &'static str,
+    explanation: &'static str,
+    endpoint: &'static str,
+    disabled_on: &'static str,
+    what_to_do: &'static str,
+}
+
+fn alert_words(language: &str) -> &'static AlertWords {
+    match normalise_language(language).unwrap_or(DEFAULT_BUYER_LANGUAGE) {
+        "en" => &AlertWords {
+            subject: "webhook endpoint disabled",
+            explanation: "Deliveries to this endpoint have failed for about three days: it has been disabled and no longer receives events.",
+            endpoint: "Endpoint",
+            disabled_on: "Disabled on",
+            what_to_do: "Once your server is back, enable it again with the enableWebhookEndpoint mutation; pending deliveries will resume, and webhookDeliveries lists the failed ones (redeliverWebhook sends them again).",
+        },
+        "de" => &AlertWords {
+            subject: "Webhook-Endpunkt deaktiviert",
+            explanation: "Zustellungen an diesen Endpunkt schlagen seit etwa drei Tagen fehl: Er wurde deaktiviert und empfängt keine Ereignisse mehr.",
+            endpoint: "Endpunkt",
+            disabled_on: "Deaktiviert am",
+            what_to_do: "Sobald Ihr Server wieder erreichbar ist, aktivieren Sie ihn mit der Mutation enableWebhookEndpoint; ausstehende Zustellungen werden fortgesetzt, und webhookDeliveries listet die fehlgeschlagenen auf (redeliverWebhook sendet sie erneut).",
+        },
+        "es" => &AlertWords {
+            subject: "punto de recepción de webhooks desactivado",
+            explanation: "Los envíos a este punto de recepción fallan desde hace unos tres días: se ha desactivado y ya no recibe eventos.",
+            endpoint: "Punto de recepción",
+            disabled_on: "Desactivado el",
+            what_to_do: "Cuando su servidor vuelva a estar disponible, reactívelo con la mutación enableWebhookEndpoint; los envíos pendientes se reanudarán, y webhookDeliveries lista los fallidos (redeliverWebhook los reenvía).",
+        },
+        "it" => &AlertWords {
+            subject: "endpoint webhook disattivato",
+            explanation: "Gli invii a questo endpoint falliscono da circa tre giorni: è stato disattivato e non riceve più eventi.",
+            endpoint: "Endpoint",
+            disabled_on: "Disattivato il",
+            what_to_do: "Quando il server sarà di nuovo raggiungibile, riattivalo con la mutation enableWebhookEndpoint; gli invii in sospeso riprenderanno, e webhookDeliveries elenca quelli falliti (redeliverWebhook li invia di nuovo).",
+        },
+        "nl" => &AlertWords {
+            subject: "webhook-eindpunt uitgeschakeld",
+            explanation: "Leveringen aan dit eindpunt mislukken al ongeveer drie dagen: het is uitgeschakeld en ontvangt geen gebeurtenissen meer.",
+            endpoint: "Eindpunt",
+            disabled_on: "Uitgeschakeld op",
+            what_to_do: "Schakel het weer in met de mutatie enableWebhookEndpoint zodra uw server weer bereikbaar is; openstaande leveringen worden hervat, en webhookDeliveries toont de mislukte (redeliverWebhook verstuurt ze opnieuw).",
+        },
+        "pt" => &AlertWords {
+            subject: "endpoint de webhooks desativado",
+            explanation: "Os envios para este endpoint falham há cerca de três dias: foi desativado e já não recebe eventos.",
+            endpoint: "Endpoint",
+            disabled_on: "Desativado em",
+            what_to_do: "Quando o seu servidor estiver de novo disponível, reative-o com a mutação enableWebhookEndpoint; os envios pendentes serão retomados, e webhookDeliveries lista os que falharam (redeliverWebhook envia-os de novo).",
+        },
+        "sv" => &AlertWords {
+            subject: "webhook-slutpunkt inaktiverad",
+            explanation: "Leveranser till den här slutpunkten har misslyckats i ungefär tre dagar: den har inaktiverats och tar inte längre emot händelser.",
+            endpoint: "Slutpunkt",
+            disabled_on: "Inaktiverad",
+            what_to_do: "När din server fungerar igen aktiverar du den med mutationen enableWebhookEndpoint; väntande leveranser återupptas, och webhookDeliveries listar de misslyckade (redeliverWebhook skickar dem igen).",
+        },
+        _ => &AlertWords {
+            subject: "point de réception de webhooks désactivé",
+            explanation: "Les envois vers ce point de réception échouent depuis environ trois jours : il a été désactivé et ne reçoit plus d'événements.",
+            endpoint: "Point de réception",
+            disabled_on: "Désactivé le",
+            what_to_do: "Une fois votre serveur rétabli, réactivez-le avec la mutation enableWebhookEndpoint ; les envois en attente reprendront, et webhookDeliveries liste ceux qui ont échoué (redeliverWebhook les renvoie).",
+        },
+    }
+}
+
+/// The alert to the merchant, in the shop's merchant language, that a webhook
+/// endpoint was disabled after its deliveries failed for about three days
+/// (issue 5).
 pub fn endpoint_disabled(
+    language: &str,
     shop_name: &str,
     url: &str,
     endpoint_id: &str,
     occurred_at: chrono::DateTime<chrono::Utc>,
 ) -> RenderedEmail {
-    let subject = format!("{shop_name} : point de réception de webhooks désactivé");
+    let language = normalise_language(language).unwrap_or(DEFAULT_BUYER_LANGUAGE);
+    let words = alert_words(language);
+    // French typography puts a space before the colon.
+    let colon = if language == "fr" { " :" } else { ":" };
+    let subject = format!("{shop_name}{colon} {}", words.subject);
     let when = occurred_at.format("%Y-%m-%d %H:%M UTC").to_string();
     let lines = [
-        "Les envois vers ce point de réception échouent depuis environ trois jours : il a été désactivé et ne reçoit plus d'événements.".to_string(),
-        format!("URL : {url}"),
-        format!("Point de réception : {endpoint_id}"),
-        format!("Désactivé le : {when}"),
-        "Une fois votre serveur rétabli, réactivez-le avec la mutation enableWebhookEndpoint ; les envois en attente reprendront, et webhookDeliveries liste ceux qui ont échoué (redeliverWebhook les renvoie).".to_string(),
+        words.explanation.to_string(),
+        format!("URL{colon} {url}"),
+        format!("{}{colon} {endpoint_id}", words.endpoint),
+        format!("{}{colon} {when}", words.disabled_on),
+        words.what_to_do.to_string(),
     ];
     let mut text = format!("{shop_name}\n\n{subject}\n\n");
     for line in &lines {
@@ -347,7 +422,7 @@ pub fn endpoint_disabled(
         text.push('\n');
     }
     let mut html = format!(
-        "<!DOCTYPE html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;color:#222\">\n<h1 style=\"font-size:20px\">{}</h1>\n",
+        "<!DOCTYPE html>\n<html lang=\"{language}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;color:#222\">\n<h1 style=\"font-size:20px\">{}</h1>\n",
         escape_html(&subject),
         escape_html(&subject)
     );
@@ -463,6 +538,33 @@ mod tests {
             buyer_confirmation("fr", &facts())
         );
         assert!(merchant_notification("fr", "payment.shipped", &facts()).is_none());
+    }
+
+    #[test]
+    fn the_endpoint_alert_is_written_in_each_language_and_escaped() {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap();
+        let mut subjects = std::collections::HashSet::new();
+        for language in LANGUAGES {
+            let alert = endpoint_disabled(
+                language,
+                "Chez <Jo>",
+                "https://hooks.example/in?a=1&b=2",
+                "whe_1",
+                at,
+            );
+            assert!(subjects.insert(alert.subject.clone()), "{language}");
+            assert!(alert.text.contains("https://hooks.example/in?a=1&b=2"));
+            assert!(alert.text.contains("2026-03-05 10:00 UTC"));
+            assert!(alert.html.contains(&format!("lang=\"{language}\"")));
+            assert!(alert.html.contains("a=1&amp;b=2") && !alert.html.contains("<Jo>"));
+            assert!(alert.text.contains("enableWebhookEndpoint"), "{language}");
+        }
+        assert!(endpoint_disabled("en", "Shop", "u", "whe_1", at)
+            .subject
+            .ends_with("Shop: webhook endpoint disabled"));
+        assert!(endpoint_disabled("fr", "Shop", "u", "whe_1", at)
+            .subject
+            .ends_with("Shop : point de réception de webhooks désactivé"));
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl Projection for NotificationsProjection {
                 event_types,
                 shop_display_name,
                 logo_url,
+                language,
                 occurred_at,
             } => {
                 let params: Vec<SqlValue> = vec![
@@ -54,17 +55,19 @@ impl Projection for NotificationsProjection {
                     timestamp_text(occurred_at).into(),
                     (event.position.tx_id as i64).into(),
                     event.position.global_position.into(),
+                    language.into(),
                 ];
                 tx.execute(
                     "INSERT INTO notification_settings_view (shop_id, addresses, event_types,
-                        shop_display_name, logo_url, updated_at, configured_tx_id, configured_position)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        shop_display_name, logo_url, updated_at, configured_tx_id, configured_position, language)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (shop_id) DO UPDATE SET addresses = excluded.addresses,
                         event_types = excluded.event_types,
                         shop_display_name = excluded.shop_display_name,
                         logo_url = excluded.logo_url, updated_at = excluded.updated_at,
                         configured_tx_id = excluded.configured_tx_id,
-                        configured_position = excluded.configured_position",
+                        configured_position = excluded.configured_position,
+                        language = excluded.language",
                     &params,
                 )
                 .await?;
@@ -82,7 +85,12 @@ pub struct NotificationSettingsRow {
     pub event_types: Vec<String>,
     pub shop_display_name: Option<String>,
     pub logo_url: Option<String>,
+    /// The language of the merchant's e-mails (one of `LANGUAGES`).
+    pub language: String,
     pub updated_at: String,
+    /// Commit order of the configuration (tx id, position): e-mails are only
+    /// written for events after it.
+    pub configured: (i64, i64),
 }
 
 impl NotificationSettingsRow {
@@ -100,7 +108,9 @@ impl NotificationSettingsRow {
             event_types: list("event_types"),
             shop_display_name: row.opt_text("shop_display_name"),
             logo_url: row.opt_text("logo_url"),
+            language: row.text("language"),
             updated_at: row.text("updated_at"),
+            configured: (row.int("configured_tx_id"), row.int("configured_position")),
         }
     }
 }

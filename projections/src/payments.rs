@@ -42,9 +42,9 @@ INSERT INTO payments_view (payment_id, shop_id, mode, order_reference, status, c
     authorisation_code, refusal_code, refusal_message, duplicated_from, created_at, updated_at, last_sequence,
     capture_trigger, acquirer_contract, plan_id, instalment_number, typology,
     three_ds_enrolled, three_ds_status, three_ds_transaction_id, guarantee, risk_outcome, risk_fired,
-    buyer_country, card_country)
+    buyer_country, card_country, buyer_language)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41
  WHERE NOT EXISTS (SELECT 1 FROM archived_payments WHERE payment_id = $1)
 ON CONFLICT (payment_id) DO UPDATE SET
     status = excluded.status, amount_milli = excluded.amount_milli,
@@ -57,7 +57,8 @@ ON CONFLICT (payment_id) DO UPDATE SET
     three_ds_status = excluded.three_ds_status,
     three_ds_transaction_id = excluded.three_ds_transaction_id, guarantee = excluded.guarantee,
     risk_outcome = excluded.risk_outcome, risk_fired = excluded.risk_fired,
-    buyer_country = excluded.buyer_country, card_country = excluded.card_country";
+    buyer_country = excluded.buyer_country, card_country = excluded.card_country,
+    buyer_language = excluded.buyer_language";
 
 /// The controls that fired, comma-separated, as payments_view and
 /// risk_decisions store them; `None` when none did.
@@ -185,6 +186,7 @@ impl Projection for PaymentsProjection {
                     fired_list(&details.risk).into(),
                     details.buyer_country.clone().into(),
                     card.issuing_country.clone().into(),
+                    details.buyer_language.clone().into(),
                 ];
                 tx.execute(UPSERT_PAYMENT, &params).await?;
                 let kind = match (status, &refusal) {

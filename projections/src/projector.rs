@@ -2,7 +2,8 @@
 //! checkpoints and applies each event to every projection still behind it, with
 //! the new checkpoints, in one transaction. Several processes may run it on one
 //! database: the transaction first takes the projector's lock, so batches never
-//! overlap.
+//! overlap. On PostgreSQL each batch notifies the others (LISTEN/NOTIFY), which
+//! look at once instead of at their next poll.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,10 @@ use tokio::sync::{watch, Notify};
 
 /// Events read per transaction.
 pub const BATCH_SIZE: usize = 500;
+/// The PostgreSQL channel each batch notifies when it commits, so the other
+/// processes' projectors (and the live subscriptions they wake) look at once
+/// instead of at their next poll.
+pub const NOTIFY_CHANNEL: &str = "caisse_projections";
 /// How often an idle projector looks for events written by other processes.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -30,6 +35,17 @@ pub trait Projection: Send + Sync {
     /// Applies one event inside the batch transaction. Events of other aggregates
     /// are ignored by returning `Ok(())`.
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError>;
+
+    /// Called before a batch's first event: forget what the previous batch
+    /// cached (another process may have run batches since).
+    fn begin_batch(&self) {}
+
+    /// Called after a batch's last event, in its transaction, before the
+    /// checkpoints move: write what `apply` buffered (the outboxes insert a
+    /// batch's rows in a few statements instead of one per row).
+    async fn finish_batch(&self, _tx: &mut Tx) -> Result<(), AppError> {
+        Ok(())
+    }
 }
 
 /// All projections of the service, in one place for the server, the CLI and tests.
@@ -44,10 +60,10 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::risk::RiskProjection),
         Arc::new(crate::webhooks::WebhooksProjection),
         // After payments, plans and webhooks: it reads their rows.
-        Arc::new(crate::webhook_outbox::WebhookOutboxProjection),
+        Arc::new(crate::webhook_outbox::WebhookOutboxProjection::default()),
         Arc::new(crate::notifications::NotificationsProjection),
         // After payments, accounts and notifications: it reads their rows.
-        Arc::new(crate::email_outbox::EmailOutboxProjection),
+        Arc::new(crate::email_outbox::EmailOutboxProjection::default()),
     ]
 }
 
@@ -65,6 +81,10 @@ pub struct Projector {
     /// small transactions (`notify_one` measured about 20 % slower in `caisse
     /// bench`); a missed wake-up costs at most one poll interval.
     wake: Notify,
+    /// This process's name in its notifications: its own are not wake-ups.
+    process_tag: String,
+    /// Notifications from other processes received (PostgreSQL).
+    notifications_received: std::sync::atomic::AtomicU64,
 }
 
 impl Projector {
@@ -79,6 +99,8 @@ impl Projector {
             db,
             checkpoints,
             wake: Notify::new(),
+            process_tag: uuid::Uuid::new_v4().simple().to_string(),
+            notifications_received: Default::default(),
         }
     }
 
@@ -200,12 +222,20 @@ impl Projector {
             tx.execute("SET LOCAL synchronous_commit = off", &[])
                 .await?;
         }
+        for projection in &self.projections {
+            projection.begin_batch();
+        }
         for event in &events {
             for (index, projection) in self.projections.iter().enumerate() {
                 if event.position > checkpoints[index] {
                     projection.apply(&mut tx, event).await?;
                     applied[index] += 1;
                 }
+            }
+        }
+        for (index, projection) in self.projections.iter().enumerate() {
+            if applied[index] > 0 {
+                projection.finish_batch(&mut tx).await?;
             }
         }
         let mut moved = checkpoints.clone();
@@ -215,6 +245,14 @@ impl Projector {
                     .await?;
                 moved[index] = last;
             }
+        }
+        if tx.is_postgres() {
+            // Delivered at commit, to every listening process but this one.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[NOTIFY_CHANNEL.into(), self.process_tag.clone().into()],
+            )
+            .await?;
         }
         tx.commit().await?;
         self.publish(&moved);
@@ -250,6 +288,49 @@ impl Projector {
         tx.commit().await?;
         self.checkpoints[index].send_replace(LogPosition::default());
         Ok(self.catch_up().await?[index])
+    }
+}
+
+/// Listens on `NOTIFY_CHANNEL` and wakes the projector when another process
+/// commits a batch: its next pass publishes the new checkpoints, which wakes
+/// this process's live subscriptions. Polling stays the fallback: a lost
+/// connection is retried, and notifications sent meanwhile are only late.
+async fn listen(projector: Arc<Projector>, pool: sqlx::PgPool) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "projection notifications: cannot connect; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(%error, "projection notifications: LISTEN failed; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(notification) if notification.payload() == projector.process_tag => {}
+                Ok(_) => {
+                    projector
+                        .notifications_received
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    projector.wake.notify_waiters();
+                }
+                // The server is stopping.
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) => {
+                    // recv reconnects by itself; a second failure in a row
+                    // starts over after a pause.
+                    tracing::warn!(%error, "projection notifications: connection lost");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -320,6 +401,18 @@ impl Projectors {
             }
         });
         self.tasks.lock().expect("projector tasks").push(task);
+        if let Db::Postgres(pool) = &self.projector.db {
+            let task = tokio::spawn(listen(self.projector.clone(), pool.clone()));
+            self.tasks.lock().expect("projector tasks").push(task);
+        }
+    }
+
+    /// Batches other processes committed that this one heard of (PostgreSQL
+    /// LISTEN/NOTIFY); always 0 on SQLite, whose writers share this process.
+    pub fn notifications_received(&self) -> u64 {
+        self.projector
+            .notifications_received
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the background task (a test app being dropped, a server stopping).

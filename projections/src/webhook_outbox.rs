@@ -4,15 +4,21 @@
 //! like every view, so no request waits for a merchant's server; the sender
 //! (`caisse_api::webhooks`) works the deliveries through.
 //!
+//! Each batch reads a shop's endpoints once and inserts its deliveries a
+//! hundred per statement at its end (`finish_batch`): notifications must not
+//! slow payments down (issue 5).
+//!
 //! The deliveries are state, not a view: `tables()` is empty so a rebuild does
 //! not empty them, and a replay inserts nothing twice (one row per endpoint and
 //! `webhook-id`), nor sends an endpoint events older than the endpoint.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use caisse_application::AppError;
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::plan::{PaymentPlan, PlanEvent};
-use caisse_domain::webhook::subscribes_to;
+use caisse_domain::webhook::{subscribes_to, WebhookEndpoint};
 use caisse_domain::Money;
 use caisse_infrastructure::event_log::LoggedEvent;
 use caisse_infrastructure::time::timestamp_text;
@@ -24,7 +30,75 @@ use sha2::{Digest, Sha256};
 use crate::money::{milli_to_string, to_milli};
 use crate::projector::Projection;
 
-pub struct WebhookOutboxProjection;
+/// The columns of a queued delivery, in `INSERT_COLUMNS` order.
+const COLUMNS_PER_ROW: usize = 11;
+/// Deliveries per INSERT statement (11 parameters each, well under both
+/// backends' limits).
+const ROWS_PER_INSERT: usize = 100;
+
+#[derive(Default)]
+pub struct WebhookOutboxProjection {
+    batch: std::sync::Mutex<Batch>,
+}
+
+/// What one projector batch keeps between its events: the endpoints of each
+/// shop and mode it met (read once; dropped when an endpoint event passes,
+/// since the endpoints view has just changed in this transaction), and the
+/// deliveries to insert at its end.
+#[derive(Default)]
+struct Batch {
+    endpoints: HashMap<(String, String), Vec<ActiveEndpoint>>,
+    rows: Vec<Vec<SqlValue>>,
+}
+
+#[derive(Clone)]
+struct ActiveEndpoint {
+    endpoint_id: String,
+    event_types: Vec<String>,
+    /// Commit order of its creation: it gets only the events after it.
+    created: (i64, i64),
+}
+
+impl WebhookOutboxProjection {
+    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        // A panic while holding it leaves nothing half-written worth keeping.
+        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The active endpoints of a shop and mode, from this batch's cache.
+    async fn active_endpoints(
+        &self,
+        tx: &mut Tx,
+        shop_id: &str,
+        mode: &str,
+    ) -> Result<Vec<ActiveEndpoint>, AppError> {
+        let key = (shop_id.to_string(), mode.to_string());
+        if let Some(endpoints) = self.batch().endpoints.get(&key) {
+            return Ok(endpoints.clone());
+        }
+        let endpoints: Vec<ActiveEndpoint> = tx
+            .fetch_all(
+                "SELECT endpoint_id, event_types, created_tx_id, created_position
+                   FROM webhook_endpoints_view
+                  WHERE shop_id = $1 AND mode = $2 AND status = 'ACTIVE'",
+                &[shop_id.into(), mode.into()],
+            )
+            .await?
+            .iter()
+            .map(|row| ActiveEndpoint {
+                endpoint_id: row.text("endpoint_id"),
+                event_types: row
+                    .text("event_types")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                created: (row.int("created_tx_id"), row.int("created_position")),
+            })
+            .collect();
+        self.batch().endpoints.insert(key, endpoints.clone());
+        Ok(endpoints)
+    }
+}
 
 /// The Standard Webhooks `webhook-id` of an event: stable, the same for every
 /// endpoint, retry and redelivery.
@@ -107,7 +181,16 @@ impl Projection for WebhookOutboxProjection {
         &[]
     }
 
+    fn begin_batch(&self) {
+        *self.batch() = Batch::default();
+    }
+
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.aggregate_type == WebhookEndpoint::TYPE {
+            // The endpoints view changed just before, in this transaction.
+            self.batch().endpoints.clear();
+            return Ok(());
+        }
         let (event_type, occurred_at, data) = if event.aggregate_type == Payment::TYPE {
             let payment_event: PaymentEvent = parse(event)?;
             let Some(event_type) = payment_event_type(&payment_event) else {
@@ -132,45 +215,35 @@ impl Projection for WebhookOutboxProjection {
         };
         let shop_id = data["shopId"].as_str().unwrap_or_default().to_string();
         let mode = data["mode"].as_str().unwrap_or_default().to_string();
+        let tx_id = event.position.tx_id as i64;
+        let position = event.position.global_position;
+        // Endpoints that existed before this event, active now.
+        let endpoints: Vec<ActiveEndpoint> = self
+            .active_endpoints(tx, &shop_id, &mode)
+            .await?
+            .into_iter()
+            .filter(|endpoint| endpoint.created < (tx_id, position))
+            .filter(|endpoint| subscribes_to(&endpoint.event_types, event_type))
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(());
+        }
         let body = json!({
             "type": event_type,
             "timestamp": timestamp_text(occurred_at),
             "data": data,
         })
         .to_string();
-        let tx_id = event.position.tx_id as i64;
-        let position = event.position.global_position;
-        // Endpoints that existed before this event, active now.
-        let endpoints = tx
-            .fetch_all(
-                "SELECT endpoint_id, event_types FROM webhook_endpoints_view
-                  WHERE shop_id = $1 AND mode = $2 AND status = 'ACTIVE'
-                    AND (created_tx_id < $3 OR (created_tx_id = $3 AND created_position < $4))",
-                &[
-                    shop_id.clone().into(),
-                    mode.clone().into(),
-                    tx_id.into(),
-                    position.into(),
-                ],
-            )
-            .await?;
         let webhook_id = webhook_id(&event.aggregate_id, event.sequence);
         // Due from the event's own instant (the injected clock's time, not
         // the database's), so a delivery is never due before its event.
         let now = timestamp_text(occurred_at);
+        let mut batch = self.batch();
         for endpoint in endpoints {
-            let types: Vec<String> = endpoint
-                .text("event_types")
-                .split(',')
-                .map(str::to_string)
-                .collect();
-            if !subscribes_to(&types, event_type) {
-                continue;
-            }
-            let params: Vec<SqlValue> = vec![
+            batch.rows.push(vec![
                 format!("whd_{}", uuid::Uuid::now_v7().simple()).into(),
                 webhook_id.clone().into(),
-                endpoint.text("endpoint_id").into(),
+                endpoint.endpoint_id.into(),
                 shop_id.clone().into(),
                 mode.clone().into(),
                 event_type.into(),
@@ -179,16 +252,34 @@ impl Projection for WebhookOutboxProjection {
                 position.into(),
                 body.clone().into(),
                 now.clone().into(),
-            ];
-            tx.execute(
+            ]);
+        }
+        Ok(())
+    }
+
+    /// The batch's deliveries, a hundred per statement.
+    async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
+        let rows = std::mem::take(&mut self.batch().rows);
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let p = |column: usize| format!("${}", row * COLUMNS_PER_ROW + column);
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'PENDING', 0, {}, {})",
+                        p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(11)
+                    )
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
                     event_type, subject_id, tx_id, global_position, payload, status, attempts,
                     next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', 0, $11, $11)
+                 VALUES {}
                  ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
-                &params,
-            )
-            .await?;
+                values.join(", ")
+            );
+            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+            tx.execute(&sql, &params).await?;
         }
         Ok(())
     }

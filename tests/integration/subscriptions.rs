@@ -319,7 +319,9 @@ async fn live_body(app: TestApp) {
 }
 
 // (c') Several processes on one database: a subscriber of one server sees the
-// events another server commits (its projector's poll publishes them).
+// events another server commits. On PostgreSQL the other server's projector
+// hears of the batch by LISTEN/NOTIFY and publishes it at once; its poll is
+// the fallback (and the only way on SQLite).
 caisse_tests::both_backends!(
     streams_events_committed_by_another_process,
     super::another_process_body
@@ -337,6 +339,13 @@ async fn another_process_body(app: TestApp) {
         .await
         .expect("the other process's event within 5 s");
     assert_eq!(event["aggregateId"], id.as_str());
+    let heard = second.state.projectors.notifications_received();
+    if app.backend == caisse_tests::Backend::Postgres {
+        assert!(heard > 0, "the second server heard no NOTIFY");
+        eprintln!("second server: {heard} notifications heard");
+    } else {
+        assert_eq!(heard, 0);
+    }
 }
 
 // (d) The key in `connection_init` decides who is connected: an unknown or missing

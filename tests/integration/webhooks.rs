@@ -514,6 +514,52 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
         alert["subject"].as_str().unwrap().contains("désactivé"),
         "{alert}"
     );
+
+    // A disabled endpoint gets no payment data, not even a redelivery by
+    // hand; a test event (no payment data) checks the fix before enabling.
+    receiver.set_down(false);
+    let failed = app
+        .state
+        .webhook_deliverer
+        .deliveries(endpoint_id.as_str().unwrap(), Some("FAILED"), 1)
+        .await
+        .unwrap();
+    let delivery_id = failed[0].delivery_id.clone();
+    let redeliver = "mutation($id: ID!) { redeliverWebhook(id: $id) { status attempts } }";
+    let response = app
+        .graphql(redeliver, json!({ "id": delivery_id }))
+        .await;
+    assert_eq!(error_code(&response), "WEBHOOK_ENDPOINT_DISABLED");
+    assert_eq!(response["errors"][0]["extensions"]["field"], "id");
+    assert!(response["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("PERSISTENT_FAILURE"));
+    assert_eq!(receiver.log().len(), 10);
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { status eventType } }",
+            json!({ "id": endpoint_id }),
+        )
+        .await;
+    assert_eq!(data(&response)["sendTestWebhook"]["status"], "SUCCEEDED");
+    assert_eq!(receiver.log().len(), 11);
+    assert_eq!(receiver.log()[10].1, "webhook.test");
+    // Enabled again, the failed delivery can be sent again, with its webhook-id.
+    let response = app
+        .graphql(
+            "mutation($id: ID!) { enableWebhookEndpoint(id: $id) { status } }",
+            json!({ "id": endpoint_id }),
+        )
+        .await;
+    assert_eq!(data(&response)["enableWebhookEndpoint"]["status"], "ACTIVE");
+    let response = app
+        .graphql(redeliver, json!({ "id": delivery_id }))
+        .await;
+    assert_eq!(data(&response)["redeliverWebhook"]["status"], "SUCCEEDED");
+    let log = receiver.log();
+    assert_eq!(log.len(), 12);
+    assert_eq!(log[11].0, log[0].0);
 }
 both_backends!(
     a_receiver_down_for_three_days_disables_its_endpoint,

@@ -30,6 +30,8 @@ pub struct MerchantEmailSettings {
     pub shop_display_name: Option<String>,
     /// An https URL, shown as the logo of the HTML e-mails.
     pub logo_url: Option<String>,
+    /// The language of the merchant's e-mails (`emailLanguages`).
+    pub language: String,
     pub updated_at: Option<String>,
 }
 
@@ -41,6 +43,7 @@ impl From<NotificationSettingsRow> for MerchantEmailSettings {
             event_types: row.event_types,
             shop_display_name: row.shop_display_name,
             logo_url: row.logo_url,
+            language: row.language,
             updated_at: Some(row.updated_at),
         }
     }
@@ -54,6 +57,7 @@ impl From<ShopNotifications> for MerchantEmailSettings {
             event_types: settings.event_types,
             shop_display_name: settings.shop_display_name,
             logo_url: settings.logo_url,
+            language: settings.language,
             updated_at: None,
         }
     }
@@ -69,6 +73,9 @@ pub struct ConfigureMerchantEmailsInput {
     pub shop_display_name: Option<String>,
     /// https only.
     pub logo_url: Option<String>,
+    /// The language of the merchant's e-mails, one of `emailLanguages`
+    /// (`fr` when absent).
+    pub language: Option<String>,
 }
 
 /// One e-mail of the outbox.
@@ -200,6 +207,7 @@ impl NotificationMutation {
                     event_types: input.event_types,
                     shop_display_name: input.shop_display_name,
                     logo_url: input.logo_url,
+                    language: input.language,
                 },
             )
             .await

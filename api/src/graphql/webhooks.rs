@@ -2,11 +2,11 @@
 //! event types each subscribes to, its signing secret (shown once), rotation,
 //! and turning it off and on.
 
-use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use caisse_application::webhooks::EndpointResult;
 use caisse_application::AppError;
 use caisse_domain::ids::WebhookEndpointId;
-use caisse_domain::webhook::WEBHOOK_EVENT_TYPES;
+use caisse_domain::webhook::{WebhookEndpoint, WEBHOOK_EVENT_TYPES};
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::webhook_delivery::DeliveryRow;
 use caisse_projections::webhooks::{list_endpoints, WebhookEndpointRow};
@@ -216,6 +216,32 @@ async fn caller_delivery(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<De
     Ok(row)
 }
 
+/// A disabled endpoint receives no payment data, not even a redelivery asked
+/// for by hand: it was turned off by the merchant (a wrong or compromised
+/// URL) or after persistent failure. The merchant checks a fix with
+/// `sendTestWebhook`, then enables it (`enableWebhookEndpoint`), which also
+/// resumes its pending deliveries.
+fn refuse_disabled(
+    field: &'static str,
+    endpoint_id: &str,
+    endpoint: &WebhookEndpoint,
+) -> async_graphql::Result<()> {
+    if endpoint.active {
+        return Ok(());
+    }
+    let reason = endpoint
+        .disabled_reason
+        .map(|reason| format!(" ({})", reason.as_str()))
+        .unwrap_or_default();
+    let message = format!(
+        "{field}: the webhook endpoint {endpoint_id} is disabled{reason}; enable it with enableWebhookEndpoint first"
+    );
+    Err(async_graphql::Error::new(message).extend_with(move |_, extensions| {
+        extensions.set("code", "WEBHOOK_ENDPOINT_DISABLED");
+        extensions.set("field", field);
+    }))
+}
+
 /// Largest page of deliveries.
 const DELIVERIES_PAGE_MAX: i32 = 200;
 
@@ -371,13 +397,22 @@ impl WebhookMutation {
     }
 
     /// Sends a delivery again now (same body, same `webhook-id`), whatever its
-    /// state; answers it with the new attempt in its log.
+    /// state; answers it with the new attempt in its log. Refused
+    /// (`WEBHOOK_ENDPOINT_DISABLED`) while its endpoint is disabled.
     async fn redeliver_webhook(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<WebhookDelivery> {
         let row = caller_delivery(ctx, &id).await?;
+        let endpoint_id = WebhookEndpointId::parse(&row.endpoint_id)
+            .ok_or_else(|| app_error(AppError::internal("a delivery without an endpoint id")))?;
+        let endpoint = state(ctx)?
+            .webhooks
+            .load(&context(ctx)?, endpoint_id)
+            .await
+            .map_err(app_error)?;
+        refuse_disabled("id", &row.endpoint_id, &endpoint)?;
         let deliverer = &state(ctx)?.webhook_deliverer;
         deliverer
             .requeue(&row.delivery_id)
@@ -390,8 +425,9 @@ impl WebhookMutation {
         Ok(caller_delivery(ctx, &id).await?.into())
     }
 
-    /// Sends a `webhook.test` event to an endpoint at once; answers the
-    /// delivery with its first attempt.
+    /// Sends a `webhook.test` event to an endpoint at once, even a disabled
+    /// one (it carries no payment data: a merchant checks a fix before
+    /// enabling); answers the delivery with its first attempt.
     async fn send_test_webhook(
         &self,
         ctx: &Context<'_>,
