@@ -26,6 +26,9 @@ struct SmtpSink {
     port: u16,
     messages: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
+    /// The open sessions: the mailer keeps its connections in a pool, so a
+    /// server going down must close them too.
+    sessions: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl SmtpSink {
@@ -39,31 +42,39 @@ impl SmtpSink {
             .expect("SMTP sink binds");
         let port = listener.local_addr().unwrap().port();
         let kept = messages.clone();
+        let sessions: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let open = sessions.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let kept = kept.clone();
-                tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let _ = session(stream, kept).await;
                 });
+                open.lock().unwrap().push(handle.abort_handle());
             }
         });
         SmtpSink {
             port,
             messages,
             task,
+            sessions,
         }
     }
 
-    /// Stops listening: connections are refused until `restart`.
+    /// Stops listening and closes the open sessions: connections are refused
+    /// until `restart`.
     fn stop(&self) {
         self.task.abort();
+        for session in self.sessions.lock().unwrap().drain(..) {
+            session.abort();
+        }
     }
 
     async fn restart(self) -> SmtpSink {
-        self.task.abort();
+        self.stop();
         let _ = (&mut { self.task }).await;
         Self::start_on(self.port, self.messages).await
     }
