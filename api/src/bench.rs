@@ -95,8 +95,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub notifications: bool,
     /// Issue 5, the A/B measure of notifications: N rounds on one server and
-    /// database, each driving a shop without notifications and a shop with
-    /// them (`--notifications`' setup) in turn, ABBA order, the outboxes
+    /// database, each driving a shop without notifications (and payments
+    /// without a buyer e-mail) and a shop with them (`--notifications`' setup,
+    /// payments with a buyer e-mail) in turn, ABBA order, the outboxes
     /// drained between phases; prints each phase and the change of the means
     /// and of the per-round medians. Machine drift hits both alike. No pgbench.
     #[arg(long, default_value_t = 0)]
@@ -190,6 +191,8 @@ struct RunContext {
     stop_at: Instant,
     remittance_interval: Duration,
     idempotency_keys: bool,
+    /// Payments give a buyer e-mail (so the buyer's confirmation is sent).
+    buyer_email: bool,
     /// Number of `runRemittance` calls started / the highest one that succeeded.
     remittances_started: AtomicU64,
     remittances_completed: AtomicU64,
@@ -560,6 +563,9 @@ struct Load {
     seconds: u64,
     remittance_interval: Duration,
     idempotency_keys: bool,
+    /// Payments give a buyer e-mail (off in `--ab-rounds`' quiet phases:
+    /// notifications off means no e-mail at all).
+    buyer_email: bool,
 }
 
 impl From<&BenchArgs> for Load {
@@ -569,6 +575,7 @@ impl From<&BenchArgs> for Load {
             seconds: args.seconds,
             remittance_interval: Duration::from_millis(args.remittance_interval_ms),
             idempotency_keys: args.idempotency_keys,
+            buyer_email: true,
         }
     }
 }
@@ -738,6 +745,7 @@ async fn drive(
         stop_at: measure_from + Duration::from_secs(seconds),
         remittance_interval: load.remittance_interval,
         idempotency_keys: load.idempotency_keys,
+        buyer_email: load.buyer_email,
         remittances_started: AtomicU64::new(0),
         remittances_completed: AtomicU64::new(0),
     });
@@ -1012,16 +1020,18 @@ async fn client_loop(index: usize, context: Arc<RunContext>) -> Stats {
             continue;
         }
         sequence += 1;
-        let input = json!({
+        let mut input = json!({
             "amount": AMOUNT,
             "currency": "EUR",
             "orderReference": format!("BENCH-{}-C{index}-S{sequence}", context.tag),
             "channel": "ECOMMERCE",
             "captureMode": "MANUAL",
             "card": { "number": TEST_CARD, "expiryMonth": 12, "expiryYear": 2030, "cvv": "123", "holderName": "Bench Buyer" },
-            "buyerEmail": "buyer@example.com",
             "buyerIp": "203.0.113.9"
         });
+        if context.buyer_email {
+            input["buyerEmail"] = json!("buyer@example.com");
+        }
         let started = Instant::now();
         let created = call(&client, &context, CREATE_PAYMENT, json!({ "input": input }))
             .await
@@ -1335,7 +1345,11 @@ async fn notifications_ab(
                 } else {
                     (quiet_key, quiet_shop)
                 };
-                let result = drive(job.backend, clients, endpoint, key, shop, &job.load, None).await;
+                let load = Load {
+                    buyer_email: notifications,
+                    ..job.load.clone()
+                };
+                let result = drive(job.backend, clients, endpoint, key, shop, &load, None).await;
                 let rate = result.commands_per_second();
                 println!(
                     "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
@@ -1453,7 +1467,13 @@ async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
         .await
         .ok()
         .flatten()
-        .map(|row| format!("{} webhook deliveries, {} e-mails", row.int("webhooks"), row.int("emails")))
+        .map(|row| {
+            format!(
+                "{} webhook deliveries, {} e-mails",
+                row.int("webhooks"),
+                row.int("emails")
+            )
+        })
         .unwrap_or_default();
     println!("  (outboxes not drained after 30 s: {left} pending; going on)");
 }
@@ -1475,11 +1495,22 @@ async fn turn_notifications_on(
         caisse_domain::payment::AccessScope::single(shop_id, caisse_domain::Mode::Test),
         "bench",
     );
-    state
-        .webhooks
-        .create(&context, shop_id, url, vec!["*".to_string()], None)
-        .await
-        .map_err(|error| anyhow::anyhow!("webhook endpoint: {error}"))?;
+    // Experiments only: CAISSE_BENCH_NOTIFY=webhooks or emails turns on one
+    // of the two, to see what each costs.
+    let only = std::env::var("CAISSE_BENCH_NOTIFY").unwrap_or_default();
+    if only != "emails" {
+        state
+            .webhooks
+            .create(&context, shop_id, url, vec!["*".to_string()], None)
+            .await
+            .map_err(|error| anyhow::anyhow!("webhook endpoint: {error}"))?;
+    }
+    if only == "webhooks" {
+        println!(
+            "notifications on: one webhook endpoint, every event type (EXPERIMENT: no e-mails)"
+        );
+        return Ok(());
+    }
     state
         .notifications
         .configure_merchant_emails(

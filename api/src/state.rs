@@ -36,6 +36,8 @@ use caisse_projections::Projectors;
 const WEBHOOK_PASS_MAX: usize = 200;
 /// Most e-mails one pass attempts.
 const EMAIL_PASS_MAX: usize = 200;
+/// How long a sender woken by new outbox rows waits for more before its pass.
+const SENDER_COALESCE: Duration = Duration::from_millis(100);
 
 pub struct AppState {
     pub config: Config,
@@ -281,57 +283,55 @@ impl AppState {
     /// (a long cut-off never holds notifications back). Each sends what is
     /// due, again at once while its passes come back full (a backlog drains
     /// at full speed, not 200 per interval), and otherwise waits until its
-    /// outbox projection moves (new rows, sent within milliseconds) or
-    /// `scheduler.interval_ms` passes (retries falling due).
+    /// outbox projection moves (new rows, sent about `SENDER_COALESCE` later)
+    /// or `scheduler.interval_ms` passes (retries falling due).
     fn spawn_notification_senders(self: &Arc<Self>) {
-        let interval = Duration::from_millis(self.config.scheduler.interval_ms);
-        let state = self.clone();
-        let mut webhooks_moved = self.projectors.watch_checkpoint("webhook_outbox");
-        let webhooks = tokio::spawn(async move {
-            loop {
-                let full = match state.deliver_webhooks().await {
-                    Ok(run) => {
-                        let attempted = run.succeeded + run.retrying + run.failed;
-                        if attempted > 0 {
-                            tracing::debug!(?run, "webhook deliveries attempted");
-                        }
-                        attempted >= WEBHOOK_PASS_MAX
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "webhook deliveries failed; retrying");
-                        false
-                    }
-                };
-                if !full {
-                    wait_for_work(&mut webhooks_moved, interval).await;
-                }
-            }
+        let webhooks = self.spawn_sender("webhook_outbox", WEBHOOK_PASS_MAX, |state| {
+            Box::pin(async move {
+                let run = state.deliver_webhooks().await?;
+                Ok(run.succeeded + run.retrying + run.failed)
+            })
         });
-        let state = self.clone();
-        let mut emails_moved = self.projectors.watch_checkpoint("email_outbox");
-        let emails = tokio::spawn(async move {
-            loop {
-                let full = match state.deliver_emails().await {
-                    Ok(run) => {
-                        let attempted = run.sent + run.retrying + run.failed;
-                        if attempted > 0 {
-                            tracing::debug!(?run, "e-mails attempted");
-                        }
-                        attempted >= EMAIL_PASS_MAX
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "e-mail sending failed; retrying");
-                        false
-                    }
-                };
-                if !full {
-                    wait_for_work(&mut emails_moved, interval).await;
-                }
-            }
+        let emails = self.spawn_sender("email_outbox", EMAIL_PASS_MAX, |state| {
+            Box::pin(async move {
+                let run = state.deliver_emails().await?;
+                Ok(run.sent + run.retrying + run.failed)
+            })
         });
         let mut background = self.background.lock().expect("background tasks");
         background.push(webhooks);
         background.push(emails);
+    }
+
+    /// One sender's loop: `pass` answers how many it attempted.
+    fn spawn_sender(
+        self: &Arc<Self>,
+        outbox: &'static str,
+        pass_max: usize,
+        pass: fn(Arc<AppState>) -> SenderPass,
+    ) -> tokio::task::JoinHandle<()> {
+        let interval = Duration::from_millis(self.config.scheduler.interval_ms);
+        let state = self.clone();
+        let mut moved = self.projectors.watch_checkpoint(outbox);
+        tokio::spawn(async move {
+            loop {
+                let full = match pass(state.clone()).await {
+                    Ok(attempted) => {
+                        if attempted > 0 {
+                            tracing::debug!(outbox, attempted, "notifications attempted");
+                        }
+                        attempted >= pass_max
+                    }
+                    Err(error) => {
+                        tracing::error!(outbox, %error, "notifications failed; retrying");
+                        false
+                    }
+                };
+                if !full {
+                    wait_for_work(&mut moved, interval).await;
+                }
+            }
+        })
     }
 
     /// Sends the due webhook deliveries, and disables the endpoints that
@@ -363,18 +363,26 @@ impl AppState {
     }
 }
 
+/// One pass of a notification sender: how many it attempted.
+type SenderPass = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<usize, caisse_application::AppError>> + Send>,
+>;
+
 /// Until the outbox's projection moves or `interval` passes.
 async fn wait_for_work(
     moved: &mut Option<tokio::sync::watch::Receiver<caisse_application::ports::LogPosition>>,
     interval: Duration,
 ) {
     match moved {
-        Some(receiver) => {
-            if let Ok(Err(_)) = tokio::time::timeout(interval, receiver.changed()).await {
-                // The projector is gone (the server is stopping): no busy loop.
-                tokio::time::sleep(interval).await;
-            }
-        }
+        Some(receiver) => match tokio::time::timeout(interval, receiver.changed()).await {
+            // New rows: let a few more projector batches land first, so one
+            // pass claims and records them together (fewer transactions
+            // beside the payments' own) at the cost of that much latency.
+            Ok(Ok(())) => tokio::time::sleep(SENDER_COALESCE).await,
+            // The projector is gone (the server is stopping): no busy loop.
+            Ok(Err(_)) => tokio::time::sleep(interval).await,
+            Err(_) => {}
+        },
         None => tokio::time::sleep(interval).await,
     }
 }

@@ -488,7 +488,9 @@ mod tests {
         with(SmtpTls::None, "localhost").validate().unwrap();
         with(SmtpTls::None, "127.0.0.1").validate().unwrap();
         with(SmtpTls::None, "[::1]").validate().unwrap();
-        with(SmtpTls::Starttls, "smtp.example.com").validate().unwrap();
+        with(SmtpTls::Starttls, "smtp.example.com")
+            .validate()
+            .unwrap();
         with(SmtpTls::Tls, "smtp.example.com").validate().unwrap();
     }
 

@@ -14,10 +14,11 @@ use caisse_application::AppError;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailConfig, MailMode, SmtpTls};
-use crate::sql::{Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, Db, SqlRow, SqlValue};
 use crate::time::timestamp_text;
 
 /// Delays before the 2nd, 3rd… attempt; FAILED after the last.
@@ -34,9 +35,13 @@ pub const RETRY_SCHEDULE: [Duration; 6] = [
 const CLAIM_LEASE_SECONDS: i64 = 60;
 /// E-mails claimed together, sent, then recorded together: at most
 /// `CLAIM_CHUNK / SEND_CONCURRENCY` SMTP timeouts, within the lease.
-const CLAIM_CHUNK: usize = 16;
-/// E-mails one process sends at the same time.
-const SEND_CONCURRENCY: usize = 4;
+const CLAIM_CHUNK: usize = 32;
+/// E-mails one process sends at the same time, over as many pooled SMTP
+/// connections. Each e-mail on a connection takes at least a delayed-ACK
+/// round (about 40 ms on Linux: lettre writes the body and its final dot
+/// separately), so throughput comes from parallel connections: 16 of them
+/// carry about 400 e-mails a second.
+const SEND_CONCURRENCY: usize = 16;
 /// Longest an SMTP exchange may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest error text kept on the row.
@@ -198,6 +203,8 @@ impl EmailDeliverer {
                         password.expose().to_string(),
                     ));
                 }
+                // As many connections as sends at a time, kept between passes.
+                builder = builder.pool_config(PoolConfig::new().max_size(SEND_CONCURRENCY as u32));
                 Transport::Smtp(builder.build())
             }
         };
@@ -233,19 +240,14 @@ impl EmailDeliverer {
                 timestamp_text(now).into(),
                 timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
             ];
-            let mut placeholders = Vec::new();
-            for row in chunk {
-                params.push(row.text("email_id").into());
-                placeholders.push(format!("${}", params.len()));
-            }
+            let ids = bind_list(&mut params, chunk.iter().map(|row| row.text("email_id")));
             let mut claimed = self
                 .db
                 .fetch_all(
                     &format!(
                         "UPDATE email_outbox SET next_attempt_at = $2
-                          WHERE email_id IN ({}) AND status = 'PENDING' AND next_attempt_at <= $1
-                          RETURNING *",
-                        placeholders.join(", ")
+                          WHERE email_id IN ({ids}) AND status = 'PENDING' AND next_attempt_at <= $1
+                          RETURNING *"
                     ),
                     &params,
                 )

@@ -48,6 +48,17 @@ impl From<Option<String>> for SqlValue {
         SqlValue::Text(value)
     }
 }
+/// Binds `values` after the `params` already there and answers their
+/// placeholders for an `IN (…)` list: `$3, $4, $5`.
+pub fn bind_list(params: &mut Vec<SqlValue>, values: impl IntoIterator<Item = String>) -> String {
+    let mut placeholders = Vec::new();
+    for value in values {
+        params.push(value.into());
+        placeholders.push(format!("${}", params.len()));
+    }
+    placeholders.join(", ")
+}
+
 impl From<&String> for SqlValue {
     fn from(value: &String) -> Self {
         SqlValue::Text(Some(value.clone()))

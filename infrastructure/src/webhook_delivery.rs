@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::sql::{Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, Db, SqlRow, SqlValue};
 use crate::time::{parse_timestamp, timestamp_text};
 use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -239,19 +239,14 @@ impl WebhookDeliverer {
             timestamp_text(now).into(),
             timestamp_text(now + chrono::Duration::seconds(CLAIM_LEASE_SECONDS)).into(),
         ];
-        let mut placeholders = Vec::new();
-        for row in due {
-            params.push(row.text("delivery_id").into());
-            placeholders.push(format!("${}", params.len()));
-        }
+        let ids = bind_list(&mut params, due.iter().map(|row| row.text("delivery_id")));
         let claimed = self
             .db
             .fetch_all(
                 &format!(
                     "UPDATE webhook_deliveries SET next_attempt_at = $2
-                      WHERE delivery_id IN ({}) AND status = 'PENDING' AND next_attempt_at <= $1
-                      RETURNING delivery_id, webhook_id, endpoint_id, payload, attempts",
-                    placeholders.join(", ")
+                      WHERE delivery_id IN ({ids}) AND status = 'PENDING' AND next_attempt_at <= $1
+                      RETURNING delivery_id, webhook_id, endpoint_id, payload, attempts"
                 ),
                 &params,
             )
@@ -309,7 +304,15 @@ impl WebhookDeliverer {
         }
         let mut log_params: Vec<SqlValue> = Vec::new();
         let mut log_values = Vec::new();
-        for (index, Attempted { claimed, at, attempt }) in attempted.iter().enumerate() {
+        for (
+            index,
+            Attempted {
+                claimed,
+                at,
+                attempt,
+            },
+        ) in attempted.iter().enumerate()
+        {
             let p = |column: usize| format!("${}", index * 7 + column);
             log_values.push(format!(
                 "({}, {}, {}, {}, {}, {}, {})",
@@ -343,7 +346,12 @@ impl WebhookDeliverer {
         )
         .await?;
         let mut outcomes = Vec::new();
-        for Attempted { claimed, at, attempt } in attempted {
+        for Attempted {
+            claimed,
+            at,
+            attempt,
+        } in attempted
+        {
             let number = claimed.attempts + 1;
             let outcome = if attempt.success {
                 Outcome::Succeeded

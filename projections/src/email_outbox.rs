@@ -56,7 +56,9 @@ struct Batch {
 
 impl EmailOutboxProjection {
     fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
-        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A shop's settings as the view holds them now, from this batch's cache.
@@ -299,63 +301,69 @@ impl Projection for EmailOutboxProjection {
 }
 
 impl EmailOutboxProjection {
-/// The merchant's addresses are told when a webhook endpoint of theirs is
-/// disabled after persistent failure (whatever event types they receive).
-async fn endpoint_disabled(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
-    if event.event_type != "WebhookEndpointDisabled" {
-        return Ok(());
-    }
-    let WebhookEvent::WebhookEndpointDisabled {
-        reason: DisableReason::PersistentFailure,
-        occurred_at,
-    } = serde_json::from_value(event.payload.clone()).map_err(|error| {
-        AppError::internal(format!(
-            "webhook event {}: {error}",
-            event.position.global_position
-        ))
-    })?
-    else {
-        return Ok(());
-    };
-    let Some(endpoint) = tx
-        .fetch_optional(
-            "SELECT e.shop_id, e.mode, e.url, s.name AS shop_name FROM webhook_endpoints_view e
+    /// The merchant's addresses are told when a webhook endpoint of theirs is
+    /// disabled after persistent failure (whatever event types they receive).
+    async fn endpoint_disabled(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+        if event.event_type != "WebhookEndpointDisabled" {
+            return Ok(());
+        }
+        let WebhookEvent::WebhookEndpointDisabled {
+            reason: DisableReason::PersistentFailure,
+            occurred_at,
+        } = serde_json::from_value(event.payload.clone()).map_err(|error| {
+            AppError::internal(format!(
+                "webhook event {}: {error}",
+                event.position.global_position
+            ))
+        })?
+        else {
+            return Ok(());
+        };
+        let Some(endpoint) = tx
+            .fetch_optional(
+                "SELECT e.shop_id, e.mode, e.url, s.name AS shop_name FROM webhook_endpoints_view e
                LEFT JOIN shops_view s ON s.shop_id = e.shop_id
               WHERE e.endpoint_id = $1",
-            &[event.aggregate_id.clone().into()],
-        )
-        .await?
-    else {
-        return Ok(());
-    };
-    let shop_id = endpoint.text("shop_id");
-    let Some(settings) = self.settings(tx, &shop_id).await? else {
-        return Ok(());
-    };
-    let shop_name = settings
-        .shop_display_name
-        .clone()
-        .or_else(|| endpoint.opt_text("shop_name"))
-        .unwrap_or_default();
-    let mode = endpoint.text("mode");
-    let created_at = timestamp_text(occurred_at);
-    let queued = Queued {
-        event,
-        shop_id: &shop_id,
-        mode: &mode,
-        event_type: "webhook.endpoint_disabled",
-        created_at: &created_at,
-    };
-    for address in &settings.addresses {
-        let email = crate::email_templates::endpoint_disabled(
-            &settings.language,
-            &shop_name,
-            &endpoint.text("url"),
-            &event.aggregate_id,
-            occurred_at,
-        );
-        queued.queue(&mut self.batch().rows, "MERCHANT", address, &settings.language, email);
+                &[event.aggregate_id.clone().into()],
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let shop_id = endpoint.text("shop_id");
+        let Some(settings) = self.settings(tx, &shop_id).await? else {
+            return Ok(());
+        };
+        let shop_name = settings
+            .shop_display_name
+            .clone()
+            .or_else(|| endpoint.opt_text("shop_name"))
+            .unwrap_or_default();
+        let mode = endpoint.text("mode");
+        let created_at = timestamp_text(occurred_at);
+        let queued = Queued {
+            event,
+            shop_id: &shop_id,
+            mode: &mode,
+            event_type: "webhook.endpoint_disabled",
+            created_at: &created_at,
+        };
+        for address in &settings.addresses {
+            let email = crate::email_templates::endpoint_disabled(
+                &settings.language,
+                &shop_name,
+                &endpoint.text("url"),
+                &event.aggregate_id,
+                occurred_at,
+            );
+            queued.queue(
+                &mut self.batch().rows,
+                "MERCHANT",
+                address,
+                &settings.language,
+                email,
+            );
+        }
+        Ok(())
     }
-    Ok(())
-}
 }

@@ -62,7 +62,9 @@ struct ActiveEndpoint {
 impl WebhookOutboxProjection {
     fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
         // A panic while holding it leaves nothing half-written worth keeping.
-        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The active endpoints of a shop and mode, from this batch's cache.
@@ -266,7 +268,18 @@ impl Projection for WebhookOutboxProjection {
                     let p = |column: usize| format!("${}", row * COLUMNS_PER_ROW + column);
                     format!(
                         "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'PENDING', 0, {}, {})",
-                        p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(11)
+                        p(1),
+                        p(2),
+                        p(3),
+                        p(4),
+                        p(5),
+                        p(6),
+                        p(7),
+                        p(8),
+                        p(9),
+                        p(10),
+                        p(11),
+                        p(11)
                     )
                 })
                 .collect();

@@ -526,9 +526,7 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
         .unwrap();
     let delivery_id = failed[0].delivery_id.clone();
     let redeliver = "mutation($id: ID!) { redeliverWebhook(id: $id) { status attempts } }";
-    let response = app
-        .graphql(redeliver, json!({ "id": delivery_id }))
-        .await;
+    let response = app.graphql(redeliver, json!({ "id": delivery_id })).await;
     assert_eq!(error_code(&response), "WEBHOOK_ENDPOINT_DISABLED");
     assert_eq!(response["errors"][0]["extensions"]["field"], "id");
     assert!(response["errors"][0]["message"]
@@ -553,9 +551,7 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
         )
         .await;
     assert_eq!(data(&response)["enableWebhookEndpoint"]["status"], "ACTIVE");
-    let response = app
-        .graphql(redeliver, json!({ "id": delivery_id }))
-        .await;
+    let response = app.graphql(redeliver, json!({ "id": delivery_id })).await;
     assert_eq!(data(&response)["redeliverWebhook"]["status"], "SUCCEEDED");
     let log = receiver.log();
     assert_eq!(log.len(), 12);

@@ -236,10 +236,12 @@ fn refuse_disabled(
     let message = format!(
         "{field}: the webhook endpoint {endpoint_id} is disabled{reason}; enable it with enableWebhookEndpoint first"
     );
-    Err(async_graphql::Error::new(message).extend_with(move |_, extensions| {
-        extensions.set("code", "WEBHOOK_ENDPOINT_DISABLED");
-        extensions.set("field", field);
-    }))
+    Err(
+        async_graphql::Error::new(message).extend_with(move |_, extensions| {
+            extensions.set("code", "WEBHOOK_ENDPOINT_DISABLED");
+            extensions.set("field", field);
+        }),
+    )
 }
 
 /// Largest page of deliveries.
