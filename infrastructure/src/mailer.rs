@@ -18,7 +18,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailConfig, MailMode, SmtpTls};
-use crate::sql::{bind_list, Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, update_rows, Db, SqlRow, SqlValue};
 use crate::time::timestamp_text;
 
 /// Delays before the 2nd, 3rd… attempt; FAILED after the last.
@@ -274,19 +274,20 @@ impl EmailDeliverer {
                 tx.execute("SET LOCAL synchronous_commit = off", &[])
                     .await?;
             }
+            let mut updates = Vec::new();
             for (email, result) in claimed.iter().zip(results) {
                 let email_id = email.text("email_id");
                 let attempts = email.int("attempts") + 1;
-                match result {
+                let values: Vec<SqlValue> = match result {
                     Ok(()) => {
-                        tx.execute(
-                            "UPDATE email_outbox SET status = 'SENT', attempts = $2,
-                                next_attempt_at = NULL, last_error = NULL, sent_at = $3
-                              WHERE email_id = $1",
-                            &[email_id.into(), attempts.into(), at.clone().into()],
-                        )
-                        .await?;
                         run.sent += 1;
+                        vec![
+                            "SENT".into(),
+                            attempts.into(),
+                            None::<String>.into(),
+                            None::<String>.into(),
+                            at.clone().into(),
+                        ]
                     }
                     Err(error) => {
                         let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
@@ -303,21 +304,32 @@ impl EmailDeliverer {
                                 ("FAILED", None)
                             }
                         };
-                        tx.execute(
-                            "UPDATE email_outbox SET status = $2, attempts = $3,
-                                next_attempt_at = $4, last_error = $5
-                              WHERE email_id = $1",
-                            &[
-                                email_id.into(),
-                                status.into(),
-                                attempts.into(),
-                                next.into(),
-                                error.into(),
-                            ],
-                        )
-                        .await?;
+                        vec![
+                            status.into(),
+                            attempts.into(),
+                            next.into(),
+                            Some(error).into(),
+                            None::<String>.into(),
+                        ]
                     }
-                }
+                };
+                updates.push((email_id, values));
+            }
+            if !updates.is_empty() {
+                // Every e-mail's new state in one statement.
+                let (sql, params) = update_rows(
+                    "email_outbox",
+                    "email_id",
+                    &[
+                        "status",
+                        "attempts",
+                        "next_attempt_at",
+                        "last_error",
+                        "sent_at",
+                    ],
+                    updates,
+                );
+                tx.execute(&sql, &params).await?;
             }
             tx.commit().await?;
         }

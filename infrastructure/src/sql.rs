@@ -59,6 +59,40 @@ pub fn bind_list(params: &mut Vec<SqlValue>, values: impl IntoIterator<Item = St
     placeholders.join(", ")
 }
 
+/// One statement that gives several rows each their own values: `UPDATE
+/// table SET column = CASE key WHEN $k THEN $v … END, … WHERE key IN (…)`,
+/// the same SQL on both backends. `rows` are (key, one value per column).
+pub fn update_rows(
+    table: &str,
+    key: &str,
+    columns: &[&str],
+    rows: Vec<(String, Vec<SqlValue>)>,
+) -> (String, Vec<SqlValue>) {
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut keys = Vec::new();
+    let mut cases: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{column} = CASE {key}"))
+        .collect();
+    for (row_key, values) in rows {
+        assert_eq!(values.len(), columns.len(), "one value per column");
+        params.push(row_key.into());
+        let key_placeholder = format!("${}", params.len());
+        for (case, value) in cases.iter_mut().zip(values) {
+            params.push(value);
+            case.push_str(&format!(" WHEN {key_placeholder} THEN ${}", params.len()));
+        }
+        keys.push(key_placeholder);
+    }
+    let sets: Vec<String> = cases.into_iter().map(|case| case + " END").collect();
+    let sql = format!(
+        "UPDATE {table} SET {} WHERE {key} IN ({})",
+        sets.join(", "),
+        keys.join(", ")
+    );
+    (sql, params)
+}
+
 impl From<&String> for SqlValue {
     fn from(value: &String) -> Self {
         SqlValue::Text(Some(value.clone()))

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::sql::{bind_list, Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, update_rows, Db, SqlRow, SqlValue};
 use crate::time::{parse_timestamp, timestamp_text};
 use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -346,6 +346,7 @@ impl WebhookDeliverer {
         )
         .await?;
         let mut outcomes = Vec::new();
+        let mut updates = Vec::new();
         for Attempted {
             claimed,
             at,
@@ -370,12 +371,9 @@ impl WebhookDeliverer {
                 ),
                 Outcome::Failed => ("FAILED", None),
             };
-            tx.execute(
-                "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
-                    last_attempt_at = $5, last_status_code = $6, last_error = $7
-                  WHERE delivery_id = $1",
-                &[
-                    claimed.delivery_id.clone().into(),
+            updates.push((
+                claimed.delivery_id,
+                vec![
                     status.into(),
                     number.into(),
                     next.into(),
@@ -383,10 +381,24 @@ impl WebhookDeliverer {
                     attempt.status.map(i64::from).into(),
                     attempt.error.into(),
                 ],
-            )
-            .await?;
+            ));
             outcomes.push((claimed.endpoint_id, outcome));
         }
+        // Every delivery's new state in one statement.
+        let (sql, params) = update_rows(
+            "webhook_deliveries",
+            "delivery_id",
+            &[
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "last_attempt_at",
+                "last_status_code",
+                "last_error",
+            ],
+            updates,
+        );
+        tx.execute(&sql, &params).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
