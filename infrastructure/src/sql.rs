@@ -355,13 +355,38 @@ impl Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_sql;
+    use super::{bind_list, sqlite_sql, update_rows, SqlValue};
 
     #[test]
     fn only_numbered_dollars_become_sqlite_placeholders() {
         assert_eq!(
             sqlite_sql("SELECT json_extract(m, '$.key') FROM t WHERE a = $1 AND b = $12"),
             "SELECT json_extract(m, '$.key') FROM t WHERE a = ?1 AND b = ?12"
+        );
+    }
+
+    #[test]
+    fn update_rows_gives_each_key_its_own_values_in_one_statement() {
+        let (sql, params) = update_rows(
+            "t",
+            "id",
+            &["status", "attempts"],
+            vec![
+                ("a".to_string(), vec!["SENT".into(), 1.into()]),
+                ("b".to_string(), vec!["PENDING".into(), 2.into()]),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "UPDATE t SET status = CASE id WHEN $1 THEN $2 WHEN $4 THEN $5 END, \
+             attempts = CASE id WHEN $1 THEN $3 WHEN $4 THEN $6 END WHERE id IN ($1, $4)"
+        );
+        assert_eq!(params.len(), 6);
+        assert_eq!(params[3], SqlValue::from("b"));
+        let mut bound = vec![SqlValue::from(7_i64)];
+        assert_eq!(
+            bind_list(&mut bound, ["x".to_string(), "y".to_string()]),
+            "$2, $3"
         );
     }
 }
