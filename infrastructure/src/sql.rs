@@ -59,6 +59,31 @@ pub fn bind_list(params: &mut Vec<SqlValue>, values: impl IntoIterator<Item = St
     placeholders.join(", ")
 }
 
+/// The `VALUES` rows of a multi-row INSERT: `rows` tuples of `columns`
+/// parameters each; a tuple lists its first `listed` parameters in order, then
+/// `tail(p)` (constants, or a parameter used twice, `p(n)` naming the row's
+/// n-th): `values_rows(2, 2, 1, |p| format!("'NEW', {}", p(2)))` is
+/// `($1, 'NEW', $2), ($3, 'NEW', $4)`.
+pub fn values_rows(
+    rows: usize,
+    columns: usize,
+    listed: usize,
+    tail: impl Fn(&dyn Fn(usize) -> String) -> String,
+) -> String {
+    (0..rows)
+        .map(|row| {
+            let p = |column: usize| format!("${}", row * columns + column);
+            let mut items: Vec<String> = (1..=listed).map(p).collect();
+            let extra = tail(&p);
+            if !extra.is_empty() {
+                items.push(extra);
+            }
+            format!("({})", items.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One statement that gives several rows each their own values: `UPDATE
 /// table SET column = CASE key WHEN $k THEN $v … END, … WHERE key IN (…)`,
 /// the same SQL on both backends. `rows` are (key, one value per column).
@@ -355,7 +380,7 @@ impl Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::{bind_list, sqlite_sql, update_rows, SqlValue};
+    use super::{bind_list, sqlite_sql, update_rows, values_rows, SqlValue};
 
     #[test]
     fn only_numbered_dollars_become_sqlite_placeholders() {
@@ -383,6 +408,11 @@ mod tests {
         );
         assert_eq!(params.len(), 6);
         assert_eq!(params[3], SqlValue::from("b"));
+        assert_eq!(
+            values_rows(2, 2, 1, |p| format!("'NEW', {}", p(2))),
+            "($1, 'NEW', $2), ($3, 'NEW', $4)"
+        );
+        assert_eq!(values_rows(1, 3, 3, |_| String::new()), "($1, $2, $3)");
         let mut bound = vec![SqlValue::from(7_i64)];
         assert_eq!(
             bind_list(&mut bound, ["x".to_string(), "y".to_string()]),

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::sql::{bind_list, update_rows, Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, update_rows, values_rows, Db, SqlRow, SqlValue};
 use crate::time::{parse_timestamp, timestamp_text};
 use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -303,27 +303,12 @@ impl WebhookDeliverer {
                 .await?;
         }
         let mut log_params: Vec<SqlValue> = Vec::new();
-        let mut log_values = Vec::new();
-        for (
-            index,
-            Attempted {
-                claimed,
-                at,
-                attempt,
-            },
-        ) in attempted.iter().enumerate()
+        for Attempted {
+            claimed,
+            at,
+            attempt,
+        } in &attempted
         {
-            let p = |column: usize| format!("${}", index * 7 + column);
-            log_values.push(format!(
-                "({}, {}, {}, {}, {}, {}, {})",
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5),
-                p(6),
-                p(7)
-            ));
             log_params.extend([
                 claimed.delivery_id.clone().into(),
                 (claimed.attempts + 1).into(),
@@ -340,7 +325,7 @@ impl WebhookDeliverer {
             &format!(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
                     latency_ms, response_prefix, error) VALUES {}",
-                log_values.join(", ")
+                values_rows(attempted.len(), 7, 7, |_| String::new())
             ),
             &log_params,
         )

@@ -22,6 +22,7 @@ use caisse_domain::notification::{
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -273,25 +274,20 @@ impl Projection for EmailOutboxProjection {
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
         let rows = std::mem::take(&mut self.batch().rows);
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let placeholders: Vec<String> = (1..COLUMNS_PER_ROW)
-                        .map(|column| format!("${}", row * COLUMNS_PER_ROW + column))
-                        .collect();
-                    let created_at = format!("${}", row * COLUMNS_PER_ROW + COLUMNS_PER_ROW);
-                    format!(
-                        "({}, 'PENDING', 0, {created_at}, {created_at})",
-                        placeholders.join(", ")
-                    )
-                })
-                .collect();
+            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
+                format!(
+                    "'PENDING', 0, {}, {}",
+                    p(COLUMNS_PER_ROW),
+                    p(COLUMNS_PER_ROW)
+                )
+            });
             let sql = format!(
                 "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
                     event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
                     status, attempts, next_attempt_at, created_at)
                  VALUES {}
                  ON CONFLICT (dedup_key) DO NOTHING",
-                values.join(", ")
+                values
             );
             let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
             tx.execute(&sql, &params).await?;

@@ -21,6 +21,7 @@ use caisse_domain::plan::{PaymentPlan, PlanEvent};
 use caisse_domain::webhook::{subscribes_to, WebhookEndpoint};
 use caisse_domain::Money;
 use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -263,33 +264,20 @@ impl Projection for WebhookOutboxProjection {
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
         let rows = std::mem::take(&mut self.batch().rows);
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let p = |column: usize| format!("${}", row * COLUMNS_PER_ROW + column);
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'PENDING', 0, {}, {})",
-                        p(1),
-                        p(2),
-                        p(3),
-                        p(4),
-                        p(5),
-                        p(6),
-                        p(7),
-                        p(8),
-                        p(9),
-                        p(10),
-                        p(11),
-                        p(11)
-                    )
-                })
-                .collect();
+            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
+                format!(
+                    "'PENDING', 0, {}, {}",
+                    p(COLUMNS_PER_ROW),
+                    p(COLUMNS_PER_ROW)
+                )
+            });
             let sql = format!(
                 "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
                     event_type, subject_id, tx_id, global_position, payload, status, attempts,
                     next_attempt_at, created_at)
                  VALUES {}
                  ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
-                values.join(", ")
+                values
             );
             let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
             tx.execute(&sql, &params).await?;
