@@ -1439,43 +1439,32 @@ async fn smtp_sink() -> anyhow::Result<u16> {
 /// phase does not pay for the one before.
 async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let pending = state
+    loop {
+        // (webhook deliveries, e-mails) pending; (0, 0) if the count fails.
+        let (webhooks, emails) = state
             .database
             .db
             .fetch_optional(
-                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING')
-                      + (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS n",
+                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING') AS webhooks,
+                        (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS emails",
                 &[],
             )
             .await
-            .map(|row| row.map(|row| row.int("n")).unwrap_or(0))
-            .unwrap_or(0);
-        if pending == 0 {
+            .ok()
+            .flatten()
+            .map(|row| (row.int("webhooks"), row.int("emails")))
+            .unwrap_or((0, 0));
+        if webhooks + emails == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            println!(
+                "  (outboxes not drained after 30 s: {webhooks} webhook deliveries, {emails} e-mails pending; going on)"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let left = state
-        .database
-        .db
-        .fetch_optional(
-            "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING') AS webhooks,
-                    (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS emails",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|row| {
-            format!(
-                "{} webhook deliveries, {} e-mails",
-                row.int("webhooks"),
-                row.int("emails")
-            )
-        })
-        .unwrap_or_default();
-    println!("  (outboxes not drained after 30 s: {left} pending; going on)");
 }
 
 /// One webhook endpoint for every event type, to a receiver in this process

@@ -252,6 +252,10 @@ impl EmailDeliverer {
                     &params,
                 )
                 .await?;
+            if claimed.is_empty() {
+                // Another process claimed them all.
+                continue;
+            }
             // Soonest first, as the due query gave them.
             claimed.sort_by_key(|email| {
                 let id = email.text("email_id");

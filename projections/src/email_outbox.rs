@@ -22,7 +22,6 @@ use caisse_domain::notification::{
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
-use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -32,7 +31,7 @@ use crate::email_templates::{
 };
 use crate::money::{milli_to_string, to_milli};
 use crate::notifications::NotificationSettingsRow;
-use crate::projector::Projection;
+use crate::projector::{decode, insert_rows, Projection};
 use crate::webhook_outbox::{event_amount, payment_event_type};
 
 /// The columns of a queued e-mail, in the INSERT's order.
@@ -157,13 +156,7 @@ impl Projection for EmailOutboxProjection {
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }
-        let payment_event: PaymentEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|error| {
-                AppError::internal(format!(
-                    "payment event {}: {error}",
-                    event.position.global_position
-                ))
-            })?;
+        let payment_event: PaymentEvent = decode(event)?;
         let Some(event_type) = payment_event_type(&payment_event)
             .filter(|event_type| EMAIL_EVENT_TYPES.contains(event_type))
         else {
@@ -273,26 +266,18 @@ impl Projection for EmailOutboxProjection {
     /// The batch's e-mails, fifty per statement.
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
         let rows = std::mem::take(&mut self.batch().rows);
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
-                format!(
-                    "'PENDING', 0, {}, {}",
-                    p(COLUMNS_PER_ROW),
-                    p(COLUMNS_PER_ROW)
-                )
-            });
-            let sql = format!(
-                "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
-                    event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
-                    status, attempts, next_attempt_at, created_at)
-                 VALUES {}
-                 ON CONFLICT (dedup_key) DO NOTHING",
-                values
-            );
-            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
-            tx.execute(&sql, &params).await?;
-        }
-        Ok(())
+        insert_rows(
+            tx,
+            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
+                event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
+                status, attempts, next_attempt_at, created_at)",
+            "ON CONFLICT (dedup_key) DO NOTHING",
+            &rows,
+            ROWS_PER_INSERT,
+            COLUMNS_PER_ROW - 1,
+            |p| format!("'PENDING', 0, {}, {}", p(COLUMNS_PER_ROW), p(COLUMNS_PER_ROW)),
+        )
+        .await
     }
 }
 
@@ -306,12 +291,7 @@ impl EmailOutboxProjection {
         let WebhookEvent::WebhookEndpointDisabled {
             reason: DisableReason::PersistentFailure,
             occurred_at,
-        } = serde_json::from_value(event.payload.clone()).map_err(|error| {
-            AppError::internal(format!(
-                "webhook event {}: {error}",
-                event.position.global_position
-            ))
-        })?
+        } = decode(event)?
         else {
             return Ok(());
         };

@@ -11,7 +11,7 @@ use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{Db, SqlRow, SqlValue, Tx};
 use cqrs_es::Aggregate;
 
-use crate::projector::Projection;
+use crate::projector::{decode, Projection};
 
 pub struct NotificationsProjection;
 
@@ -29,13 +29,7 @@ impl Projection for NotificationsProjection {
         if event.aggregate_type != ShopNotifications::TYPE {
             return Ok(());
         }
-        let notification_event: NotificationEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|error| {
-            AppError::internal(format!(
-                "notification event {}: {error}",
-                event.position.global_position
-            ))
-        })?;
+        let notification_event: NotificationEvent = decode(event)?;
         match notification_event {
             NotificationEvent::MerchantEmailsConfigured {
                 shop_id,

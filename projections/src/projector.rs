@@ -48,6 +48,41 @@ pub trait Projection: Send + Sync {
     }
 }
 
+/// An event's payload as its aggregate's event type; a payload that does not
+/// read is an internal error naming the event.
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Result<E, AppError> {
+    serde_json::from_value(event.payload.clone()).map_err(|error| {
+        AppError::internal(format!(
+            "{} event {}: {error}",
+            event.aggregate_type, event.position.global_position
+        ))
+    })
+}
+
+/// Inserts rows buffered during a batch (the outboxes'), `per_insert` per
+/// statement: `head` is `INSERT INTO table (columns)`, each row binds
+/// `columns` parameters of which the first `listed` are written in order and
+/// the rest by `tail`, and `conflict` ends each statement.
+pub(crate) async fn insert_rows(
+    tx: &mut Tx,
+    head: &str,
+    conflict: &str,
+    rows: &[Vec<caisse_infrastructure::SqlValue>],
+    per_insert: usize,
+    listed: usize,
+    tail: impl Fn(&dyn Fn(usize) -> String) -> String,
+) -> Result<(), AppError> {
+    for chunk in rows.chunks(per_insert) {
+        let columns = chunk[0].len();
+        let values = caisse_infrastructure::sql::values_rows(chunk.len(), columns, listed, &tail);
+        let params: Vec<caisse_infrastructure::SqlValue> =
+            chunk.iter().flatten().cloned().collect();
+        tx.execute(&format!("{head} VALUES {values} {conflict}"), &params)
+            .await?;
+    }
+    Ok(())
+}
+
 /// All projections of the service, in one place for the server, the CLI and tests.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![

@@ -21,7 +21,6 @@ use caisse_domain::plan::{PaymentPlan, PlanEvent};
 use caisse_domain::webhook::{subscribes_to, WebhookEndpoint};
 use caisse_domain::Money;
 use caisse_infrastructure::event_log::LoggedEvent;
-use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -29,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::money::{milli_to_string, to_milli};
-use crate::projector::Projection;
+use crate::projector::{decode, insert_rows, Projection};
 
 /// The columns of a queued delivery, in `INSERT_COLUMNS` order.
 const COLUMNS_PER_ROW: usize = 11;
@@ -165,15 +164,6 @@ pub(crate) fn event_amount(event: &PaymentEvent) -> Option<Money> {
     }
 }
 
-fn parse<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Result<E, AppError> {
-    serde_json::from_value(event.payload.clone()).map_err(|error| {
-        AppError::internal(format!(
-            "{} event {}: {error}",
-            event.aggregate_type, event.position.global_position
-        ))
-    })
-}
-
 #[async_trait]
 impl Projection for WebhookOutboxProjection {
     fn name(&self) -> &'static str {
@@ -195,14 +185,14 @@ impl Projection for WebhookOutboxProjection {
             return Ok(());
         }
         let (event_type, occurred_at, data) = if event.aggregate_type == Payment::TYPE {
-            let payment_event: PaymentEvent = parse(event)?;
+            let payment_event: PaymentEvent = decode(event)?;
             let Some(event_type) = payment_event_type(&payment_event) else {
                 return Ok(());
             };
             let data = payment_data(tx, &event.aggregate_id, &payment_event).await?;
             (event_type, payment_event.occurred_at(), data)
         } else if event.aggregate_type == PaymentPlan::TYPE {
-            let (event_type, occurred_at) = match parse::<PlanEvent>(event)? {
+            let (event_type, occurred_at) = match decode::<PlanEvent>(event)? {
                 PlanEvent::PlanCompleted { occurred_at } => ("plan.completed", occurred_at),
                 PlanEvent::PlanDefaulted { occurred_at, .. } => ("plan.defaulted", occurred_at),
                 _ => return Ok(()),
@@ -263,26 +253,24 @@ impl Projection for WebhookOutboxProjection {
     /// The batch's deliveries, a hundred per statement.
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
         let rows = std::mem::take(&mut self.batch().rows);
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
+        insert_rows(
+            tx,
+            "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
+                event_type, subject_id, tx_id, global_position, payload, status, attempts,
+                next_attempt_at, created_at)",
+            "ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
+            &rows,
+            ROWS_PER_INSERT,
+            COLUMNS_PER_ROW - 1,
+            |p| {
                 format!(
                     "'PENDING', 0, {}, {}",
                     p(COLUMNS_PER_ROW),
                     p(COLUMNS_PER_ROW)
                 )
-            });
-            let sql = format!(
-                "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
-                    event_type, subject_id, tx_id, global_position, payload, status, attempts,
-                    next_attempt_at, created_at)
-                 VALUES {}
-                 ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
-                values
-            );
-            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
-            tx.execute(&sql, &params).await?;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 }
 

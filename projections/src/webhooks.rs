@@ -10,7 +10,7 @@ use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{Db, SqlRow, SqlValue, Tx};
 use cqrs_es::Aggregate;
 
-use crate::projector::Projection;
+use crate::projector::{decode, Projection};
 
 pub struct WebhooksProjection;
 
@@ -28,13 +28,7 @@ impl Projection for WebhooksProjection {
         if event.aggregate_type != WebhookEndpoint::TYPE {
             return Ok(());
         }
-        let webhook_event: WebhookEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|error| {
-                AppError::internal(format!(
-                    "webhook event {}: {error}",
-                    event.position.global_position
-                ))
-            })?;
+        let webhook_event: WebhookEvent = decode(event)?;
         let endpoint_id = event.aggregate_id.clone();
         match webhook_event {
             WebhookEvent::WebhookEndpointCreated {
