@@ -120,6 +120,8 @@ pub struct Projector {
     process_tag: String,
     /// Notifications from other processes received (PostgreSQL).
     notifications_received: std::sync::atomic::AtomicU64,
+    /// Whether the LISTEN connection is up (PostgreSQL).
+    listening: std::sync::atomic::AtomicBool,
 }
 
 impl Projector {
@@ -136,7 +138,13 @@ impl Projector {
             wake: Notify::new(),
             process_tag: uuid::Uuid::new_v4().simple().to_string(),
             notifications_received: Default::default(),
+            listening: Default::default(),
         }
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.listening
+            .store(listening, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
@@ -346,6 +354,7 @@ async fn listen(projector: Arc<Projector>, pool: sqlx::PgPool) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         }
+        projector.set_listening(true);
         loop {
             match listener.recv().await {
                 Ok(notification) if notification.payload() == projector.process_tag => {}
@@ -361,6 +370,7 @@ async fn listen(projector: Arc<Projector>, pool: sqlx::PgPool) {
                     // recv reconnects by itself; a second failure in a row
                     // starts over after a pause.
                     tracing::warn!(%error, "projection notifications: connection lost");
+                    projector.set_listening(false);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
@@ -447,6 +457,15 @@ impl Projectors {
     pub fn notifications_received(&self) -> u64 {
         self.projector
             .notifications_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this process is listening for other processes' batches: always
+    /// false on SQLite; on PostgreSQL, true once `LISTEN` is up, and false
+    /// while its connection is being re-established.
+    pub fn listening(&self) -> bool {
+        self.projector
+            .listening
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
