@@ -90,10 +90,17 @@ pub struct BenchArgs {
     #[arg(long = "database-setting", value_name = "NAME=VALUE", hide = true)]
     pub database_settings: Vec<String>,
     /// Issue 5: register one webhook endpoint for every event type (a receiver
-    /// in this process answering 200) and merchant e-mails for every type (over
-    /// SMTP to a relay in this process), so payments run with notifications on.
+    /// in this process answering 200) and merchant e-mails (over SMTP to a
+    /// relay in this process), so payments run with notifications on.
     #[arg(long)]
     pub notifications: bool,
+    /// Issue 5: the event types the merchant is e-mailed about in
+    /// `--notifications` and `--ab-rounds` (comma-separated, among
+    /// `emailEventTypes`, or `*`). The default is the payment confirmation
+    /// (NT-1); `*` is the stress case where every authorisation, refund,
+    /// cancellation and capture also goes out by e-mail.
+    #[arg(long, value_delimiter = ',', default_value = "payment.authorised")]
+    pub merchant_email_types: Vec<String>,
     /// Issue 5, the A/B measure of notifications: N rounds on one server and
     /// database, each driving a shop without notifications (and payments
     /// without a buyer e-mail) and a shop with them (`--notifications`' setup,
@@ -254,6 +261,20 @@ struct RunResult {
 impl RunResult {
     fn commands_per_second(&self) -> f64 {
         self.all.count as f64 / self.seconds
+    }
+
+    /// Machine CPU milliseconds (steal excluded) per counted command.
+    fn cpu_ms_per_command(&self) -> Option<f64> {
+        let cpu = self.cpu.as_ref()?;
+        (self.all.count > 0).then(|| cpu.busy_seconds * 1000.0 / self.all.count as f64)
+    }
+
+    /// The same without the notification sinks' share: what the server (and
+    /// the bench clients, alike in both phases) cost per command.
+    fn server_cpu_ms_per_command(&self) -> Option<f64> {
+        let cpu = self.cpu.as_ref()?;
+        (self.all.count > 0)
+            .then(|| (cpu.busy_seconds - cpu.sinks_seconds) * 1000.0 / self.all.count as f64)
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -419,6 +440,7 @@ async fn bench_sqlite(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec<R
         backend: Backend::Sqlite,
         config: bench_config(config, url, data_dir.path()),
         notifications: args.notifications,
+        merchant_email_types: args.merchant_email_types.clone(),
         ab_rounds: args.ab_rounds,
         clients: args.clients.clone(),
         load: Load::from(args),
@@ -465,6 +487,7 @@ async fn bench_postgres(args: &BenchArgs, config: &Config) -> anyhow::Result<Vec
         backend: Backend::Postgres,
         config: bench_config(config, url.clone(), data_dir.path()),
         notifications: args.notifications,
+        merchant_email_types: args.merchant_email_types.clone(),
         ab_rounds: args.ab_rounds,
         clients: args.clients.clone(),
         load: Load::from(args),
@@ -547,6 +570,8 @@ struct BackendJob {
     config: Config,
     /// Webhook endpoint and merchant e-mails on (`--notifications`).
     notifications: bool,
+    /// `--merchant-email-types`.
+    merchant_email_types: Vec<String>,
     /// `--ab-rounds`: 0 for the usual runs.
     ab_rounds: usize,
     clients: Vec<usize>,
@@ -566,6 +591,8 @@ struct Load {
     /// Payments give a buyer e-mail (off in `--ab-rounds`' quiet phases:
     /// notifications off means no e-mail at all).
     buyer_email: bool,
+    /// The notification sinks' thread, whose CPU time is read apart.
+    sinks_stat: Option<PathBuf>,
 }
 
 impl From<&BenchArgs> for Load {
@@ -576,6 +603,7 @@ impl From<&BenchArgs> for Load {
             remittance_interval: Duration::from_millis(args.remittance_interval_ms),
             idempotency_keys: args.idempotency_keys,
             buyer_email: true,
+            sinks_stat: None,
         }
     }
 }
@@ -637,7 +665,12 @@ async fn run_in_own_runtime(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
 
 async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
     let mut config = job.config.clone();
-    if job.notifications || job.ab_rounds > 0 {
+    let sinks = if job.notifications || job.ab_rounds > 0 {
+        Some(NotificationSinks::start()?)
+    } else {
+        None
+    };
+    if let Some(sinks) = &sinks {
         // The receiver listens on 127.0.0.1, on a random port.
         config.webhooks.allow_private_addresses = true;
         config.webhooks.allow_any_port = true;
@@ -646,7 +679,7 @@ async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
         // only, and its inode churn would be most of what it measures).
         config.mail.mode = caisse_infrastructure::config::MailMode::Smtp;
         config.mail.smtp_host = "127.0.0.1".to_string();
-        config.mail.smtp_port = smtp_sink().await?;
+        config.mail.smtp_port = sinks.smtp_port;
         config.mail.smtp_tls = caisse_infrastructure::config::SmtpTls::None;
         config.mail.smtp_username = None;
         config.mail.smtp_password = None;
@@ -673,12 +706,14 @@ async fn bench_backend(job: BackendJob) -> anyhow::Result<Vec<RunResult>> {
     let api_key = init.test_api_key;
     let shop_id = init.shop_id.to_string();
     if job.ab_rounds > 0 {
-        let results = notifications_ab(&job, &state, &endpoint, &api_key, &shop_id).await;
+        let sinks = sinks.as_ref().expect("sinks started for --ab-rounds");
+        let results = notifications_ab(&job, &state, sinks, &endpoint, &api_key, &shop_id).await;
         server.abort();
         return results;
     }
     if job.notifications {
-        turn_notifications_on(&state, init.shop_id).await?;
+        let sinks = sinks.as_ref().expect("sinks started for --notifications");
+        turn_notifications_on(&state, sinks, init.shop_id, &job.merchant_email_types).await?;
     }
 
     if let Some(pgbench) = &job.pgbench {
@@ -734,6 +769,7 @@ async fn drive(
     load: &Load,
     probe: Option<PgProbe>,
 ) -> RunResult {
+    let sinks_stat = load.sinks_stat.clone();
     let seconds = load.seconds;
     let measure_from = Instant::now() + Duration::from_secs(load.warmup_seconds);
     let context = Arc::new(RunContext {
@@ -762,10 +798,10 @@ async fn drive(
             None => None,
         };
         tokio::time::sleep_until(measure_from.into()).await;
-        let cpu_before = cpu_sample(name);
+        let cpu_before = cpu_sample(name, sinks_stat.as_deref());
         let xact_before = committed_transactions(connection.as_mut()).await;
         tokio::time::sleep_until(stop_at.into()).await;
-        let cpu_after = cpu_sample(name);
+        let cpu_after = cpu_sample(name, sinks_stat.as_deref());
         let xact_after = committed_transactions(connection.as_mut()).await;
         let cpu = cpu_before
             .zip(cpu_after)
@@ -836,18 +872,33 @@ struct CpuUse {
     other: f64,
     iowait: f64,
     idle: f64,
+    /// Time the hypervisor gave the machine's CPUs to someone else, % (in `other`).
+    steal: f64,
+    /// CPU seconds the whole machine worked in the window (user, nice, system,
+    /// irq, softirq: neither idle, iowait nor steal). What the work cost,
+    /// whatever the hypervisor took meanwhile.
+    busy_seconds: f64,
+    /// Of which the notification sinks' thread (the merchant's receiver and
+    /// the SMTP relay, which in production run on other machines).
+    sinks_seconds: f64,
 }
+
+/// Linux's USER_HZ: the unit of /proc/stat's counters.
+const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Clock ticks from /proc.
 struct CpuSample {
     total: u64,
     idle: u64,
     iowait: u64,
+    steal: u64,
     caisse: u64,
     postgres: u64,
+    /// The notification sinks' thread (`NotificationSinks`).
+    sinks: u64,
 }
 
-fn cpu_sample(database: Option<&str>) -> Option<CpuSample> {
+fn cpu_sample(database: Option<&str>, sinks_stat: Option<&Path>) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     // cpu  user nice system idle iowait irq softirq steal …
     let fields: Vec<u64> = stat
@@ -865,8 +916,10 @@ fn cpu_sample(database: Option<&str>) -> Option<CpuSample> {
         total: fields.iter().sum(),
         idle: fields[3],
         iowait: fields[4],
+        steal: fields.get(7).copied().unwrap_or(0),
         caisse: process_ticks(Path::new("/proc/self/stat"))?,
         postgres: 0,
+        sinks: sinks_stat.and_then(process_ticks).unwrap_or(0),
     };
     if let Some(database) = database {
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -905,12 +958,23 @@ fn cpu_use(before: &CpuSample, after: &CpuSample) -> CpuUse {
     let iowait = percent(after.iowait.saturating_sub(before.iowait));
     let caisse = percent(after.caisse.saturating_sub(before.caisse));
     let postgres = percent(after.postgres.saturating_sub(before.postgres));
+    let steal_ticks = after.steal.saturating_sub(before.steal);
+    let not_busy = after.idle.saturating_sub(before.idle)
+        + after.iowait.saturating_sub(before.iowait)
+        + steal_ticks;
+    let busy_ticks = after
+        .total
+        .saturating_sub(before.total)
+        .saturating_sub(not_busy);
     CpuUse {
         caisse,
         postgres,
         other: (100.0 - idle - iowait - caisse - postgres).max(0.0),
         iowait,
         idle,
+        steal: percent(steal_ticks),
+        busy_seconds: busy_ticks as f64 / TICKS_PER_SECOND,
+        sinks_seconds: after.sinks.saturating_sub(before.sinks) as f64 / TICKS_PER_SECOND,
     }
 }
 
@@ -1311,6 +1375,7 @@ fn print_report(machine: &Machine, results: &[RunResult], args: &BenchArgs) {
 async fn notifications_ab(
     job: &BackendJob,
     state: &std::sync::Arc<crate::state::AppState>,
+    sinks: &NotificationSinks,
     endpoint: &str,
     quiet_key: &str,
     quiet_shop: &str,
@@ -1324,13 +1389,17 @@ async fn notifications_ab(
         })
         .await
         .map_err(|error| anyhow::anyhow!("merchant init: {error}"))?;
-    turn_notifications_on(state, notified.shop_id).await?;
+    turn_notifications_on(state, sinks, notified.shop_id, &job.merchant_email_types).await?;
     let notified_key = notified.test_api_key;
     let notified_shop = notified.shop_id.to_string();
     let mut results = Vec::new();
     for &clients in &job.clients {
         let mut off = Vec::new();
         let mut on = Vec::new();
+        let mut off_cpu = Vec::new();
+        let mut on_cpu = Vec::new();
+        let mut off_server_cpu = Vec::new();
+        let mut on_server_cpu = Vec::new();
         for round in 0..job.ab_rounds {
             // ABBA: off first in even rounds, on first in odd ones.
             let phases = if round % 2 == 0 {
@@ -1347,22 +1416,36 @@ async fn notifications_ab(
                 };
                 let load = Load {
                     buyer_email: notifications,
+                    sinks_stat: Some(sinks.thread_stat.clone()),
                     ..job.load.clone()
                 };
                 let result = drive(job.backend, clients, endpoint, key, shop, &load, None).await;
                 let rate = result.commands_per_second();
+                let cpu_ms = result.cpu_ms_per_command();
+                let server_ms = result.server_cpu_ms_per_command();
+                let ms = |ms: Option<f64>| {
+                    ms.map(|ms| format!("{ms:.2}"))
+                        .unwrap_or_else(|| "-".into())
+                };
                 println!(
-                    "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                    "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors; cpu {} ms/command, without the sinks {}; steal {} %",
                     round + 1,
                     if notifications { "on " } else { "off" },
                     result.all.p50_ms,
                     result.all.p99_ms,
-                    result.error_count()
+                    result.error_count(),
+                    ms(cpu_ms),
+                    ms(server_ms),
+                    result.cpu.map(|cpu| format!("{:.0}", cpu.steal)).unwrap_or_else(|| "-".into()),
                 );
                 if notifications {
                     on.push(rate);
+                    on_cpu.push(cpu_ms);
+                    on_server_cpu.push(server_ms);
                 } else {
                     off.push(rate);
+                    off_cpu.push(cpu_ms);
+                    off_server_cpu.push(server_ms);
                 }
                 results.push(result);
             }
@@ -1385,8 +1468,113 @@ async fn notifications_ab(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let (change, margin) = mean_change(on.iter().zip(&off).map(|(on, off)| on / off));
+        println!(
+            "  throughput: geometric mean of the per-round changes {change:+.1} % (± {margin:.1} %, two standard errors)"
+        );
+        // What each command cost the machine, steal excluded: on a machine whose
+        // hypervisor takes a varying share of the CPUs, the steadier measure of
+        // what notifications add; on a CPU-bound server throughput goes as its
+        // inverse.
+        for (what, on, off) in [
+            ("cpu per command, whole machine", &on_cpu, &off_cpu),
+            (
+                "cpu per command without the sinks (the receiver and the relay)",
+                &on_server_cpu,
+                &off_server_cpu,
+            ),
+        ] {
+            let pairs: Vec<(f64, f64)> = on
+                .iter()
+                .zip(off.iter())
+                .filter_map(|(on, off)| Some(((*on)?, (*off)?)))
+                .collect();
+            if pairs.is_empty() || pairs.len() != job.ab_rounds {
+                continue;
+            }
+            let (change, margin) = mean_change(pairs.iter().map(|(on, off)| on / off));
+            let mean_of = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
+            println!(
+                "  {what}: off mean {:.2} ms, on mean {:.2} ms; geometric mean of the per-round changes {change:+.1} % (± {margin:.1} %): a CPU-bound machine would keep {:.1} % of its throughput",
+                mean_of(pairs.iter().map(|pair| pair.1).collect()),
+                mean_of(pairs.iter().map(|pair| pair.0).collect()),
+                100.0 / (1.0 + change / 100.0)
+            );
+        }
     }
     Ok(results)
+}
+
+/// The geometric mean of ratios as a change in %, and two standard errors of
+/// it (from the log ratios' spread), in % too.
+fn mean_change(ratios: impl Iterator<Item = f64>) -> (f64, f64) {
+    let logs: Vec<f64> = ratios.filter(|r| *r > 0.0).map(f64::ln).collect();
+    if logs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let variance = if logs.len() > 1 {
+        logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    let margin = 2.0 * (variance / n).sqrt();
+    ((mean.exp() - 1.0) * 100.0, (margin.exp() - 1.0) * 100.0)
+}
+
+/// The far side of the notifications — the merchant's webhook receiver
+/// (answering 200) and the SMTP relay — on a thread of their own with its own
+/// runtime, as if on other machines: they never run on the server's workers,
+/// and their CPU time is read apart, so the server's own cost per command can
+/// be told from theirs. (They still share the machine's cores with it.)
+struct NotificationSinks {
+    webhook_url: String,
+    smtp_port: u16,
+    /// `/proc/<pid>/task/<tid>/stat` of the sinks' thread.
+    thread_stat: PathBuf,
+}
+
+impl NotificationSinks {
+    fn start() -> anyhow::Result<Self> {
+        let (started, receive) = std::sync::mpsc::channel::<anyhow::Result<Self>>();
+        std::thread::Builder::new()
+            .name("bench-sinks".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(error.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let sinks = async {
+                        let thread = std::fs::read_link("/proc/thread-self")
+                            .context("finding the sinks' thread in /proc")?;
+                        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                        let webhook_url = format!("http://{}/hooks", listener.local_addr()?);
+                        let receiver = axum::Router::new()
+                            .route("/hooks", axum::routing::post(|| async { "ok" }));
+                        tokio::spawn(async move {
+                            let _ = axum::serve(listener, receiver).await;
+                        });
+                        anyhow::Ok(NotificationSinks {
+                            webhook_url,
+                            smtp_port: smtp_sink().await?,
+                            thread_stat: Path::new("/proc").join(thread).join("stat"),
+                        })
+                    };
+                    let _ = started.send(sinks.await);
+                    // Serve until the process ends.
+                    std::future::pending::<()>().await
+                });
+            })?;
+        receive.recv().context("the sinks' thread ended")?
+    }
 }
 
 /// A minimal SMTP relay on 127.0.0.1 that accepts every message and keeps
@@ -1467,19 +1655,16 @@ async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
     }
 }
 
-/// One webhook endpoint for every event type, to a receiver in this process
-/// answering 200, and merchant e-mails for every type (`--notifications`),
-/// sent over SMTP to `smtp_sink`.
+/// One webhook endpoint for every event type, to the sinks' receiver
+/// answering 200, and merchant e-mails for `email_types` (`--notifications`),
+/// sent over SMTP to the sinks' relay.
 async fn turn_notifications_on(
     state: &std::sync::Arc<crate::state::AppState>,
+    sinks: &NotificationSinks,
     shop_id: caisse_domain::ShopId,
+    email_types: &[String],
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hooks", listener.local_addr()?);
-    let receiver = axum::Router::new().route("/hooks", axum::routing::post(|| async { "ok" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, receiver).await;
-    });
+    let url = sinks.webhook_url.clone();
     let context = caisse_application::RequestContext::system(
         caisse_domain::payment::AccessScope::single(shop_id, caisse_domain::Mode::Test),
         "bench",
@@ -1507,7 +1692,7 @@ async fn turn_notifications_on(
             shop_id,
             caisse_application::notifications::MerchantEmailsInput {
                 addresses: vec!["orders@bench.example".to_string()],
-                event_types: vec!["*".to_string()],
+                event_types: email_types.to_vec(),
                 shop_display_name: Some("Bench shop".to_string()),
                 logo_url: None,
                 language: None,
@@ -1515,7 +1700,20 @@ async fn turn_notifications_on(
         )
         .await
         .map_err(|error| anyhow::anyhow!("merchant e-mails: {error}"))?;
-    println!("notifications on: one webhook endpoint and merchant e-mails, every event type");
+    println!(
+        "notifications on: {}merchant e-mails for {}; buyer confirmations{}",
+        if only == "emails" {
+            ""
+        } else {
+            "one webhook endpoint for every event type; "
+        },
+        email_types.join(", "),
+        if only == "emails" {
+            " (EXPERIMENT: no webhooks)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -1529,6 +1727,16 @@ mod tests {
                       initial connection time = 9.1 ms\ntps = 17012.345678 (without initial connection time)\n";
         assert_eq!(parse_tps(output), Some(17012.345678));
         assert_eq!(parse_tps("nothing here"), None);
+    }
+
+    #[test]
+    fn mean_change_is_the_geometric_mean_of_ratios() {
+        let (change, margin) = super::mean_change([0.5, 2.0].into_iter());
+        assert!(change.abs() < 1e-9, "{change}");
+        assert!(margin > 0.0);
+        let (change, margin) = super::mean_change([0.9, 0.9, 0.9].into_iter());
+        assert!((change + 10.0).abs() < 1e-9, "{change}");
+        assert!(margin.abs() < 1e-9);
     }
 
     #[test]

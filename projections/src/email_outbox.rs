@@ -12,7 +12,7 @@
 //! row per event, role and address: `dedup_key`), and the merchant is never
 //! e-mailed about events older than the shop's last configuration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use caisse_application::AppError;
@@ -22,6 +22,7 @@ use caisse_domain::notification::{
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -34,8 +35,8 @@ use crate::notifications::NotificationSettingsRow;
 use crate::projector::{decode, insert_rows, Projection};
 use crate::webhook_outbox::{event_amount, payment_event_type};
 
-/// The columns of a queued e-mail, in the INSERT's order.
-const COLUMNS_PER_ROW: usize = 15;
+/// The columns of a queued e-mail's outbox row, in the INSERT's order.
+const COLUMNS_PER_ROW: usize = 13;
 /// E-mails per INSERT statement.
 const ROWS_PER_INSERT: usize = 50;
 
@@ -51,7 +52,17 @@ pub struct EmailOutboxProjection {
 #[derive(Default)]
 struct Batch {
     settings: HashMap<String, Option<NotificationSettingsRow>>,
-    rows: Vec<Vec<SqlValue>>,
+    emails: Vec<QueuedEmail>,
+}
+
+/// One e-mail to insert: its outbox row (`COLUMNS_PER_ROW` values, the
+/// sending state) and its bodies, stored apart in `email_bodies` so that
+/// claiming and recording an attempt rewrite a small row, not the bodies.
+struct QueuedEmail {
+    email_id: String,
+    row: Vec<SqlValue>,
+    text_body: String,
+    html_body: String,
 }
 
 impl EmailOutboxProjection {
@@ -97,7 +108,7 @@ impl Queued<'_> {
     /// Adds the e-mail to the batch's rows, inserted at its end.
     fn queue(
         &self,
-        rows: &mut Vec<Vec<SqlValue>>,
+        emails: &mut Vec<QueuedEmail>,
         role: &str,
         recipient: &str,
         language: &str,
@@ -109,8 +120,9 @@ impl Queued<'_> {
             self.event.sequence,
             recipient.to_ascii_lowercase()
         );
-        let params: Vec<SqlValue> = vec![
-            format!("eml_{}", uuid::Uuid::now_v7().simple()).into(),
+        let email_id = format!("eml_{}", uuid::Uuid::now_v7().simple());
+        let row: Vec<SqlValue> = vec![
+            email_id.clone().into(),
             dedup_key.into(),
             self.shop_id.into(),
             self.mode.into(),
@@ -119,14 +131,17 @@ impl Queued<'_> {
             language.into(),
             self.event_type.into(),
             email.subject.into(),
-            email.text.into(),
-            email.html.into(),
             self.event.aggregate_id.clone().into(),
             (self.event.position.tx_id as i64).into(),
             self.event.position.global_position.into(),
             self.created_at.into(),
         ];
-        rows.push(params);
+        emails.push(QueuedEmail {
+            email_id,
+            row,
+            text_body: email.text,
+            html_body: email.html,
+        });
     }
 }
 
@@ -252,32 +267,70 @@ impl Projection for EmailOutboxProjection {
             let language = &settings.language;
             for address in &merchant_addresses {
                 if let Some(email) = merchant_notification(language, event_type, &facts) {
-                    queued.queue(&mut batch.rows, "MERCHANT", address, language, email);
+                    queued.queue(&mut batch.emails, "MERCHANT", address, language, email);
                 }
             }
         }
         if let Some((email, language)) = buyer {
             let rendered = buyer_confirmation(&language, &facts);
-            queued.queue(&mut batch.rows, "BUYER", &email, &language, rendered);
+            queued.queue(&mut batch.emails, "BUYER", &email, &language, rendered);
         }
         Ok(())
     }
 
-    /// The batch's e-mails, fifty per statement.
+    /// The batch's e-mails, fifty per statement: their outbox rows, then the
+    /// bodies of those inserted (a replay's e-mails are already there, under
+    /// their first id, and insert nothing).
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
-        let rows = std::mem::take(&mut self.batch().rows);
-        insert_rows(
-            tx,
-            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role, language,
-                event_type, subject, text_body, html_body, subject_id, tx_id, global_position,
-                status, attempts, next_attempt_at, created_at)",
-            "ON CONFLICT (dedup_key) DO NOTHING",
-            &rows,
-            ROWS_PER_INSERT,
-            COLUMNS_PER_ROW - 1,
-            |p| format!("'PENDING', 0, {}, {}", p(COLUMNS_PER_ROW), p(COLUMNS_PER_ROW)),
-        )
-        .await
+        let emails = std::mem::take(&mut self.batch().emails);
+        for chunk in emails.chunks(ROWS_PER_INSERT) {
+            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
+                format!(
+                    "'PENDING', 0, {}, {}",
+                    p(COLUMNS_PER_ROW),
+                    p(COLUMNS_PER_ROW)
+                )
+            });
+            let params: Vec<SqlValue> = chunk.iter().flat_map(|email| email.row.clone()).collect();
+            let inserted: HashSet<String> = tx
+                .fetch_all(
+                    &format!(
+                        "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,
+                            language, event_type, subject, subject_id, tx_id, global_position,
+                            status, attempts, next_attempt_at, created_at)
+                         VALUES {values} ON CONFLICT (dedup_key) DO NOTHING RETURNING email_id"
+                    ),
+                    &params,
+                )
+                .await?
+                .iter()
+                .map(|row| row.text("email_id"))
+                .collect();
+            let bodies: Vec<Vec<SqlValue>> = chunk
+                .iter()
+                .filter(|email| inserted.contains(&email.email_id))
+                .map(|email| {
+                    vec![
+                        email.email_id.clone().into(),
+                        email.text_body.clone().into(),
+                        email.html_body.clone().into(),
+                    ]
+                })
+                .collect();
+            if !bodies.is_empty() {
+                insert_rows(
+                    tx,
+                    "INSERT INTO email_bodies (email_id, text_body, html_body)",
+                    "",
+                    &bodies,
+                    ROWS_PER_INSERT,
+                    3,
+                    |_| String::new(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -333,7 +386,7 @@ impl EmailOutboxProjection {
                 occurred_at,
             );
             queued.queue(
-                &mut self.batch().rows,
+                &mut self.batch().emails,
                 "MERCHANT",
                 address,
                 &settings.language,

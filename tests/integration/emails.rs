@@ -505,6 +505,39 @@ async fn directory_mode_writes_eml_files(app: TestApp) {
         .part("text/html")
         .contains("Votre paiement a bien été accepté."));
     assert!(written.contains("To: buyer@example.com"), "{written}");
+
+    // The bodies live apart from the sending state (`email_bodies`), one per
+    // e-mail; replaying the log into the outbox queues nothing twice and
+    // leaves no body without its e-mail.
+    let counts = |app: &TestApp| {
+        let db = app.state.db().clone();
+        async move {
+            let row = db
+                .fetch_optional(
+                    "SELECT (SELECT COUNT(*) FROM email_outbox) AS emails,
+                            (SELECT COUNT(*) FROM email_bodies) AS bodies,
+                            (SELECT COUNT(*) FROM email_bodies b
+                              WHERE NOT EXISTS (SELECT 1 FROM email_outbox e WHERE e.email_id = b.email_id)) AS orphans",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            (row.int("emails"), row.int("bodies"), row.int("orphans"))
+        }
+    };
+    assert_eq!(counts(&app).await, (1, 1, 0));
+    let replayed = app
+        .state
+        .projectors
+        .get("email_outbox")
+        .expect("the email_outbox projection")
+        .rebuild()
+        .await
+        .unwrap();
+    assert!(replayed > 0);
+    assert_eq!(counts(&app).await, (1, 1, 0));
+    assert_eq!(app.state.deliver_emails().await.unwrap().sent, 0);
 }
 caisse_tests::both_backends!(
     directory_mode_writes_eml_files,
