@@ -76,7 +76,7 @@ enum Command {
         command: ReferenceCommand,
     },
     /// Benchmarks: HTTP throughput (the default, `bench http`), `bench cutoff`, `bench rebuild`, `bench risk`.
-    Bench(crate::bench_cli::BenchCommandArgs),
+    Bench(Box<crate::bench_cli::BenchCommandArgs>),
     /// Export payments as CSV or Excel .xlsx (docs/exports.md).
     Export(Box<crate::export::ExportArgs>),
 }
@@ -346,7 +346,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 ReferenceCommand::Show => print!("{}", reference_show(&database.db).await?),
             }
         }
-        Command::Bench(args) => crate::bench_cli::run(args, config).await?,
+        Command::Bench(args) => crate::bench_cli::run(*args, config).await?,
         Command::Export(args) => crate::export::run(*args, config).await?,
     }
     Ok(())
