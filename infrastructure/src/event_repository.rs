@@ -24,7 +24,8 @@ pub struct EventRepository {
 
 enum Inner {
     Postgres(PostgresEventRepository),
-    Sqlite(SqliteEventRepository),
+    /// With its pool, for this process's turn at the write lock.
+    Sqlite(SqliteEventRepository, sqlx::SqlitePool),
 }
 
 /// The idempotency key of this command is already in the log.
@@ -36,7 +37,9 @@ impl EventRepository {
     pub fn new(db: &Db) -> Self {
         let inner = match db {
             Db::Postgres(pool) => Inner::Postgres(PostgresEventRepository::new(pool.clone())),
-            Db::Sqlite(pool) => Inner::Sqlite(SqliteEventRepository::new(pool.clone())),
+            Db::Sqlite(pool) => {
+                Inner::Sqlite(SqliteEventRepository::new(pool.clone()), pool.clone())
+            }
         };
         EventRepository {
             inner: Arc::new(inner),
@@ -60,7 +63,7 @@ impl PersistedEventRepository for EventRepository {
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
-            Inner::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
+            Inner::Sqlite(repo, _) => repo.get_events::<A>(aggregate_id).await,
         }
     }
 
@@ -71,7 +74,7 @@ impl PersistedEventRepository for EventRepository {
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
-            Inner::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+            Inner::Sqlite(repo, _) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
         }
     }
 
@@ -102,7 +105,12 @@ impl PersistedEventRepository for EventRepository {
         }
         let result = match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.persist::<A>(&events, None).await,
-            Inner::Sqlite(repo) => repo.persist::<A>(&events, None).await,
+            Inner::Sqlite(repo, pool) => {
+                let _turn = crate::sql::sqlite_write_permit(pool)
+                    .await
+                    .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+                repo.persist::<A>(&events, None).await
+            }
         };
         match (result, events.first().and_then(idempotency_key)) {
             (Err(error), Some(key)) => {
@@ -125,7 +133,7 @@ impl PersistedEventRepository for EventRepository {
     ) -> Result<ReplayStream, PersistenceError> {
         match self.inner.as_ref() {
             Inner::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
-            Inner::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
+            Inner::Sqlite(repo, _) => repo.stream_events::<A>(aggregate_id).await,
         }
     }
 

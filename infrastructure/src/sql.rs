@@ -259,7 +259,12 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, AppError> {
         Ok(match self {
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(db_error)?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await.map_err(db_error)?),
+            Db::Sqlite(pool) => {
+                // The gate first, then the connection: a writer waiting for
+                // its turn holds no connection.
+                let permit = sqlite_write_permit(pool).await?;
+                Tx::Sqlite(pool.begin().await.map_err(db_error)?, permit)
+            }
         })
     }
 
@@ -300,6 +305,7 @@ impl Db {
                 .rows_affected()),
             Db::Sqlite(pool) => {
                 let sql = sqlite_sql(sql);
+                let _permit = sqlite_write_permit(pool).await?;
                 Ok(bind_all!(sqlx::query(&sql), params)
                     .execute(pool)
                     .await
@@ -312,7 +318,53 @@ impl Db {
 
 pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With this process's turn at the database file's write lock
+    /// ([`sqlite_write_permit`]), given back when the transaction ends.
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+}
+
+/// How long a SQLite writer waits for its turn before giving up, like the
+/// connection's `busy_timeout`.
+const SQLITE_WRITE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// This process's turn at a SQLite database's write lock: one permit per
+/// database file. SQLite has one writer at a time, and a writer that finds
+/// the lock taken waits in SQLite's busy handler, which sleeps (1, 2, 5,
+/// 10 ms…) instead of being woken when the lock frees — measured at about
+/// 270 sleeps a second of 6.4 ms each under `caisse bench`
+/// (docs/performance.md). Queued here instead, the writers of this process
+/// take the lock in turn, each woken the moment the previous one ends.
+/// Transactions (`Db::begin`), autocommit `Db::execute` and the event store's
+/// appends take it; the busy handler still covers other processes and the
+/// rare writes made through `fetch_*` (the senders' claims). Never taken
+/// twice by one task: a transaction does not call `Db::execute`.
+pub async fn sqlite_write_permit(
+    pool: &SqlitePool,
+) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    static GATES: std::sync::OnceLock<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Semaphore>>,
+        >,
+    > = std::sync::OnceLock::new();
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let gate = GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(file)
+        .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)))
+        .clone();
+    match tokio::time::timeout(SQLITE_WRITE_WAIT_MAX, gate.acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(AppError::internal("the SQLite write gate is closed")),
+        Err(_) => Err(AppError::internal(format!(
+            "no turn at the SQLite write lock within {} s",
+            SQLITE_WRITE_WAIT_MAX.as_secs()
+        ))),
+    }
 }
 
 impl Tx {
@@ -327,7 +379,7 @@ impl Tx {
                 .await
                 .map_err(db_error)?
                 .rows_affected()),
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 let sql = sqlite_sql(sql);
                 Ok(bind_all!(sqlx::query(&sql), params)
                     .execute(&mut **tx)
@@ -351,7 +403,7 @@ impl Tx {
                     .map_err(db_error)?;
                 Ok(rows.iter().map(pg_row).collect())
             }
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 let sql = sqlite_sql(sql);
                 let rows = bind_all!(sqlx::query(&sql), params)
                     .fetch_all(&mut **tx)
@@ -373,7 +425,7 @@ impl Tx {
     pub async fn commit(self) -> Result<(), AppError> {
         match self {
             Tx::Postgres(tx) => tx.commit().await.map_err(db_error),
-            Tx::Sqlite(tx) => tx.commit().await.map_err(db_error),
+            Tx::Sqlite(tx, _permit) => tx.commit().await.map_err(db_error),
         }
     }
 }
