@@ -344,19 +344,31 @@ const SQLITE_WRITE_WAIT_MAX: std::time::Duration = std::time::Duration::from_sec
 pub async fn sqlite_write_permit(
     pool: &SqlitePool,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    use std::sync::{Arc, Weak};
+    use tokio::sync::Semaphore;
+    // Weak: a gate lives while a writer holds or awaits it, and a file's next
+    // writer makes a new one (the same thing, since nobody is queued), so
+    // databases opened and dropped (an audit's in-memory replay, each with a
+    // file name of its own) leave nothing behind.
     static GATES: std::sync::OnceLock<
-        std::sync::Mutex<
-            std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Semaphore>>,
-        >,
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Weak<Semaphore>>>,
     > = std::sync::OnceLock::new();
     let file = pool.connect_options().get_filename().to_path_buf();
-    let gate = GATES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .entry(file)
-        .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)))
-        .clone();
+    let gate = {
+        let mut gates = GATES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match gates.get(&file).and_then(Weak::upgrade) {
+            Some(gate) => gate,
+            None => {
+                gates.retain(|_, gate| gate.strong_count() > 0);
+                let gate = Arc::new(Semaphore::new(1));
+                gates.insert(file, Arc::downgrade(&gate));
+                gate
+            }
+        }
+    };
     match tokio::time::timeout(SQLITE_WRITE_WAIT_MAX, gate.acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(AppError::internal("the SQLite write gate is closed")),
@@ -432,7 +444,55 @@ impl Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::{bind_list, sqlite_sql, update_rows, values_rows, SqlValue};
+    use super::{bind_list, sqlite_sql, update_rows, values_rows, Db, SqlValue};
+
+    /// Two writers of one process on one SQLite file: the second transaction
+    /// begins only once the first has ended (ADR 0012), and a transaction
+    /// dropped without commit gives its turn back too.
+    #[tokio::test]
+    async fn sqlite_writers_of_one_process_take_turns() {
+        let dir =
+            std::env::temp_dir().join(format!("caisse-gate-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("gate.db").display());
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
+        let db = Db::Sqlite(pool);
+        db.execute("CREATE TABLE t (n INTEGER)", &[]).await.unwrap();
+
+        let first = db.begin().await.unwrap();
+        let second = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                tx.execute("INSERT INTO t (n) VALUES (2)", &[])
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second writer waits for its turn"
+        );
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(5), second)
+            .await
+            .expect("the second writer runs once the first is gone")
+            .unwrap();
+        let count = db
+            .fetch_optional("SELECT COUNT(*) AS n FROM t", &[])
+            .await
+            .unwrap()
+            .unwrap()
+            .int("n");
+        assert_eq!(count, 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn only_numbered_dollars_become_sqlite_placeholders() {
