@@ -265,16 +265,18 @@ impl RunResult {
 
     /// Machine CPU milliseconds (steal excluded) per counted command.
     fn cpu_ms_per_command(&self) -> Option<f64> {
-        let cpu = self.cpu.as_ref()?;
-        (self.all.count > 0).then(|| cpu.busy_seconds * 1000.0 / self.all.count as f64)
+        self.ms_per_command(|cpu| cpu.busy_seconds)
     }
 
     /// The same without the notification sinks' share: what the server (and
     /// the bench clients, alike in both phases) cost per command.
     fn server_cpu_ms_per_command(&self) -> Option<f64> {
+        self.ms_per_command(|cpu| cpu.busy_seconds - cpu.sinks_seconds)
+    }
+
+    fn ms_per_command(&self, seconds: impl Fn(&CpuUse) -> f64) -> Option<f64> {
         let cpu = self.cpu.as_ref()?;
-        (self.all.count > 0)
-            .then(|| (cpu.busy_seconds - cpu.sinks_seconds) * 1000.0 / self.all.count as f64)
+        (self.all.count > 0).then(|| seconds(cpu) * 1000.0 / self.all.count as f64)
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -1493,11 +1495,11 @@ async fn notifications_ab(
                 continue;
             }
             let (change, margin) = mean_change(pairs.iter().map(|(on, off)| on / off));
-            let mean_of = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
+            let (on, off): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
             println!(
                 "  {what}: off mean {:.2} ms, on mean {:.2} ms; geometric mean of the per-round changes {change:+.1} % (± {margin:.1} %): a CPU-bound machine would keep {:.1} % of its throughput",
-                mean_of(pairs.iter().map(|pair| pair.1).collect()),
-                mean_of(pairs.iter().map(|pair| pair.0).collect()),
+                mean(&off),
+                mean(&on),
                 100.0 / (1.0 + change / 100.0)
             );
         }

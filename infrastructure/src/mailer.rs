@@ -49,14 +49,14 @@ const CLAIM_CHUNK: usize = 64;
 const SEND_CONCURRENCY: usize = 16;
 /// Longest an SMTP exchange may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest error text kept on the row.
+const ERROR_LENGTH_MAX: usize = 500;
+
 /// An e-mail's rendered content, kept apart from its sending state.
 struct Bodies {
     text: String,
     html: String,
 }
-
-/// Longest error text kept on the row.
-const ERROR_LENGTH_MAX: usize = 500;
 
 /// The TLS side of `starttls` and `tls`: the server's certificate is checked
 /// for `host` against lettre's built-in roots (webpki-roots, Mozilla's), plus

@@ -22,7 +22,6 @@ use caisse_domain::notification::{
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
 use caisse_infrastructure::event_log::LoggedEvent;
-use caisse_infrastructure::sql::values_rows;
 use caisse_infrastructure::time::timestamp_text;
 use caisse_infrastructure::{SqlValue, Tx};
 use cqrs_es::Aggregate;
@@ -283,53 +282,49 @@ impl Projection for EmailOutboxProjection {
     /// their first id, and insert nothing).
     async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
         let emails = std::mem::take(&mut self.batch().emails);
-        for chunk in emails.chunks(ROWS_PER_INSERT) {
-            let values = values_rows(chunk.len(), COLUMNS_PER_ROW, COLUMNS_PER_ROW - 1, |p| {
+        let rows: Vec<Vec<SqlValue>> = emails.iter().map(|email| email.row.clone()).collect();
+        let inserted: HashSet<String> = insert_rows(
+            tx,
+            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,
+                language, event_type, subject, subject_id, tx_id, global_position,
+                status, attempts, next_attempt_at, created_at)",
+            "ON CONFLICT (dedup_key) DO NOTHING RETURNING email_id",
+            &rows,
+            ROWS_PER_INSERT,
+            COLUMNS_PER_ROW - 1,
+            |p| {
                 format!(
                     "'PENDING', 0, {}, {}",
                     p(COLUMNS_PER_ROW),
                     p(COLUMNS_PER_ROW)
                 )
-            });
-            let params: Vec<SqlValue> = chunk.iter().flat_map(|email| email.row.clone()).collect();
-            let inserted: HashSet<String> = tx
-                .fetch_all(
-                    &format!(
-                        "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,
-                            language, event_type, subject, subject_id, tx_id, global_position,
-                            status, attempts, next_attempt_at, created_at)
-                         VALUES {values} ON CONFLICT (dedup_key) DO NOTHING RETURNING email_id"
-                    ),
-                    &params,
-                )
-                .await?
-                .iter()
-                .map(|row| row.text("email_id"))
-                .collect();
-            let bodies: Vec<Vec<SqlValue>> = chunk
-                .iter()
-                .filter(|email| inserted.contains(&email.email_id))
-                .map(|email| {
-                    vec![
-                        email.email_id.clone().into(),
-                        email.text_body.clone().into(),
-                        email.html_body.clone().into(),
-                    ]
-                })
-                .collect();
-            if !bodies.is_empty() {
-                insert_rows(
-                    tx,
-                    "INSERT INTO email_bodies (email_id, text_body, html_body)",
-                    "",
-                    &bodies,
-                    ROWS_PER_INSERT,
-                    3,
-                    |_| String::new(),
-                )
-                .await?;
-            }
-        }
+            },
+        )
+        .await?
+        .iter()
+        .map(|row| row.text("email_id"))
+        .collect();
+        let bodies: Vec<Vec<SqlValue>> = emails
+            .into_iter()
+            .filter(|email| inserted.contains(&email.email_id))
+            .map(|email| {
+                vec![
+                    email.email_id.into(),
+                    email.text_body.into(),
+                    email.html_body.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            tx,
+            "INSERT INTO email_bodies (email_id, text_body, html_body)",
+            "",
+            &bodies,
+            ROWS_PER_INSERT,
+            3,
+            |_| String::new(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -62,7 +62,8 @@ pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Res
 /// Inserts rows buffered during a batch (the outboxes'), `per_insert` per
 /// statement: `head` is `INSERT INTO table (columns)`, each row binds
 /// `columns` parameters of which the first `listed` are written in order and
-/// the rest by `tail`, and `conflict` ends each statement.
+/// the rest by `tail`, and `conflict` ends each statement (with a `RETURNING`
+/// clause, the rows it gives are answered, every statement's together).
 pub(crate) async fn insert_rows(
     tx: &mut Tx,
     head: &str,
@@ -71,16 +72,19 @@ pub(crate) async fn insert_rows(
     per_insert: usize,
     listed: usize,
     tail: impl Fn(&dyn Fn(usize) -> String) -> String,
-) -> Result<(), AppError> {
+) -> Result<Vec<caisse_infrastructure::SqlRow>, AppError> {
+    let mut returned = Vec::new();
     for chunk in rows.chunks(per_insert) {
         let columns = chunk[0].len();
         let values = caisse_infrastructure::sql::values_rows(chunk.len(), columns, listed, &tail);
         let params: Vec<caisse_infrastructure::SqlValue> =
             chunk.iter().flatten().cloned().collect();
-        tx.execute(&format!("{head} VALUES {values} {conflict}"), &params)
-            .await?;
+        returned.extend(
+            tx.fetch_all(&format!("{head} VALUES {values} {conflict}"), &params)
+                .await?,
+        );
     }
-    Ok(())
+    Ok(returned)
 }
 
 /// All projections of the service, in one place for the server, the CLI and tests.

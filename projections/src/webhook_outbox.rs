@@ -270,7 +270,8 @@ impl Projection for WebhookOutboxProjection {
                 )
             },
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 
