@@ -883,6 +883,12 @@ struct CpuUse {
     /// Of which the notification sinks' thread (the merchant's receiver and
     /// the SMTP relay, which in production run on other machines).
     sinks_seconds: f64,
+    /// SQLite: how long this process held the single writer's lock (ADR 0012)
+    /// in the window, in seconds, over how many turns.
+    write_lock_seconds: f64,
+    write_lock_turns: u64,
+    /// Bytes this process caused to be written to storage (`/proc/self/io`).
+    written_bytes: u64,
 }
 
 /// Linux's USER_HZ: the unit of /proc/stat's counters.
@@ -898,6 +904,10 @@ struct CpuSample {
     postgres: u64,
     /// The notification sinks' thread (`NotificationSinks`).
     sinks: u64,
+    /// `sql::sqlite_write_turns()`: turns and µs held.
+    write_turns: (u64, u64),
+    /// `write_bytes` of `/proc/self/io`.
+    written_bytes: u64,
 }
 
 fn cpu_sample(database: Option<&str>, sinks_stat: Option<&Path>) -> Option<CpuSample> {
@@ -922,6 +932,8 @@ fn cpu_sample(database: Option<&str>, sinks_stat: Option<&Path>) -> Option<CpuSa
         caisse: process_ticks(Path::new("/proc/self/stat"))?,
         postgres: 0,
         sinks: sinks_stat.and_then(process_ticks).unwrap_or(0),
+        write_turns: caisse_infrastructure::sql::sqlite_write_turns(),
+        written_bytes: written_bytes().unwrap_or(0),
     };
     if let Some(database) = database {
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -943,6 +955,17 @@ fn cpu_sample(database: Option<&str>, sinks_stat: Option<&Path>) -> Option<CpuSa
         }
     }
     Some(sample)
+}
+
+/// Bytes this process caused to be sent to storage so far.
+fn written_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("write_bytes: "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// utime + stime of a process (all its threads).
@@ -977,6 +1000,10 @@ fn cpu_use(before: &CpuSample, after: &CpuSample) -> CpuUse {
         steal: percent(steal_ticks),
         busy_seconds: busy_ticks as f64 / TICKS_PER_SECOND,
         sinks_seconds: after.sinks.saturating_sub(before.sinks) as f64 / TICKS_PER_SECOND,
+        write_lock_seconds: after.write_turns.1.saturating_sub(before.write_turns.1) as f64
+            / 1_000_000.0,
+        write_lock_turns: after.write_turns.0.saturating_sub(before.write_turns.0),
+        written_bytes: after.written_bytes.saturating_sub(before.written_bytes),
     }
 }
 
@@ -1429,8 +1456,20 @@ async fn notifications_ab(
                     ms.map(|ms| format!("{ms:.2}"))
                         .unwrap_or_else(|| "-".into())
                 };
+                // SQLite's single writer: the share of the window its lock was
+                // held, and the turns and storage writes per command.
+                let writer = match (job.backend, result.cpu, result.all.count) {
+                    (Backend::Sqlite, Some(cpu), commands) if commands > 0 => format!(
+                        "; write lock held {:.0} % of the window, {:.1} turns and {:.2} ms per command; {:.1} KB written per command",
+                        100.0 * cpu.write_lock_seconds / result.seconds,
+                        cpu.write_lock_turns as f64 / commands as f64,
+                        1000.0 * cpu.write_lock_seconds / commands as f64,
+                        cpu.written_bytes as f64 / 1024.0 / commands as f64,
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors; cpu {} ms/command, without the sinks {}; steal {} %",
+                    "  round {} · {clients} clients · notifications {}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, {} errors; cpu {} ms/command, without the sinks {}; steal {} %{writer}",
                     round + 1,
                     if notifications { "on " } else { "off" },
                     result.all.p50_ms,

@@ -59,6 +59,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.projectors.spawn();
         state.spawn_reference_refresh();
+        state.spawn_wal_checkpointer();
         if state.config.scheduler.enabled {
             state.spawn_scheduler();
         }

@@ -38,6 +38,9 @@ const WEBHOOK_PASS_MAX: usize = 200;
 const EMAIL_PASS_MAX: usize = 200;
 /// How long a sender woken by new outbox rows waits for more before its pass.
 const SENDER_COALESCE: Duration = Duration::from_millis(100);
+/// How often the server checkpoints a SQLite WAL (`spawn_wal_checkpointer`):
+/// under load a few hundred pages each time.
+const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct AppState {
     pub config: Config,
@@ -251,6 +254,27 @@ impl AppState {
                 tokio::time::sleep(interval).await;
                 if let Err(error) = reference_store::refresh(state.db(), &state.reference).await {
                     tracing::error!(%error, "reference tables refresh failed; retrying");
+                }
+            }
+        });
+        self.background.lock().expect("background tasks").push(task);
+    }
+
+    /// SQLite: checkpoints the WAL every `WAL_CHECKPOINT_INTERVAL`, outside the
+    /// write gate (`sql::checkpoint_sqlite_wal`, ADR 0012). Nothing on
+    /// PostgreSQL.
+    pub fn spawn_wal_checkpointer(self: &Arc<Self>) {
+        if self.db().is_postgres() {
+            return;
+        }
+        let state = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WAL_CHECKPOINT_INTERVAL).await;
+                if let Err(error) =
+                    caisse_infrastructure::sql::checkpoint_sqlite_wal(state.db()).await
+                {
+                    tracing::warn!(%error, "SQLite WAL checkpoint failed; retrying");
                 }
             }
         });

@@ -279,6 +279,15 @@ impl Db {
             }
             Db::Sqlite(pool) => {
                 let sql = sqlite_sql(sql);
+                // A write read back through a fetch (`UPDATE … RETURNING`, the
+                // senders' claims) takes its turn like any other writer: left
+                // to the busy handler, it would make a gated writer sleep there
+                // while the whole queue waits behind it.
+                let _permit = if is_write_statement(&sql) {
+                    Some(sqlite_write_permit(pool).await?)
+                } else {
+                    None
+                };
                 let rows = bind_all!(sqlx::query(&sql), params)
                     .fetch_all(pool)
                     .await
@@ -320,15 +329,79 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
     /// With this process's turn at the database file's write lock
     /// ([`sqlite_write_permit`]), given back when the transaction ends.
-    Sqlite(
-        Transaction<'static, Sqlite>,
-        tokio::sync::OwnedSemaphorePermit,
-    ),
+    Sqlite(Transaction<'static, Sqlite>, SqliteWriteTurn),
+}
+
+/// A writer's turn at a SQLite database's write lock ([`sqlite_write_permit`]):
+/// given back when dropped, its length added to [`sqlite_write_turns`].
+pub struct SqliteWriteTurn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    since: std::time::Instant,
+}
+
+impl Drop for SqliteWriteTurn {
+    fn drop(&mut self) {
+        let held = self.since.elapsed().as_micros() as u64;
+        WRITE_TURNS
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WRITE_TURNS
+            .1
+            .fetch_add(held, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Turns taken at SQLite write locks by this process, and how long they were
+/// held in all (µs): what `caisse bench` reads to tell how busy the single
+/// writer is.
+static WRITE_TURNS: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64) = (
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+);
+
+/// The turns taken at SQLite write locks so far by this process, and the
+/// microseconds they were held in all.
+pub fn sqlite_write_turns() -> (u64, u64) {
+    (
+        WRITE_TURNS.0.load(std::sync::atomic::Ordering::Relaxed),
+        WRITE_TURNS.1.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 /// How long a SQLite writer waits for its turn before giving up, like the
 /// connection's `busy_timeout`.
 const SQLITE_WRITE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a statement writes: its first keyword. (`WITH … INSERT` is not
+/// used through `Db::fetch_*`.)
+fn is_write_statement(sql: &str) -> bool {
+    let keyword: String = sql
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+        .iter()
+        .any(|write| keyword.eq_ignore_ascii_case(write))
+}
+
+/// Copies what the SQLite WAL holds into the database file (a PASSIVE
+/// checkpoint: it never waits for, nor blocks, readers and writers). Run in
+/// the background by the server instead of by the commit that happens to
+/// cross SQLite's threshold: that commit would checkpoint while holding this
+/// process's write turn (ADR 0012), so every writer queued behind it would
+/// wait for the copy and its fsync. Answers the WAL frames and those copied;
+/// nothing on PostgreSQL.
+pub async fn checkpoint_sqlite_wal(db: &Db) -> Result<Option<(i64, i64)>, AppError> {
+    let Db::Sqlite(pool) = db else {
+        return Ok(None);
+    };
+    let (_busy, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    Ok(Some((frames, copied)))
+}
 
 /// This process's turn at a SQLite database's write lock: one permit per
 /// database file. SQLite has one writer at a time, and a writer that finds
@@ -338,12 +411,10 @@ const SQLITE_WRITE_WAIT_MAX: std::time::Duration = std::time::Duration::from_sec
 /// (docs/performance.md). Queued here instead, the writers of this process
 /// take the lock in turn, each woken the moment the previous one ends.
 /// Transactions (`Db::begin`), autocommit `Db::execute` and the event store's
-/// appends take it; the busy handler still covers other processes and the
-/// rare writes made through `fetch_*` (the senders' claims). Never taken
-/// twice by one task: a transaction does not call `Db::execute`.
-pub async fn sqlite_write_permit(
-    pool: &SqlitePool,
-) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+/// appends take it, and so do writes made through `Db::fetch_*` (the senders'
+/// claims, `UPDATE … RETURNING`); the busy handler still covers other
+/// processes. Never taken twice by one task: a transaction does not call `Db`.
+pub async fn sqlite_write_permit(pool: &SqlitePool) -> Result<SqliteWriteTurn, AppError> {
     use std::sync::{Arc, Weak};
     use tokio::sync::Semaphore;
     // Weak: a gate lives while a writer holds or awaits it, and a file's next
@@ -370,7 +441,10 @@ pub async fn sqlite_write_permit(
         }
     };
     match tokio::time::timeout(SQLITE_WRITE_WAIT_MAX, gate.acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
+        Ok(Ok(permit)) => Ok(SqliteWriteTurn {
+            _permit: permit,
+            since: std::time::Instant::now(),
+        }),
         Ok(Err(_)) => Err(AppError::internal("the SQLite write gate is closed")),
         Err(_) => Err(AppError::internal(format!(
             "no turn at the SQLite write lock within {} s",
@@ -444,7 +518,9 @@ impl Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::{bind_list, sqlite_sql, update_rows, values_rows, Db, SqlValue};
+    use super::{
+        bind_list, is_write_statement, sqlite_sql, update_rows, values_rows, Db, SqlValue,
+    };
 
     /// Two writers of one process on one SQLite file: the second transaction
     /// begins only once the first has ended (ADR 0012), and a transaction
@@ -474,15 +550,33 @@ mod tests {
                 tx.commit().await.unwrap();
             })
         };
+        // A write read back through a fetch (the senders' claims) queues too.
+        let claim = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.fetch_all("UPDATE t SET n = n + 10 RETURNING n", &[])
+                    .await
+                    .unwrap()
+                    .len()
+            })
+        };
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(
             !second.is_finished(),
             "the second writer waits for its turn"
         );
+        assert!(!claim.is_finished(), "the fetched write waits for its turn");
+        // Reads never wait.
+        let reads = db.fetch_all("SELECT n FROM t", &[]).await.unwrap();
+        assert!(reads.is_empty());
         drop(first);
         tokio::time::timeout(std::time::Duration::from_secs(5), second)
             .await
             .expect("the second writer runs once the first is gone")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), claim)
+            .await
+            .expect("the fetched write runs once the first is gone")
             .unwrap();
         let count = db
             .fetch_optional("SELECT COUNT(*) AS n FROM t", &[])
@@ -492,6 +586,21 @@ mod tests {
             .int("n");
         assert_eq!(count, 1);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn writes_are_told_from_reads_by_their_first_keyword() {
+        for write in [
+            "UPDATE t SET a = 1 RETURNING *",
+            "\n  insert INTO t VALUES (1)",
+            "DELETE FROM t",
+            "REPLACE INTO t VALUES (1)",
+        ] {
+            assert!(is_write_statement(write), "{write}");
+        }
+        for read in ["SELECT 1", "  select updated FROM t", "UPDATED"] {
+            assert!(!is_write_statement(read), "{read}");
+        }
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! slow payments down (issue 5).
 //!
 //! The deliveries are state, not a view: `tables()` is empty so a rebuild does
-//! not empty them, and a replay inserts nothing twice (one row per endpoint and
-//! `webhook-id`), nor sends an endpoint events older than the endpoint.
+//! not empty them, and a replay inserts nothing twice (one row per endpoint,
+//! subject and `webhook-id`: migration 0015), nor sends an endpoint events
+//! older than the endpoint.
 
 use std::collections::HashMap;
 
@@ -258,7 +259,7 @@ impl Projection for WebhookOutboxProjection {
             "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
                 event_type, subject_id, tx_id, global_position, payload, status, attempts,
                 next_attempt_at, created_at)",
-            "ON CONFLICT (endpoint_id, webhook_id) DO NOTHING",
+            "ON CONFLICT (endpoint_id, subject_id, webhook_id) DO NOTHING",
             &rows,
             ROWS_PER_INSERT,
             COLUMNS_PER_ROW - 1,
