@@ -151,6 +151,7 @@ impl AppState {
                 .with_security(security),
         );
         let webhook_deliverer = Arc::new(WebhookDeliverer::new(
+            database.notification_db.clone(),
             db.clone(),
             WebhookSender::new(WebhookNetworkPolicy::from(&config.webhooks))
                 .map_err(|error| anyhow::anyhow!("webhook sender: {error:?}"))?,
@@ -159,7 +160,12 @@ impl AppState {
             key_lock.clone(),
         ));
         let email_deliverer = Arc::new(
-            EmailDeliverer::new(db.clone(), &config.mail, &config.data_dir, clock.clone())
+            EmailDeliverer::new(
+                database.notification_db.clone(),
+                &config.mail,
+                &config.data_dir,
+                clock.clone(),
+            )
                 .map_err(|error| anyhow::anyhow!("e-mail sender: {error}"))?,
         );
         let notifications = Arc::new(NotificationService::new(

@@ -24,6 +24,14 @@ pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_000;
 #[derive(Clone)]
 pub struct Database {
     pub db: Db,
+    /// For the notification senders' claims and results: on SQLite the same
+    /// file over connections of their own with `synchronous=NORMAL` (their
+    /// commits are not flushed one by one; the next durable commit flushes
+    /// them), like their `synchronous_commit = off` on PostgreSQL, where this
+    /// is the same pool as `db`. A crash may lose the last claims or results:
+    /// those notifications go again (at least once, deduplicated by the
+    /// receiver). Nothing else may write through it.
+    pub notification_db: Db,
     /// What to show in logs: the backend and where, never a password.
     pub description: String,
 }
@@ -57,6 +65,7 @@ impl Database {
                 .await
                 .with_context(|| format!("connecting to {description}"))?;
             Ok(Database {
+                notification_db: Db::Postgres(pool.clone()),
                 db: Db::Postgres(pool),
                 description,
             })
@@ -76,11 +85,17 @@ impl Database {
             let description = format!("sqlite://{}", options.get_filename().display());
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.database_connections_max.min(8))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .with_context(|| format!("opening {description}"))?;
+            // Connected on first use (the CLI never sends); the write gate is
+            // per file, so these writers queue with the others.
+            let notification_pool = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_lazy_with(options.synchronous(SqliteSynchronous::Normal));
             Ok(Database {
                 db: Db::Sqlite(pool),
+                notification_db: Db::Sqlite(notification_pool),
                 description,
             })
         } else {

@@ -120,7 +120,11 @@ pub struct AttemptRow {
 }
 
 pub struct WebhookDeliverer {
+    /// Claims, results and reads (`Database::notification_db`).
     db: Db,
+    /// A merchant's requests (`redeliverWebhook`, `sendTestWebhook`): durable
+    /// before they are acknowledged.
+    requests_db: Db,
     sender: WebhookSender,
     secrets: Arc<dyn WebhookSecrets>,
     clock: Arc<dyn Clock>,
@@ -134,6 +138,7 @@ pub struct WebhookDeliverer {
 impl WebhookDeliverer {
     pub fn new(
         db: Db,
+        requests_db: Db,
         sender: WebhookSender,
         secrets: Arc<dyn WebhookSecrets>,
         clock: Arc<dyn Clock>,
@@ -141,6 +146,7 @@ impl WebhookDeliverer {
     ) -> Self {
         WebhookDeliverer {
             db,
+            requests_db,
             sender,
             secrets,
             clock,
@@ -460,7 +466,7 @@ impl WebhookDeliverer {
 
     /// Puts a delivery back in the queue, due now (`redeliverWebhook`).
     pub async fn requeue(&self, delivery_id: &str) -> Result<(), AppError> {
-        self.db
+        self.requests_db
             .execute(
                 "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = $2
                   WHERE delivery_id = $1",
@@ -497,7 +503,7 @@ impl WebhookDeliverer {
             body.into(),
             timestamp_text(now).into(),
         ];
-        self.db
+        self.requests_db
             .execute(
                 "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
                     event_type, subject_id, tx_id, global_position, payload, status, attempts,

@@ -87,6 +87,10 @@ pub(crate) async fn insert_rows(
     Ok(returned)
 }
 
+fn projections_busy(count: usize) -> Vec<std::sync::atomic::AtomicU64> {
+    (0..count).map(|_| Default::default()).collect()
+}
+
 /// All projections of the service, in one place for the server, the CLI and tests.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
@@ -126,6 +130,13 @@ pub struct Projector {
     notifications_received: std::sync::atomic::AtomicU64,
     /// Whether the LISTEN connection is up (PostgreSQL).
     listening: std::sync::atomic::AtomicBool,
+    /// Wall time spent in each projection (`apply` and `finish_batch`), in
+    /// µs, same order as `projections`: time inside the batch's transaction,
+    /// so on SQLite time the single writer's lock is held (`caisse bench`).
+    busy_micros: Vec<std::sync::atomic::AtomicU64>,
+    /// Wall time of the batches that applied events, from their transaction's
+    /// start to its commit (µs).
+    batch_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Projector {
@@ -134,6 +145,7 @@ impl Projector {
             .iter()
             .map(|_| watch::channel(LogPosition::default()).0)
             .collect();
+        let projections_len = projections.len();
         Projector {
             projections,
             log: EventLogReader::new(db.clone()),
@@ -143,6 +155,8 @@ impl Projector {
             process_tag: uuid::Uuid::new_v4().simple().to_string(),
             notifications_received: Default::default(),
             listening: Default::default(),
+            busy_micros: projections_busy(projections_len),
+            batch_micros: Default::default(),
         }
     }
 
@@ -255,6 +269,7 @@ impl Projector {
             return Ok(applied);
         }
         let mut tx = self.db.begin().await?;
+        let batch_started = std::time::Instant::now();
         let checkpoints = self.lock(&mut tx).await?;
         let start = checkpoints.iter().copied().min().unwrap_or_default();
         let events = EventLogReader::read_after_in(&mut tx, start, BATCH_SIZE).await?;
@@ -272,18 +287,29 @@ impl Projector {
         for projection in &self.projections {
             projection.begin_batch();
         }
+        let mut busy = vec![std::time::Duration::ZERO; self.projections.len()];
         for event in &events {
             for (index, projection) in self.projections.iter().enumerate() {
                 if event.position > checkpoints[index] {
+                    let started = std::time::Instant::now();
                     projection.apply(&mut tx, event).await?;
+                    busy[index] += started.elapsed();
                     applied[index] += 1;
                 }
             }
         }
         for (index, projection) in self.projections.iter().enumerate() {
             if applied[index] > 0 {
+                let started = std::time::Instant::now();
                 projection.finish_batch(&mut tx).await?;
+                busy[index] += started.elapsed();
             }
+        }
+        for (total, spent) in self.busy_micros.iter().zip(busy) {
+            total.fetch_add(
+                spent.as_micros() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let mut moved = checkpoints.clone();
         for (index, projection) in self.projections.iter().enumerate() {
@@ -302,6 +328,10 @@ impl Projector {
             .await?;
         }
         tx.commit().await?;
+        self.batch_micros.fetch_add(
+            batch_started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.publish(&moved);
         Ok(applied)
     }
@@ -486,6 +516,32 @@ impl Projectors {
     pub fn watch_checkpoint(&self, name: &str) -> Option<watch::Receiver<LogPosition>> {
         let index = self.projector.index_of(name)?;
         Some(self.projector.checkpoints[index].subscribe())
+    }
+
+    /// Wall time each projection has spent in this process's batches so far
+    /// (µs, `apply` and `finish_batch`), by name; `batches` is the whole of
+    /// the batches that applied events, from their transaction's start to
+    /// their commit.
+    pub fn busy_micros(&self) -> BTreeMap<&'static str, u64> {
+        let mut busy: BTreeMap<&'static str, u64> = self
+            .projector
+            .projections
+            .iter()
+            .zip(&self.projector.busy_micros)
+            .map(|(projection, micros)| {
+                (
+                    projection.name(),
+                    micros.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect();
+        busy.insert(
+            "batches",
+            self.projector
+                .batch_micros
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        busy
     }
 
     /// Checkpoints as last seen by this process.
