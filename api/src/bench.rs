@@ -1483,7 +1483,8 @@ async fn notifications_ab(
                     ms(server_ms),
                     result.cpu.map(|cpu| format!("{:.0}", cpu.steal)).unwrap_or_else(|| "-".into()),
                 );
-                let phase_commands = (rate * (job.load.seconds + job.load.warmup_seconds) as f64).max(1.0);
+                let phase_commands =
+                    (rate * (job.load.seconds + job.load.warmup_seconds) as f64).max(1.0);
                 let spent: Vec<String> = busy_after
                     .iter()
                     .map(|(name, after)| {

@@ -166,7 +166,7 @@ impl AppState {
                 &config.data_dir,
                 clock.clone(),
             )
-                .map_err(|error| anyhow::anyhow!("e-mail sender: {error}"))?,
+            .map_err(|error| anyhow::anyhow!("e-mail sender: {error}"))?,
         );
         let notifications = Arc::new(NotificationService::new(
             repository.clone(),

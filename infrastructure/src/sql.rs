@@ -588,6 +588,38 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// The server's background checkpoint copies the whole WAL into the
+    /// database file when nobody reads an older snapshot.
+    #[tokio::test]
+    async fn a_background_checkpoint_empties_the_sqlite_wal() {
+        let dir = std::env::temp_dir().join(format!(
+            "caisse-checkpoint-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("wal.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .pragma("wal_autocheckpoint", "0");
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let db = Db::Sqlite(pool);
+        db.execute("CREATE TABLE t (n INTEGER)", &[]).await.unwrap();
+        for n in 0..20 {
+            db.execute("INSERT INTO t (n) VALUES ($1)", &[n.into()])
+                .await
+                .unwrap();
+        }
+        let (frames, copied) = super::checkpoint_sqlite_wal(&db).await.unwrap().unwrap();
+        assert!(frames >= 20, "{frames} frames in the WAL");
+        assert_eq!(copied, frames, "every frame copied");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn writes_are_told_from_reads_by_their_first_keyword() {
         for write in [
