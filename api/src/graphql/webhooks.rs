@@ -2,7 +2,7 @@
 //! event types each subscribes to, its signing secret (shown once), rotation,
 //! and turning it off and on.
 
-use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use caisse_application::webhooks::EndpointResult;
 use caisse_application::AppError;
 use caisse_domain::ids::WebhookEndpointId;
@@ -233,15 +233,13 @@ fn refuse_disabled(
         .disabled_reason
         .map(|reason| format!(" ({})", reason.as_str()))
         .unwrap_or_default();
-    let message = format!(
-        "{field}: the webhook endpoint {endpoint_id} is disabled{reason}; enable it with enableWebhookEndpoint first"
-    );
-    Err(
-        async_graphql::Error::new(message).extend_with(move |_, extensions| {
-            extensions.set("code", "WEBHOOK_ENDPOINT_DISABLED");
-            extensions.set("field", field);
-        }),
-    )
+    Err(app_error(AppError::Invalid {
+        field,
+        code: "WEBHOOK_ENDPOINT_DISABLED",
+        message: format!(
+            "the webhook endpoint {endpoint_id} is disabled{reason}; enable it with enableWebhookEndpoint first"
+        ),
+    }))
 }
 
 /// Largest page of deliveries.
