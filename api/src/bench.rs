@@ -1449,10 +1449,12 @@ async fn notifications_ab(
                     ..job.load.clone()
                 };
                 let busy_before = state.projectors.busy_micros();
+                let batches_before = state.projectors.batch_micros();
                 let result = drive(job.backend, clients, endpoint, key, shop, &load, None).await;
                 // Warm-up included on both sides of the difference: per command
                 // of the whole phase, approximately.
                 let busy_after = state.projectors.busy_micros();
+                let batches = state.projectors.batch_micros() - batches_before;
                 let rate = result.commands_per_second();
                 let cpu_ms = result.cpu_ms_per_command();
                 let server_ms = result.server_cpu_ms_per_command();
@@ -1485,12 +1487,11 @@ async fn notifications_ab(
                 );
                 let phase_commands =
                     (rate * (job.load.seconds + job.load.warmup_seconds) as f64).max(1.0);
-                let spent: Vec<String> = busy_after
-                    .iter()
-                    .map(|(name, after)| {
-                        let micros = after - busy_before.get(name).copied().unwrap_or(0);
-                        (name, micros as f64 / phase_commands)
-                    })
+                let spent: Vec<String> = std::iter::once(("batches", batches))
+                    .chain(busy_after.iter().map(|(name, after)| {
+                        (*name, after - busy_before.get(name).copied().unwrap_or(0))
+                    }))
+                    .map(|(name, micros)| (name, micros as f64 / phase_commands))
                     .filter(|(_, per_command)| *per_command >= 5.0)
                     .map(|(name, per_command)| format!("{name} {per_command:.0}"))
                     .collect();

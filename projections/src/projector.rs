@@ -87,10 +87,6 @@ pub(crate) async fn insert_rows(
     Ok(returned)
 }
 
-fn projections_busy(count: usize) -> Vec<std::sync::atomic::AtomicU64> {
-    (0..count).map(|_| Default::default()).collect()
-}
-
 /// All projections of the service, in one place for the server, the CLI and tests.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
@@ -145,7 +141,7 @@ impl Projector {
             .iter()
             .map(|_| watch::channel(LogPosition::default()).0)
             .collect();
-        let projections_len = projections.len();
+        let busy_micros = projections.iter().map(|_| Default::default()).collect();
         Projector {
             projections,
             log: EventLogReader::new(db.clone()),
@@ -155,7 +151,7 @@ impl Projector {
             process_tag: uuid::Uuid::new_v4().simple().to_string(),
             notifications_received: Default::default(),
             listening: Default::default(),
-            busy_micros: projections_busy(projections_len),
+            busy_micros,
             batch_micros: Default::default(),
         }
     }
@@ -519,12 +515,9 @@ impl Projectors {
     }
 
     /// Wall time each projection has spent in this process's batches so far
-    /// (µs, `apply` and `finish_batch`), by name; `batches` is the whole of
-    /// the batches that applied events, from their transaction's start to
-    /// their commit.
+    /// (µs, `apply` and `finish_batch`), by name.
     pub fn busy_micros(&self) -> BTreeMap<&'static str, u64> {
-        let mut busy: BTreeMap<&'static str, u64> = self
-            .projector
+        self.projector
             .projections
             .iter()
             .zip(&self.projector.busy_micros)
@@ -534,14 +527,16 @@ impl Projectors {
                     micros.load(std::sync::atomic::Ordering::Relaxed),
                 )
             })
-            .collect();
-        busy.insert(
-            "batches",
-            self.projector
-                .batch_micros
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        busy
+            .collect()
+    }
+
+    /// Wall time of this process's batches that applied events so far (µs),
+    /// each from its transaction's start to its commit: the projections'
+    /// work plus reading the log, the checkpoints and the commit.
+    pub fn batch_micros(&self) -> u64 {
+        self.projector
+            .batch_micros
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checkpoints as last seen by this process.
