@@ -30,6 +30,7 @@ use caisse_infrastructure::{Config, Database, Db};
 use caisse_projections::queries::ViewDuePayments;
 use caisse_projections::risk::ViewGreyLists;
 use caisse_projections::schedule::ViewScheduledWork;
+use caisse_projections::webhook_dispatch::WebhookDispatcher;
 use caisse_projections::Projectors;
 
 /// Most webhook deliveries one pass attempts.
@@ -64,8 +65,11 @@ pub struct AppState {
     pub reference: SharedReference,
     /// Webhook endpoints (issue 5).
     pub webhooks: Arc<WebhookService<EventRepository>>,
-    /// Sends the webhook deliveries the outbox projection queues.
+    /// Sends the webhook deliveries: first attempts for the dispatcher,
+    /// then retries, redeliveries and test events.
     pub webhook_deliverer: Arc<WebhookDeliverer>,
+    /// Finds the webhook deliveries in the log (ADR 0013).
+    pub webhook_dispatcher: Arc<WebhookDispatcher>,
     /// Merchant e-mail settings (issue 5, NT-1).
     pub notifications: Arc<NotificationService<EventRepository>>,
     /// Sends the e-mails the `email_outbox` projection queues (SMTP or files).
@@ -226,6 +230,10 @@ impl AppState {
             api_keys: Default::default(),
             reference,
             webhooks,
+            webhook_dispatcher: Arc::new(WebhookDispatcher::new(
+                db.clone(),
+                webhook_deliverer.clone(),
+            )),
             webhook_deliverer,
             notifications,
             email_deliverer,
@@ -316,7 +324,9 @@ impl AppState {
     /// outbox projection moves (new rows, sent about `SENDER_COALESCE` later)
     /// or `scheduler.interval_ms` passes (retries falling due).
     fn spawn_notification_senders(self: &Arc<Self>) {
-        let webhooks = self.spawn_sender("webhook_outbox", WEBHOOK_PASS_MAX, |state| {
+        // The endpoints view moves with every projector batch, and the
+        // dispatcher follows it.
+        let webhooks = self.spawn_sender("webhooks", WEBHOOK_PASS_MAX, |state| {
             Box::pin(async move {
                 let run = state.deliver_webhooks().await?;
                 Ok(run.succeeded + run.retrying + run.failed)
@@ -364,10 +374,19 @@ impl AppState {
         })
     }
 
-    /// Sends the due webhook deliveries, and disables the endpoints that
-    /// failed for the whole retry schedule.
+    /// Dispatches what the log holds since the last pass (first attempts),
+    /// sends the due retries, and disables the endpoints that failed for the
+    /// whole retry schedule.
     pub async fn deliver_webhooks(&self) -> Result<DeliveryRun, caisse_application::AppError> {
-        let run = self.webhook_deliverer.run_due(WEBHOOK_PASS_MAX).await?;
+        let mut run = DeliveryRun::default();
+        loop {
+            let pass = self.webhook_dispatcher.run_pass().await?;
+            run.absorb(pass.run);
+            if !pass.full {
+                break;
+            }
+        }
+        run.absorb(self.webhook_deliverer.run_due(WEBHOOK_PASS_MAX).await?);
         for endpoint_id in &run.endpoints_failing {
             self.webhooks.disable_failing(*endpoint_id).await?;
         }

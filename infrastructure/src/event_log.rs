@@ -56,17 +56,6 @@ SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
  ORDER BY global_position
  LIMIT $3";
 
-const PG_AGGREGATE_EVENTS: &str = "
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-       payload::text AS payload, metadata::text AS metadata, global_position,
-       tx_id::text::bigint AS tx_id, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at
-  FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
-
-const SQLITE_AGGREGATE_EVENTS: &str = "
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-       payload, metadata, global_position, 0 AS tx_id, recorded_at
-  FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
-
 impl EventLogReader {
     pub fn new(db: Db) -> Self {
         EventLogReader { db }
@@ -113,15 +102,34 @@ impl EventLogReader {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<LoggedEvent>, AppError> {
-        let sql = if self.db.is_postgres() {
-            PG_AGGREGATE_EVENTS
+        self.events_of_aggregates(aggregate_type, &[aggregate_id.to_string()])
+            .await
+    }
+
+    /// Every event of several aggregates of one type, each's in sequence
+    /// order (the webhook dispatcher replays a pass's payments at once).
+    pub async fn events_of_aggregates(
+        &self,
+        aggregate_type: &str,
+        aggregate_ids: &[String],
+    ) -> Result<Vec<LoggedEvent>, AppError> {
+        if aggregate_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut params: Vec<SqlValue> = vec![aggregate_type.into()];
+        let ids = crate::sql::bind_list(&mut params, aggregate_ids.iter().cloned());
+        let columns = if self.db.is_postgres() {
+            "payload::text AS payload, metadata::text AS metadata, global_position,
+             tx_id::text::bigint AS tx_id, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at"
         } else {
-            SQLITE_AGGREGATE_EVENTS
+            "payload, metadata, global_position, 0 AS tx_id, recorded_at"
         };
-        let rows = self
-            .db
-            .fetch_all(sql, &[aggregate_type.into(), aggregate_id.into()])
-            .await?;
+        let sql = format!(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, {columns}
+               FROM events WHERE aggregate_type = $1 AND aggregate_id IN ({ids})
+              ORDER BY aggregate_id, sequence"
+        );
+        let rows = self.db.fetch_all(&sql, &params).await?;
         rows.iter().map(logged_event).collect()
     }
 

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use caisse_application::ports::{Clock, KeyLock, WebhookSecrets};
+use caisse_application::ports::{Clock, KeyLock, LogPosition, WebhookSecrets};
 use caisse_application::AppError;
 use caisse_domain::ids::WebhookEndpointId;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::sql::{bind_list, update_rows, values_rows, Db, SqlRow, SqlValue};
+use crate::sql::{bind_list, update_rows, values_rows, Db, SqlRow, SqlValue, Tx};
 use crate::time::{parse_timestamp, timestamp_text};
 use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -50,6 +50,18 @@ const CLAIM_CHUNK: usize = 64;
 /// a process that dies mid-send delays its deliveries by.
 const CLAIM_LEASE_SECONDS: i64 = 300;
 
+/// How long a dispatch pass keeps the log to itself (`webhook_dispatch`'s
+/// lease): what a process that dies mid-pass delays the next pass by.
+const DISPATCH_LEASE_SECONDS: i64 = 300;
+
+/// After this long into a pass, its deliveries not yet attempted are queued
+/// (left to `run_due`) instead: with one 15 s timeout at most after it, a
+/// pass ends well within its lease whatever the receivers do.
+const DISPATCH_SENDING_MAX: Duration = Duration::from_secs(120);
+
+/// Rows per INSERT of a dispatch pass (17 parameters each).
+const DISPATCH_ROWS_PER_INSERT: usize = 100;
+
 /// How long an endpoint may fail every delivery before it is disabled.
 pub const PERSISTENT_FAILURE_DAYS: i64 = 3;
 
@@ -61,9 +73,27 @@ pub struct DeliveryRun {
     pub retrying: usize,
     /// Deliveries given up after the whole schedule.
     pub failed: usize,
+    /// New deliveries not attempted yet: behind a pending one of the same
+    /// payment and endpoint (order per payment), or past the pass's time.
+    pub queued: usize,
     /// Endpoints whose deliveries all failed for `PERSISTENT_FAILURE_DAYS`:
     /// the caller disables them (an event of their aggregate).
     pub endpoints_failing: Vec<WebhookEndpointId>,
+}
+
+impl DeliveryRun {
+    /// Adds another pass's counts to this one's.
+    pub fn absorb(&mut self, other: DeliveryRun) {
+        self.succeeded += other.succeeded;
+        self.retrying += other.retrying;
+        self.failed += other.failed;
+        self.queued += other.queued;
+        for endpoint in other.endpoints_failing {
+            if !self.endpoints_failing.contains(&endpoint) {
+                self.endpoints_failing.push(endpoint);
+            }
+        }
+    }
 }
 
 /// One delivery as GraphQL shows it.
@@ -117,6 +147,33 @@ pub struct AttemptRow {
     pub latency_ms: i64,
     pub response_prefix: Option<String>,
     pub error: Option<String>,
+}
+
+/// An endpoint as the dispatcher found it: where to send and how to sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchEndpoint {
+    pub endpoint_id: WebhookEndpointId,
+    pub url: String,
+    pub secret_version: u32,
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+}
+
+/// A delivery found in the log by the dispatcher (ADR 0013), before its first
+/// attempt: not yet a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub webhook_id: String,
+    pub endpoint: DispatchEndpoint,
+    pub shop_id: String,
+    pub mode: String,
+    pub event_type: String,
+    pub subject_id: String,
+    /// The event's place in the log: the order of a subject's deliveries.
+    pub position: LogPosition,
+    pub payload: String,
+    /// The event's instant: the delivery's creation, and when a queued one
+    /// falls due.
+    pub occurred_at: DateTime<Utc>,
 }
 
 pub struct WebhookDeliverer {
@@ -311,72 +368,28 @@ impl WebhookDeliverer {
             tx.execute("SET LOCAL synchronous_commit = off", &[])
                 .await?;
         }
-        let mut log_params: Vec<SqlValue> = Vec::new();
-        for Attempted {
-            claimed,
-            at,
-            attempt,
-        } in &attempted
-        {
-            log_params.extend([
-                claimed.delivery_id.clone().into(),
-                (claimed.attempts + 1).into(),
-                timestamp_text(*at).into(),
-                attempt.status.map(i64::from).into(),
-                (attempt.latency_ms as i64).into(),
-                Some(attempt.response_prefix.clone())
-                    .filter(|p| !p.is_empty())
-                    .into(),
-                attempt.error.clone().into(),
-            ]);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
-                    latency_ms, response_prefix, error) VALUES {}",
-                values_rows(attempted.len(), 7, 7, |_| String::new())
-            ),
-            &log_params,
-        )
-        .await?;
+        insert_attempts(&mut tx, attempted.iter()).await?;
         let mut outcomes = Vec::new();
         let mut updates = Vec::new();
-        for Attempted {
-            claimed,
-            at,
-            attempt,
-        } in attempted
-        {
-            let number = claimed.attempts + 1;
-            let outcome = if attempt.success {
-                Outcome::Succeeded
-            } else if (number as usize) <= RETRY_SCHEDULE.len() {
-                Outcome::Retrying
-            } else {
-                Outcome::Failed
-            };
-            let (status, next) = match &outcome {
-                Outcome::Succeeded => ("SUCCEEDED", None),
-                Outcome::Retrying => (
-                    "PENDING",
-                    Some(timestamp_text(
-                        at + next_delay(number as usize, attempt.retry_after),
-                    )),
-                ),
-                Outcome::Failed => ("FAILED", None),
-            };
+        for attempted in attempted {
+            let result = AttemptResult::of(&attempted);
+            let Attempted {
+                claimed,
+                at,
+                attempt,
+            } = attempted;
             updates.push((
                 claimed.delivery_id,
                 vec![
-                    status.into(),
-                    number.into(),
-                    next.into(),
+                    result.status.into(),
+                    result.attempts.into(),
+                    result.next_attempt_at.into(),
                     timestamp_text(at).into(),
                     attempt.status.map(i64::from).into(),
                     attempt.error.into(),
                 ],
             ));
-            outcomes.push((claimed.endpoint_id, outcome));
+            outcomes.push((claimed.endpoint_id, result.outcome));
         }
         // Every delivery's new state in one statement.
         let (sql, params) = update_rows(
@@ -395,6 +408,297 @@ impl WebhookDeliverer {
         tx.execute(&sql, &params).await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Sends a dispatch pass's new deliveries and records them, with the
+    /// dispatcher's checkpoint, in one transaction (ADR 0013): on the happy
+    /// path a delivery is one row written once, with its attempt. `from` is
+    /// the checkpoint the pass read the log after, `to` the last event it
+    /// covered, `deliveries` in log order.
+    ///
+    /// One pass at a time over all processes: the pass first leases the
+    /// `webhook_dispatch` row, at `from`. Answers None, having sent nothing,
+    /// when another pass holds it or has moved the checkpoint. A crash before
+    /// the commit sends the pass again from `from`, with the same
+    /// `webhook-id`s (at least once); the unique (endpoint, subject,
+    /// `webhook-id`) index keeps the rows single.
+    pub async fn dispatch(
+        &self,
+        from: LogPosition,
+        to: LogPosition,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Option<DeliveryRun>, AppError> {
+        let now = timestamp_text(self.clock.now());
+        let at_from = [
+            SqlValue::from(from.tx_id as i64),
+            SqlValue::from(from.global_position),
+            SqlValue::from(now.clone()),
+        ];
+        if deliveries.is_empty() {
+            // Nothing to send: the checkpoint moves, unless a pass holds it.
+            let moved = self
+                .db
+                .execute(
+                    "UPDATE webhook_dispatch SET tx_id = $4, global_position = $5, updated_at = $3
+                      WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2
+                        AND (lease_until IS NULL OR lease_until < $3)",
+                    &[
+                        at_from.as_slice(),
+                        &[(to.tx_id as i64).into(), to.global_position.into()],
+                    ]
+                    .concat(),
+                )
+                .await?;
+            return Ok((moved == 1).then(DeliveryRun::default));
+        }
+        let lease_until =
+            timestamp_text(self.clock.now() + chrono::Duration::seconds(DISPATCH_LEASE_SECONDS));
+        let leased = self
+            .db
+            .execute(
+                "UPDATE webhook_dispatch SET lease_until = $4
+                  WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2
+                    AND (lease_until IS NULL OR lease_until < $3)",
+                &[at_from.as_slice(), &[lease_until.into()]].concat(),
+            )
+            .await?;
+        if leased != 1 {
+            return Ok(None);
+        }
+        let blocked = self.pending_subjects(&deliveries).await?;
+        // One group per endpoint and payment, in log order: the groups go
+        // out side by side, each one's deliveries one after the other.
+        let mut groups: Vec<Vec<NewDelivery>> = Vec::new();
+        let mut group_of: std::collections::HashMap<(WebhookEndpointId, String), usize> =
+            Default::default();
+        for delivery in deliveries {
+            let key = (delivery.endpoint.endpoint_id, delivery.subject_id.clone());
+            let index = *group_of.entry(key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[index].push(delivery);
+        }
+        let sending_ends = tokio::time::Instant::now() + DISPATCH_SENDING_MAX;
+        let dispatched: Vec<Result<Vec<Dispatched>, AppError>> = futures::stream::iter(groups)
+            .map(|group| {
+                let queue_all =
+                    blocked.contains(&(group[0].endpoint.endpoint_id, group[0].subject_id.clone()));
+                self.send_in_order(group, queue_all, sending_ends)
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let mut dispatched: Vec<Dispatched> = dispatched
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        dispatched.sort_by_key(|d| d.delivery.position);
+        self.record_dispatch(from, to, dispatched).await
+    }
+
+    /// The (endpoint, payment) pairs among `deliveries`' that have a delivery
+    /// still pending: a new one queues behind it.
+    async fn pending_subjects(
+        &self,
+        deliveries: &[NewDelivery],
+    ) -> Result<std::collections::HashSet<(WebhookEndpointId, String)>, AppError> {
+        let mut params: Vec<SqlValue> = Vec::new();
+        let mut endpoints: Vec<String> = deliveries
+            .iter()
+            .map(|d| d.endpoint.endpoint_id.to_string())
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        let mut subjects: Vec<String> = deliveries.iter().map(|d| d.subject_id.clone()).collect();
+        subjects.sort();
+        subjects.dedup();
+        let endpoints = bind_list(&mut params, endpoints);
+        let subjects = bind_list(&mut params, subjects);
+        let rows = self
+            .db
+            .fetch_all(
+                &format!(
+                    "SELECT DISTINCT endpoint_id, subject_id FROM webhook_deliveries
+                      WHERE endpoint_id IN ({endpoints}) AND subject_id IN ({subjects})
+                        AND status = 'PENDING'"
+                ),
+                &params,
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                WebhookEndpointId::parse(&row.text("endpoint_id"))
+                    .map(|endpoint| (endpoint, row.text("subject_id")))
+            })
+            .collect())
+    }
+
+    /// One endpoint's deliveries about one payment, in order: each is
+    /// attempted once the one before succeeded; after a failure (or with
+    /// `queue_all`, or past `sending_ends`) the rest wait in the queue.
+    async fn send_in_order(
+        &self,
+        group: Vec<NewDelivery>,
+        mut queue_all: bool,
+        sending_ends: tokio::time::Instant,
+    ) -> Result<Vec<Dispatched>, AppError> {
+        let mut dispatched = Vec::new();
+        for delivery in group {
+            queue_all = queue_all || tokio::time::Instant::now() >= sending_ends;
+            let delivery_id = format!("whd_{}", uuid::Uuid::now_v7().simple());
+            if queue_all {
+                dispatched.push(Dispatched {
+                    delivery,
+                    delivery_id,
+                    attempted: None,
+                });
+                continue;
+            }
+            let claimed = Claimed {
+                delivery_id: delivery_id.clone(),
+                webhook_id: delivery.webhook_id.clone(),
+                endpoint_id: delivery.endpoint.endpoint_id,
+                payload: delivery.payload.clone(),
+                attempts: 0,
+                url: delivery.endpoint.url.clone(),
+                secret_version: delivery.endpoint.secret_version,
+                previous_secret_valid_until: delivery.endpoint.previous_secret_valid_until,
+            };
+            let attempted = self.send(claimed).await?;
+            queue_all = !attempted.attempt.success;
+            dispatched.push(Dispatched {
+                delivery,
+                delivery_id,
+                attempted: Some(attempted),
+            });
+        }
+        Ok(dispatched)
+    }
+
+    /// A dispatch pass's one transaction: its deliveries as they stand after
+    /// their first attempt, the attempts, the checkpoint moved to `to` and
+    /// the lease released. Rolled back (None) if the checkpoint is no longer
+    /// at `from`: the lease ran out and another pass took over.
+    async fn record_dispatch(
+        &self,
+        from: LogPosition,
+        to: LogPosition,
+        dispatched: Vec<Dispatched>,
+    ) -> Result<Option<DeliveryRun>, AppError> {
+        let mut run = DeliveryRun::default();
+        let mut rows: Vec<Vec<SqlValue>> = Vec::new();
+        for Dispatched {
+            delivery,
+            delivery_id,
+            attempted,
+        } in &dispatched
+        {
+            let created_at = timestamp_text(delivery.occurred_at);
+            let (status, attempts, next, last_at, last_code, last_error) = match attempted {
+                None => {
+                    run.queued += 1;
+                    ("PENDING", 0, Some(created_at.clone()), None, None, None)
+                }
+                Some(attempted) => {
+                    let result = AttemptResult::of(attempted);
+                    match result.outcome {
+                        Outcome::Succeeded => run.succeeded += 1,
+                        Outcome::Retrying => run.retrying += 1,
+                        Outcome::Failed => run.failed += 1,
+                    }
+                    (
+                        result.status,
+                        result.attempts,
+                        result.next_attempt_at,
+                        Some(timestamp_text(attempted.at)),
+                        attempted.attempt.status.map(i64::from),
+                        attempted.attempt.error.clone(),
+                    )
+                }
+            };
+            rows.push(vec![
+                delivery_id.clone().into(),
+                delivery.webhook_id.clone().into(),
+                delivery.endpoint.endpoint_id.to_string().into(),
+                delivery.shop_id.clone().into(),
+                delivery.mode.clone().into(),
+                delivery.event_type.clone().into(),
+                delivery.subject_id.clone().into(),
+                (delivery.position.tx_id as i64).into(),
+                delivery.position.global_position.into(),
+                delivery.payload.clone().into(),
+                status.into(),
+                attempts.into(),
+                next.into(),
+                last_at.into(),
+                last_code.into(),
+                last_error.into(),
+                created_at.into(),
+            ]);
+        }
+        let mut tx = self.db.begin().await?;
+        if tx.is_postgres() {
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
+        }
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in rows.chunks(DISPATCH_ROWS_PER_INSERT) {
+            let values = values_rows(chunk.len(), chunk[0].len(), chunk[0].len(), |_| {
+                String::new()
+            });
+            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+            for row in tx
+                .fetch_all(
+                    &format!(
+                        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id,
+                            shop_id, mode, event_type, subject_id, tx_id, global_position, payload,
+                            status, attempts, next_attempt_at, last_attempt_at, last_status_code,
+                            last_error, created_at)
+                         VALUES {values}
+                         ON CONFLICT (endpoint_id, subject_id, webhook_id) DO NOTHING
+                         RETURNING delivery_id"
+                    ),
+                    &params,
+                )
+                .await?
+            {
+                inserted.insert(row.text("delivery_id"));
+            }
+        }
+        // No row should be there already (rows and checkpoint commit
+        // together); one that were would keep its own attempts.
+        insert_attempts(
+            &mut tx,
+            dispatched
+                .iter()
+                .filter(|d| inserted.contains(&d.delivery_id))
+                .filter_map(|d| d.attempted.as_ref()),
+        )
+        .await?;
+        let moved = tx
+            .execute(
+                "UPDATE webhook_dispatch SET tx_id = $3, global_position = $4,
+                        lease_until = NULL, updated_at = $5
+                  WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2",
+                &[
+                    (from.tx_id as i64).into(),
+                    from.global_position.into(),
+                    (to.tx_id as i64).into(),
+                    to.global_position.into(),
+                    timestamp_text(self.clock.now()).into(),
+                ],
+            )
+            .await?;
+        if moved != 1 {
+            tracing::warn!("a webhook dispatch pass outlived its lease; another pass took over");
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(run))
     }
 
     /// The current secret, and the previous one during its 24 h overlap. A
@@ -622,6 +926,93 @@ struct Attempted {
     claimed: Claimed,
     at: DateTime<Utc>,
     attempt: DeliveryAttempt,
+}
+
+/// A new delivery of a dispatch pass, attempted or queued.
+struct Dispatched {
+    delivery: NewDelivery,
+    delivery_id: String,
+    attempted: Option<Attempted>,
+}
+
+/// A delivery's state after an attempt.
+struct AttemptResult {
+    outcome: Outcome,
+    status: &'static str,
+    /// Attempts made, this one included.
+    attempts: i64,
+    next_attempt_at: Option<String>,
+}
+
+impl AttemptResult {
+    fn of(attempted: &Attempted) -> Self {
+        let attempts = attempted.claimed.attempts + 1;
+        let attempt = &attempted.attempt;
+        if attempt.success {
+            return AttemptResult {
+                outcome: Outcome::Succeeded,
+                status: "SUCCEEDED",
+                attempts,
+                next_attempt_at: None,
+            };
+        }
+        if (attempts as usize) <= RETRY_SCHEDULE.len() {
+            let next = attempted.at + next_delay(attempts as usize, attempt.retry_after);
+            return AttemptResult {
+                outcome: Outcome::Retrying,
+                status: "PENDING",
+                attempts,
+                next_attempt_at: Some(timestamp_text(next)),
+            };
+        }
+        AttemptResult {
+            outcome: Outcome::Failed,
+            status: "FAILED",
+            attempts,
+            next_attempt_at: None,
+        }
+    }
+}
+
+/// Logs attempts, one statement for all.
+async fn insert_attempts<'a>(
+    tx: &mut Tx,
+    attempted: impl Iterator<Item = &'a Attempted>,
+) -> Result<(), AppError> {
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut count = 0;
+    for Attempted {
+        claimed,
+        at,
+        attempt,
+    } in attempted
+    {
+        count += 1;
+        params.extend([
+            claimed.delivery_id.clone().into(),
+            (claimed.attempts + 1).into(),
+            timestamp_text(*at).into(),
+            attempt.status.map(i64::from).into(),
+            (attempt.latency_ms as i64).into(),
+            Some(attempt.response_prefix.clone())
+                .filter(|p| !p.is_empty())
+                .into(),
+            attempt.error.clone().into(),
+        ]);
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
+                latency_ms, response_prefix, error) VALUES {}",
+            values_rows(count, 7, 7, |_| String::new())
+        ),
+        &params,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The wait before the next attempt after `attempts` failed ones: the

@@ -7,7 +7,7 @@
 //! when absent). Rendered here, queued in
 //! `email_outbox`, sent by the mailer (`caisse_infrastructure::mailer`).
 //!
-//! Like `webhook_outbox`, the outbox is state, not a view: `tables()` is
+//! Like the webhook deliveries, the outbox is state, not a view: `tables()` is
 //! empty so a rebuild does not empty it, a replay inserts nothing twice (one
 //! row per event, role and address: `dedup_key`), and the merchant is never
 //! e-mailed about events older than the shop's last configuration.
@@ -32,7 +32,7 @@ use crate::email_templates::{
 use crate::money::{milli_to_string, to_milli};
 use crate::notifications::NotificationSettingsRow;
 use crate::projector::{decode, insert_rows, Projection};
-use crate::webhook_outbox::{event_amount, payment_event_type};
+use crate::webhook_dispatch::{event_amount, payment_event_type};
 
 /// The columns of a queued e-mail's outbox row, in the INSERT's order.
 const COLUMNS_PER_ROW: usize = 13;

@@ -23,7 +23,7 @@ pub mod risk_queries;
 #[cfg(test)]
 mod risk_tests;
 pub mod schedule;
-pub mod webhook_outbox;
+pub mod webhook_dispatch;
 pub mod webhooks;
 
 pub use projector::{Projection, ProjectionHandle, Projector, Projectors};

@@ -98,8 +98,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::journal::JournalProjection),
         Arc::new(crate::risk::RiskProjection),
         Arc::new(crate::webhooks::WebhooksProjection),
-        // After payments, plans and webhooks: it reads their rows.
-        Arc::new(crate::webhook_outbox::WebhookOutboxProjection::default()),
         Arc::new(crate::notifications::NotificationsProjection),
         // After payments, accounts and notifications: it reads their rows.
         Arc::new(crate::email_outbox::EmailOutboxProjection::default()),

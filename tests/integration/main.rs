@@ -22,4 +22,5 @@ mod smoke;
 mod subscriptions;
 mod typologies;
 mod validation;
+mod webhook_dispatch;
 mod webhooks;
