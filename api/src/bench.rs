@@ -1450,6 +1450,8 @@ async fn notifications_ab(
                 };
                 let busy_before = state.projectors.busy_micros();
                 let batches_before = state.projectors.batch_micros();
+                let dispatch_before = caisse_infrastructure::webhook_delivery::dispatch_timings();
+                let build_before = caisse_projections::webhook_dispatch::build_micros();
                 let result = drive(job.backend, clients, endpoint, key, shop, &load, None).await;
                 // Warm-up included on both sides of the difference: per command
                 // of the whole phase, approximately.
@@ -1496,6 +1498,18 @@ async fn notifications_ab(
                     .map(|(name, per_command)| format!("{name} {per_command:.0}"))
                     .collect();
                 println!("    projections, µs per command: {}", spent.join(", "));
+                let (passes, writing, sending) =
+                    caisse_infrastructure::webhook_delivery::dispatch_timings();
+                let building = caisse_projections::webhook_dispatch::build_micros() - build_before;
+                if passes > dispatch_before.0 {
+                    println!(
+                        "    webhook dispatch: {} passes with deliveries; µs per command: building {:.0}, sending {:.0}, writing {:.0}",
+                        passes - dispatch_before.0,
+                        building as f64 / phase_commands,
+                        (sending - dispatch_before.2) as f64 / phase_commands,
+                        (writing - dispatch_before.1) as f64 / phase_commands,
+                    );
+                }
                 if notifications {
                     on.push(rate);
                     on_cpu.push(cpu_ms);
@@ -1681,17 +1695,21 @@ async fn smtp_sink() -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// Waits (30 s at most) until no webhook delivery or e-mail is due, so a
-/// phase does not pay for the one before.
+/// Waits (30 s at most) until no event waits for the webhook dispatcher and
+/// no webhook delivery or e-mail is due, so a phase does not pay for the one
+/// before.
 async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // (webhook deliveries, e-mails) pending; (0, 0) if the count fails.
+        // (events not dispatched + webhook deliveries, e-mails) pending;
+        // (0, 0) if the count fails.
         let (webhooks, emails) = state
             .database
             .db
             .fetch_optional(
-                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING') AS webhooks,
+                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING')
+                      + (SELECT COUNT(*) FROM events WHERE global_position >
+                            (SELECT global_position FROM webhook_dispatch WHERE name = 'webhooks')) AS webhooks,
                         (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS emails",
                 &[],
             )
@@ -1705,7 +1723,7 @@ async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
         }
         if Instant::now() >= deadline {
             println!(
-                "  (outboxes not drained after 30 s: {webhooks} webhook deliveries, {emails} e-mails pending; going on)"
+                "  (outboxes not drained after 30 s: {webhooks} webhook events or deliveries, {emails} e-mails pending; going on)"
             );
             return;
         }

@@ -172,8 +172,9 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// Prometheus text exposition: the log's head and each projection's checkpoint (read
-/// from the database, so every process reports the same lag), and build info.
+/// Prometheus text exposition: the log's head, each projection's checkpoint and
+/// the webhook dispatcher's (read from the database, so every process reports
+/// the same lag), and build info.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let db = state.app.db();
     let head = match state.app.log.head().await {
@@ -190,6 +191,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         )
         .await
         .unwrap_or_default();
+    let dispatched = db
+        .fetch_optional(
+            "SELECT global_position FROM webhook_dispatch WHERE name = 'webhooks'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten();
     let mut body = String::new();
     body.push_str(
         "# HELP caisse_build_info Version of the running binary.\n# TYPE caisse_build_info gauge\n",
@@ -212,6 +221,16 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         body.push_str(&format!(
             "caisse_projection_checkpoint_position{{projection=\"{}\"}} {}\n",
             row.text("name"),
+            row.int("global_position")
+        ));
+    }
+    if let Some(row) = dispatched {
+        body.push_str(
+            "# HELP caisse_webhook_dispatch_position Last log position the webhook dispatcher sent.\n",
+        );
+        body.push_str("# TYPE caisse_webhook_dispatch_position gauge\n");
+        body.push_str(&format!(
+            "caisse_webhook_dispatch_position {}\n",
             row.int("global_position")
         ));
     }

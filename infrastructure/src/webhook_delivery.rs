@@ -3,6 +3,7 @@
 //! Webhooks) and sent by one process at a time, every attempt logged, failures
 //! retried on a schedule of about three days, then given up.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,27 @@ const DISPATCH_ROWS_PER_INSERT: usize = 100;
 
 /// How long an endpoint may fail every delivery before it is disabled.
 pub const PERSISTENT_FAILURE_DAYS: i64 = 3;
+
+/// Wall time of this process's dispatch passes, in µs, for `caisse bench`:
+/// passes that sent something, their time in write transactions (the lease
+/// and the record: on SQLite, time holding the single writer's lock) and
+/// their time sending.
+static DISPATCH_PASSES: AtomicU64 = AtomicU64::new(0);
+static DISPATCH_WRITE_MICROS: AtomicU64 = AtomicU64::new(0);
+static DISPATCH_SEND_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// (passes, µs writing, µs sending) of this process's dispatch passes so far.
+pub fn dispatch_timings() -> (u64, u64, u64) {
+    (
+        DISPATCH_PASSES.load(Ordering::Relaxed),
+        DISPATCH_WRITE_MICROS.load(Ordering::Relaxed),
+        DISPATCH_SEND_MICROS.load(Ordering::Relaxed),
+    )
+}
+
+fn add_micros(counter: &AtomicU64, since: std::time::Instant) {
+    counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -451,6 +473,8 @@ impl WebhookDeliverer {
                 .await?;
             return Ok((moved == 1).then(DeliveryRun::default));
         }
+        DISPATCH_PASSES.fetch_add(1, Ordering::Relaxed);
+        let leasing = std::time::Instant::now();
         let lease_until =
             timestamp_text(self.clock.now() + chrono::Duration::seconds(DISPATCH_LEASE_SECONDS));
         let leased = self
@@ -462,9 +486,33 @@ impl WebhookDeliverer {
                 &[at_from.as_slice(), &[lease_until.into()]].concat(),
             )
             .await?;
+        add_micros(&DISPATCH_WRITE_MICROS, leasing);
         if leased != 1 {
             return Ok(None);
         }
+        let outcome = self.dispatch_leased(from, to, deliveries).await;
+        if outcome.is_err() {
+            // Nothing recorded: let the next pass start over at once rather
+            // than after the lease.
+            let _ = self
+                .db
+                .execute(
+                    "UPDATE webhook_dispatch SET lease_until = NULL
+                      WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2",
+                    &[(from.tx_id as i64).into(), from.global_position.into()],
+                )
+                .await;
+        }
+        outcome
+    }
+
+    /// `dispatch` once the pass holds the lease.
+    async fn dispatch_leased(
+        &self,
+        from: LogPosition,
+        to: LogPosition,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Option<DeliveryRun>, AppError> {
         let blocked = self.pending_subjects(&deliveries).await?;
         // One group per endpoint and payment, in log order: the groups go
         // out side by side, each one's deliveries one after the other.
@@ -480,6 +528,7 @@ impl WebhookDeliverer {
             groups[index].push(delivery);
         }
         let sending_ends = tokio::time::Instant::now() + DISPATCH_SENDING_MAX;
+        let sending = std::time::Instant::now();
         let dispatched: Vec<Result<Vec<Dispatched>, AppError>> = futures::stream::iter(groups)
             .map(|group| {
                 let queue_all =
@@ -495,6 +544,7 @@ impl WebhookDeliverer {
             .into_iter()
             .flatten()
             .collect();
+        add_micros(&DISPATCH_SEND_MICROS, sending);
         dispatched.sort_by_key(|d| d.delivery.position);
         self.record_dispatch(from, to, dispatched).await
     }
@@ -640,6 +690,7 @@ impl WebhookDeliverer {
                 created_at.into(),
             ]);
         }
+        let writing = std::time::Instant::now();
         let mut tx = self.db.begin().await?;
         if tx.is_postgres() {
             tx.execute("SET LOCAL synchronous_commit = off", &[])
@@ -698,6 +749,7 @@ impl WebhookDeliverer {
             return Ok(None);
         }
         tx.commit().await?;
+        add_micros(&DISPATCH_WRITE_MICROS, writing);
         Ok(Some(run))
     }
 

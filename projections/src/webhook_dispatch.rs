@@ -53,10 +53,22 @@ pub struct DispatchPass {
     pub full: bool,
 }
 
+/// Wall time this process's passes spent reading the log and building their
+/// deliveries (replays included), in µs, for `caisse bench`.
+static BUILD_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// µs this process's passes spent building their deliveries so far.
+pub fn build_micros() -> u64 {
+    BUILD_MICROS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub struct WebhookDispatcher {
     db: Db,
     log: EventLogReader,
     deliverer: Arc<WebhookDeliverer>,
+    /// Payments as the previous passes left them: most events need no read
+    /// of their payment's history.
+    payments: std::sync::Mutex<StateCache<Payment>>,
 }
 
 /// An endpoint as a pass sees it.
@@ -81,6 +93,7 @@ impl WebhookDispatcher {
             log: EventLogReader::new(db.clone()),
             db,
             deliverer,
+            payments: Default::default(),
         }
     }
 
@@ -88,6 +101,7 @@ impl WebhookDispatcher {
     /// to the pass's limits): sends each delivery's first attempt and records
     /// them. Another process's pass under way makes this one a no-op.
     pub async fn run_pass(&self) -> Result<DispatchPass, AppError> {
+        let building = std::time::Instant::now();
         let from = self.checkpoint().await?;
         let horizon = self.endpoints_horizon().await?;
         if horizon <= from {
@@ -101,8 +115,8 @@ impl WebhookDispatcher {
             return Ok(DispatchPass::default());
         };
         let mut to = last.position;
-        let notices = self.notices(&events).await?;
         let mut endpoints: HashMap<(String, String), Vec<ActiveEndpoint>> = HashMap::new();
+        let notices = self.notices(&events, &mut endpoints).await?;
         let mut deliveries = Vec::new();
         let mut covered = events.len();
         let mut capped = false;
@@ -118,16 +132,19 @@ impl WebhookDispatcher {
                 break;
             }
         }
-        let run = self
-            .deliverer
-            .dispatch(from, to, deliveries)
-            .await?
-            .unwrap_or_default();
-        Ok(DispatchPass {
-            events: covered,
-            run,
-            full: full || capped,
-        })
+        BUILD_MICROS.fetch_add(
+            building.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match self.deliverer.dispatch(from, to, deliveries).await? {
+            Some(run) => Ok(DispatchPass {
+                events: covered,
+                run,
+                full: full || capped,
+            }),
+            // Another process's pass holds the log: it goes on, not this one.
+            None => Ok(DispatchPass::default()),
+        }
     }
 
     /// The last event dispatched.
@@ -163,42 +180,151 @@ impl WebhookDispatcher {
             .unwrap_or_default())
     }
 
-    /// The webhook events among `events`, each with its `data`, keyed by
-    /// (aggregate, sequence): the payments and plans they are about replayed
-    /// up to each of them, all read in one query per aggregate type.
+    /// The webhook events among `events` that some endpoint of their shop and
+    /// mode may want, each with its `data`, keyed by (aggregate, sequence).
+    /// `endpoints` caches each shop's.
     async fn notices(
         &self,
         events: &[LoggedEvent],
+        endpoints: &mut HashMap<(String, String), Vec<ActiveEndpoint>>,
     ) -> Result<HashMap<(String, i64), Notice>, AppError> {
+        let mut notices = self
+            .notices_of::<Payment>(events, endpoints, Some(&self.payments))
+            .await?;
+        notices.extend(
+            self.notices_of::<PaymentPlan>(events, endpoints, None)
+                .await?,
+        );
+        Ok(notices)
+    }
+
+    /// `notices` for one aggregate type: each subject with an event to
+    /// notify is replayed through this pass's events, from the state its
+    /// previous event left (kept from the previous pass in `cache`, else read
+    /// again from the log). Payments of shops without an active endpoint are
+    /// not replayed.
+    async fn notices_of<S: Subject>(
+        &self,
+        events: &[LoggedEvent],
+        endpoints: &mut HashMap<(String, String), Vec<ActiveEndpoint>>,
+        cache: Option<&std::sync::Mutex<StateCache<S>>>,
+    ) -> Result<HashMap<(String, i64), Notice>, AppError> {
+        // Each subject's events in this pass, decoded once, in order.
+        let mut subjects: Vec<String> = Vec::new();
+        let mut pass_events: HashMap<String, Vec<(&LoggedEvent, S::Event)>> = HashMap::new();
+        for event in events.iter().filter(|e| e.aggregate_type == S::TYPE) {
+            let decoded: S::Event = decode(event)?;
+            let entry = pass_events
+                .entry(event.aggregate_id.clone())
+                .or_insert_with(|| {
+                    subjects.push(event.aggregate_id.clone());
+                    Vec::new()
+                });
+            entry.push((event, decoded));
+        }
+        subjects.retain(|subject| {
+            pass_events[subject]
+                .iter()
+                .any(|(_, event)| S::describe(event).is_some())
+        });
+        if subjects.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // A payment's (or plan's) shop and mode never change: the view's
+        // are the event's. One no longer in the views (archived) has nobody
+        // to tell.
+        let mut listened = std::collections::HashSet::new();
+        for (subject, shop) in self.shops_of(S::VIEW, subjects.iter()).await? {
+            if !endpoints.contains_key(&shop) {
+                let active = self.active_endpoints(&shop.0, &shop.1).await?;
+                endpoints.insert(shop.clone(), active);
+            }
+            if !endpoints[&shop].is_empty() {
+                listened.insert(subject);
+            }
+        }
+        subjects.retain(|subject| listened.contains(subject));
+
+        // Where each subject's replay starts.
+        let mut states: HashMap<String, S> = HashMap::new();
+        let mut unknown: Vec<String> = Vec::new();
+        for subject in &subjects {
+            let first = pass_events[subject][0].0.sequence;
+            let cached = cache.and_then(|cache| lock(cache).remove(subject));
+            match cached {
+                _ if first == 1 => {
+                    states.insert(subject.clone(), S::default());
+                }
+                Some((sequence, state)) if sequence == first - 1 => {
+                    states.insert(subject.clone(), state);
+                }
+                _ => unknown.push(subject.clone()),
+            }
+        }
+        let history = self.log.events_of_aggregates(S::TYPE, &unknown).await?;
+        for earlier in history.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
+            let subject = &earlier[0].aggregate_id;
+            let first = pass_events[subject][0].0.sequence;
+            let mut state = S::default();
+            for logged in earlier.iter().take_while(|e| e.sequence < first) {
+                state.apply(decode(logged)?);
+            }
+            states.insert(subject.clone(), state);
+        }
+
         let mut notices = HashMap::new();
-        for aggregate_type in [Payment::TYPE, PaymentPlan::TYPE] {
-            let mut wanted: HashMap<String, Vec<i64>> = HashMap::new();
-            for event in events.iter().filter(|e| e.aggregate_type == aggregate_type) {
-                if is_webhook_event(event)? {
-                    wanted
-                        .entry(event.aggregate_id.clone())
-                        .or_default()
-                        .push(event.sequence);
-                }
-            }
-            if wanted.is_empty() {
+        for subject in subjects {
+            let Some(mut state) = states.remove(&subject) else {
                 continue;
-            }
-            let ids: Vec<String> = wanted.keys().cloned().collect();
-            let history = self.log.events_of_aggregates(aggregate_type, &ids).await?;
-            for subject in history.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
-                let sequences = &wanted[&subject[0].aggregate_id];
-                let replayed = if aggregate_type == Payment::TYPE {
-                    replay_payment(subject, sequences)?
-                } else {
-                    replay_plan(subject, sequences)?
+            };
+            let mut last = 0;
+            for (logged, event) in pass_events.remove(&subject).unwrap_or_default() {
+                let described = S::describe(&event);
+                state.apply(event);
+                last = logged.sequence;
+                let Some(described) = described else {
+                    continue;
                 };
-                for (sequence, notice) in replayed {
-                    notices.insert((subject[0].aggregate_id.clone(), sequence), notice);
+                if let Some(data) = state.data(&subject, &described) {
+                    notices.insert(
+                        (subject.clone(), logged.sequence),
+                        Notice {
+                            event_type: described.event_type,
+                            occurred_at: described.occurred_at,
+                            data,
+                        },
+                    );
                 }
+            }
+            if let Some(cache) = cache {
+                let mut cache = lock(cache);
+                if cache.len() >= STATE_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(subject, (last, state));
             }
         }
         Ok(notices)
+    }
+
+    /// The shop and mode of each payment (or plan) in `ids`, from its view.
+    async fn shops_of(
+        &self,
+        (table, key): (&str, &str),
+        ids: impl Iterator<Item = &String>,
+    ) -> Result<Vec<(String, (String, String))>, AppError> {
+        let mut params = Vec::new();
+        let list = caisse_infrastructure::sql::bind_list(&mut params, ids.cloned());
+        Ok(self
+            .db
+            .fetch_all(
+                &format!("SELECT {key} AS id, shop_id, mode FROM {table} WHERE {key} IN ({list})"),
+                &params,
+            )
+            .await?
+            .iter()
+            .map(|row| (row.text("id"), (row.text("shop_id"), row.text("mode"))))
+            .collect())
     }
 
     /// One delivery per endpoint of the event's shop and mode that is active
@@ -294,75 +420,68 @@ impl WebhookDispatcher {
     }
 }
 
-/// Whether the event is one merchants can subscribe to.
-fn is_webhook_event(event: &LoggedEvent) -> Result<bool, AppError> {
-    Ok(if event.aggregate_type == Payment::TYPE {
-        payment_event_type(&decode::<PaymentEvent>(event)?).is_some()
-    } else {
-        plan_event_type(&decode::<PlanEvent>(event)?).is_some()
-    })
+/// Payments' states as the previous passes left them, by payment id: the
+/// last sequence applied and the state.
+type StateCache<S> = HashMap<String, (i64, S)>;
+
+/// States kept between passes, at most (then it starts over): a payment's
+/// next event usually comes within seconds.
+const STATE_CACHE_MAX: usize = 10_000;
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves a cache, which is only ever a shortcut.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A payment's events applied in order; at each of `sequences`, the notice
-/// of that event with the payment as it left it.
-fn replay_payment(
-    history: &[LoggedEvent],
-    sequences: &[i64],
-) -> Result<Vec<(i64, Notice)>, AppError> {
-    let mut payment = Payment::default();
-    let mut notices = Vec::new();
-    for logged in history {
-        if logged.sequence > *sequences.iter().max().unwrap_or(&0) {
-            break;
-        }
-        let event: PaymentEvent = decode(logged)?;
-        let event_type = payment_event_type(&event);
-        let occurred_at = event.occurred_at();
-        let amount = event_amount(&event);
-        payment.apply(event);
-        if let (Some(event_type), true) = (event_type, sequences.contains(&logged.sequence)) {
-            if let Some(data) = payment_data(&logged.aggregate_id, &payment, amount) {
-                notices.push((
-                    logged.sequence,
-                    Notice {
-                        event_type,
-                        occurred_at,
-                        data,
-                    },
-                ));
-            }
-        }
-    }
-    Ok(notices)
+/// What an event notifies, read before it is applied.
+struct Described {
+    event_type: &'static str,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    /// What the event moved (payments).
+    amount: Option<Money>,
 }
 
-/// A plan's events applied in order; at each of `sequences`, its notice.
-fn replay_plan(history: &[LoggedEvent], sequences: &[i64]) -> Result<Vec<(i64, Notice)>, AppError> {
-    let mut plan = PaymentPlan::default();
-    let mut notices = Vec::new();
-    for logged in history {
-        if logged.sequence > *sequences.iter().max().unwrap_or(&0) {
-            break;
-        }
-        let event: PlanEvent = decode(logged)?;
-        let found = plan_event_type(&event);
-        plan.apply(event);
-        if let (Some((event_type, occurred_at)), true) =
-            (found, sequences.contains(&logged.sequence))
-        {
-            if let Some(data) = plan_data(&logged.aggregate_id, &plan) {
-                notices.push((
-                    logged.sequence,
-                    Notice {
-                        event_type,
-                        occurred_at,
-                        data,
-                    },
-                ));
-            }
-        }
+/// An aggregate whose events are webhooks: payments and plans.
+trait Subject: Aggregate + Default + Send {
+    /// Its view and the view's key: where its shop and mode are read.
+    const VIEW: (&'static str, &'static str);
+    /// Whether the event is one merchants can subscribe to, and what it says.
+    fn describe(event: &Self::Event) -> Option<Described>;
+    /// The body's `data`: the subject as the event left it.
+    fn data(&self, id: &str, described: &Described) -> Option<Value>;
+}
+
+impl Subject for Payment {
+    const VIEW: (&'static str, &'static str) = ("payments_view", "payment_id");
+
+    fn describe(event: &PaymentEvent) -> Option<Described> {
+        Some(Described {
+            event_type: payment_event_type(event)?,
+            occurred_at: event.occurred_at(),
+            amount: event_amount(event),
+        })
     }
-    Ok(notices)
+
+    fn data(&self, id: &str, described: &Described) -> Option<Value> {
+        payment_data(id, self, described.amount)
+    }
+}
+
+impl Subject for PaymentPlan {
+    const VIEW: (&'static str, &'static str) = ("plans_view", "plan_id");
+
+    fn describe(event: &PlanEvent) -> Option<Described> {
+        let (event_type, occurred_at) = plan_event_type(event)?;
+        Some(Described {
+            event_type,
+            occurred_at,
+            amount: None,
+        })
+    }
+
+    fn data(&self, id: &str, _described: &Described) -> Option<Value> {
+        plan_data(id, self)
+    }
 }
 
 /// The Standard Webhooks `webhook-id` of an event: stable, the same for every

@@ -180,6 +180,21 @@ async fn metrics_show_the_log_head_and_each_projections_checkpoint(app: TestApp)
         ));
         assert_eq!(checkpoint, head, "{projection}: {body}");
     }
+    // The dispatcher follows the views, in the background or when asked.
+    app.state.deliver_webhooks().await.expect("dispatch");
+    let body = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains(&format!("caisse_webhook_dispatch_position {head}\n")),
+        "{body}"
+    );
     assert!(body.contains("caisse_build_info{version="));
 }
 
