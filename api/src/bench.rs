@@ -1695,8 +1695,8 @@ async fn smtp_sink() -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// Waits (30 s at most) until no event waits for the webhook dispatcher and
-/// no webhook delivery or e-mail is due, so a phase does not pay for the one
+/// Waits (30 s at most) until no event waits for a notification dispatcher
+/// and no webhook delivery or e-mail is due, so a phase does not pay for the one
 /// before.
 async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1709,8 +1709,10 @@ async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
             .fetch_optional(
                 "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'PENDING')
                       + (SELECT COUNT(*) FROM events WHERE global_position >
-                            (SELECT global_position FROM webhook_dispatch WHERE name = 'webhooks')) AS webhooks,
-                        (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING') AS emails",
+                            (SELECT global_position FROM notification_dispatch WHERE name = 'webhooks')) AS webhooks,
+                        (SELECT COUNT(*) FROM email_outbox WHERE status = 'PENDING')
+                      + (SELECT COUNT(*) FROM events WHERE global_position >
+                            (SELECT global_position FROM notification_dispatch WHERE name = 'emails')) AS emails",
                 &[],
             )
             .await
@@ -1723,7 +1725,7 @@ async fn drain_outboxes(state: &std::sync::Arc<crate::state::AppState>) {
         }
         if Instant::now() >= deadline {
             println!(
-                "  (outboxes not drained after 30 s: {webhooks} webhook events or deliveries, {emails} e-mails pending; going on)"
+                "  (outboxes not drained after 30 s: {webhooks} webhook events or deliveries, {emails} e-mail events or e-mails pending; going on)"
             );
             return;
         }

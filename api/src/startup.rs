@@ -173,7 +173,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 /// Prometheus text exposition: the log's head, each projection's checkpoint and
-/// the webhook dispatcher's (read from the database, so every process reports
+/// each notification dispatcher's (read from the database, so every process reports
 /// the same lag), and build info.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let db = state.app.db();
@@ -192,13 +192,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .await
         .unwrap_or_default();
     let dispatched = db
-        .fetch_optional(
-            "SELECT global_position FROM webhook_dispatch WHERE name = 'webhooks'",
+        .fetch_all(
+            "SELECT name, global_position FROM notification_dispatch ORDER BY name",
             &[],
         )
         .await
-        .ok()
-        .flatten();
+        .unwrap_or_default();
     let mut body = String::new();
     body.push_str(
         "# HELP caisse_build_info Version of the running binary.\n# TYPE caisse_build_info gauge\n",
@@ -224,13 +223,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             row.int("global_position")
         ));
     }
-    if let Some(row) = dispatched {
-        body.push_str(
-            "# HELP caisse_webhook_dispatch_position Last log position the webhook dispatcher sent.\n",
-        );
-        body.push_str("# TYPE caisse_webhook_dispatch_position gauge\n");
+    body.push_str(
+        "# HELP caisse_notification_dispatch_position Last log position a notification dispatcher sent.\n",
+    );
+    body.push_str("# TYPE caisse_notification_dispatch_position gauge\n");
+    for row in &dispatched {
         body.push_str(&format!(
-            "caisse_webhook_dispatch_position {}\n",
+            "caisse_notification_dispatch_position{{dispatcher=\"{}\"}} {}\n",
+            row.text("name"),
             row.int("global_position")
         ));
     }

@@ -27,6 +27,7 @@ use caisse_infrastructure::webhook_delivery::{DeliveryRun, WebhookDeliverer};
 use caisse_infrastructure::webhook_http::{PolicyUrlGuard, WebhookNetworkPolicy, WebhookSender};
 use caisse_infrastructure::webhook_secrets::DatabaseWebhookSecrets;
 use caisse_infrastructure::{Config, Database, Db};
+use caisse_projections::email_dispatch::EmailDispatcher;
 use caisse_projections::queries::ViewDuePayments;
 use caisse_projections::risk::ViewGreyLists;
 use caisse_projections::schedule::ViewScheduledWork;
@@ -72,8 +73,11 @@ pub struct AppState {
     pub webhook_dispatcher: Arc<WebhookDispatcher>,
     /// Merchant e-mail settings (issue 5, NT-1).
     pub notifications: Arc<NotificationService<EventRepository>>,
-    /// Sends the e-mails the `email_outbox` projection queues (SMTP or files).
+    /// Sends the e-mails (SMTP or files): first attempts for the
+    /// dispatcher, then retries.
     pub email_deliverer: Arc<EmailDeliverer>,
+    /// Finds and renders the e-mails in the log (ADR 0013).
+    pub email_dispatcher: Arc<EmailDispatcher>,
 }
 
 impl AppState {
@@ -236,6 +240,7 @@ impl AppState {
             )),
             webhook_deliverer,
             notifications,
+            email_dispatcher: Arc::new(EmailDispatcher::new(db.clone(), email_deliverer.clone())),
             email_deliverer,
         }))
     }
@@ -320,19 +325,19 @@ impl AppState {
     /// The webhook and e-mail senders, one task each beside the scheduler's
     /// (a long cut-off never holds notifications back). Each sends what is
     /// due, again at once while its passes come back full (a backlog drains
-    /// at full speed, not 200 per interval), and otherwise waits until its
-    /// outbox projection moves (new rows, sent about `SENDER_COALESCE` later)
-    /// or `scheduler.interval_ms` passes (retries falling due).
+    /// at full speed, not 200 per interval), and otherwise waits until a
+    /// view it reads moves (new events, dispatched about `SENDER_COALESCE`
+    /// later) or `scheduler.interval_ms` passes (retries falling due).
     fn spawn_notification_senders(self: &Arc<Self>) {
-        // The endpoints view moves with every projector batch, and the
-        // dispatcher follows it.
+        // Every projector batch moves every view's checkpoint: the endpoints'
+        // and the settings' wake the dispatchers.
         let webhooks = self.spawn_sender("webhooks", WEBHOOK_PASS_MAX, |state| {
             Box::pin(async move {
                 let run = state.deliver_webhooks().await?;
                 Ok(run.succeeded + run.retrying + run.failed)
             })
         });
-        let emails = self.spawn_sender("email_outbox", EMAIL_PASS_MAX, |state| {
+        let emails = self.spawn_sender("notifications", EMAIL_PASS_MAX, |state| {
             Box::pin(async move {
                 let run = state.deliver_emails().await?;
                 Ok(run.sent + run.retrying + run.failed)
@@ -393,9 +398,19 @@ impl AppState {
         Ok(run)
     }
 
-    /// Sends (or, in directory mode, writes) the due e-mails of the outbox.
+    /// Dispatches what the log holds since the last pass (first attempts),
+    /// then sends (or, in directory mode, writes) the e-mails due again.
     pub async fn deliver_emails(&self) -> Result<EmailRun, caisse_application::AppError> {
-        self.email_deliverer.run_due(EMAIL_PASS_MAX).await
+        let mut run = EmailRun::default();
+        loop {
+            let pass = self.email_dispatcher.run_pass().await?;
+            run.absorb(pass.run);
+            if !pass.full {
+                break;
+            }
+        }
+        run.absorb(self.email_deliverer.run_due(EMAIL_PASS_MAX).await?);
+        Ok(run)
     }
 
     /// Stops the projectors, the scheduler and the reference refresh (a server

@@ -8,6 +8,7 @@
 pub mod acquirer;
 pub mod config;
 pub mod database;
+pub mod dispatch_checkpoint;
 pub mod event_log;
 pub mod event_repository;
 pub mod key_lock;

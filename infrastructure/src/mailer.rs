@@ -1,6 +1,8 @@
-//! The e-mail sender (issue 5, NT-1, NT-2): works the outbox (`email_outbox`,
-//! written by the `email_outbox` projection) through — due e-mails, each
-//! claimed by one process, sent over SMTP with lettre (text and HTML as
+//! The e-mail sender (issue 5, NT-1, NT-2): sends the e-mails the dispatcher
+//! finds in the log at once and writes them to the outbox (`email_outbox`)
+//! already attempted, one transaction per pass (ADR 0013); then works the
+//! outbox's retries through — due e-mails, each claimed by one process, sent
+//! over SMTP with lettre (text and HTML as
 //! `multipart/alternative`) or, in development, written to
 //! `<data_dir>/mail/<email_id>.eml`; failures retried after 1 min, 5 min,
 //! 30 min, 2 h, 6 h and 24 h, then FAILED.
@@ -20,7 +22,8 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailConfig, MailMode, SmtpTls};
-use crate::sql::{bind_list, update_rows, Db, SqlRow, SqlValue};
+use crate::dispatch_checkpoint;
+use crate::sql::{bind_list, insert_rows, update_rows, Db, SqlRow, SqlValue};
 use crate::time::timestamp_text;
 
 /// Delays before the 2nd, 3rd… attempt; FAILED after the last.
@@ -56,6 +59,38 @@ const ERROR_LENGTH_MAX: usize = 500;
 struct Bodies {
     text: String,
     html: String,
+}
+
+/// The e-mail dispatcher's row in `notification_dispatch`.
+const DISPATCHER: &str = "emails";
+
+/// E-mails per INSERT of a dispatch pass (18 parameters each).
+const DISPATCH_ROWS_PER_INSERT: usize = 50;
+
+/// An e-mail found in the log by the dispatcher (ADR 0013), rendered, before
+/// its first attempt: not yet a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEmail {
+    pub email_id: String,
+    /// One e-mail per event, role and address: a pass sent again inserts
+    /// nothing twice.
+    pub dedup_key: String,
+    pub shop_id: String,
+    pub mode: String,
+    pub recipient: String,
+    /// MERCHANT or BUYER.
+    pub role: String,
+    pub language: String,
+    pub event_type: String,
+    pub subject: String,
+    /// The payment (or endpoint) the e-mail is about.
+    pub subject_id: String,
+    pub position: caisse_application::ports::LogPosition,
+    /// The event's instant: the e-mail's creation, and when a queued one
+    /// falls due.
+    pub created_at: String,
+    pub text_body: String,
+    pub html_body: String,
 }
 
 /// The TLS side of `starttls` and `tls`: the server's certificate is checked
@@ -118,6 +153,15 @@ pub struct EmailRun {
     pub retrying: usize,
     /// E-mails given up after the whole schedule.
     pub failed: usize,
+}
+
+impl EmailRun {
+    /// Adds another pass's counts to this one's.
+    pub fn absorb(&mut self, other: EmailRun) {
+        self.sent += other.sent;
+        self.retrying += other.retrying;
+        self.failed += other.failed;
+    }
 }
 
 /// One e-mail as GraphQL shows it.
@@ -280,7 +324,18 @@ impl EmailDeliverer {
             // closure is not `Send` enough for the spawned sender task.)
             let sends: Vec<_> = claimed
                 .iter()
-                .map(|email| self.send(email, bodies.get(&email.text("email_id"))))
+                .map(|email| async {
+                    let bodies = bodies
+                        .get(&email.text("email_id"))
+                        .ok_or("the e-mail's bodies are missing from email_bodies")?;
+                    self.send(
+                        &email.text("email_id"),
+                        &email.text("recipient"),
+                        &email.text("subject"),
+                        bodies,
+                    )
+                    .await
+                })
                 .collect();
             let results: Vec<Result<(), String>> = futures::stream::iter(sends)
                 .buffered(SEND_CONCURRENCY)
@@ -300,41 +355,7 @@ impl EmailDeliverer {
             for (email, result) in claimed.iter().zip(results) {
                 let email_id = email.text("email_id");
                 let attempts = email.int("attempts") + 1;
-                let values: Vec<SqlValue> = match result {
-                    Ok(()) => {
-                        run.sent += 1;
-                        vec![
-                            "SENT".into(),
-                            attempts.into(),
-                            None::<String>.into(),
-                            None::<String>.into(),
-                            at.clone().into(),
-                        ]
-                    }
-                    Err(error) => {
-                        let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
-                        tracing::warn!(%email_id, attempts, %error, "e-mail not sent");
-                        let (status, next) = match RETRY_SCHEDULE.get(attempts as usize - 1) {
-                            Some(delay) => {
-                                run.retrying += 1;
-                                let delay = chrono::Duration::from_std(*delay)
-                                    .unwrap_or_else(|_| chrono::Duration::hours(24));
-                                ("PENDING", Some(timestamp_text(now + delay)))
-                            }
-                            None => {
-                                run.failed += 1;
-                                ("FAILED", None)
-                            }
-                        };
-                        vec![
-                            status.into(),
-                            attempts.into(),
-                            next.into(),
-                            Some(error).into(),
-                            None::<String>.into(),
-                        ]
-                    }
-                };
+                let values = attempt_state(&email_id, attempts, result, now, &at, &mut run);
                 updates.push((email_id, values));
             }
             if !updates.is_empty() {
@@ -356,6 +377,153 @@ impl EmailDeliverer {
             tx.commit().await?;
         }
         Ok(run)
+    }
+
+    /// Sends a dispatch pass's e-mails at once and records them, with the
+    /// dispatcher's checkpoint, in one transaction (ADR 0013): on the happy
+    /// path an e-mail is one outbox row and its bodies, written once. Like
+    /// the webhooks' (`WebhookDeliverer::dispatch`): one pass at a time over
+    /// all processes under the lease of the dispatcher's row, None (nothing
+    /// sent) when another pass holds it; a crash before the commit sends the
+    /// pass again, and `dedup_key` keeps the rows single.
+    pub async fn dispatch(
+        &self,
+        from: caisse_application::ports::LogPosition,
+        to: caisse_application::ports::LogPosition,
+        emails: Vec<NewEmail>,
+    ) -> Result<Option<EmailRun>, AppError> {
+        let now = timestamp_text(self.clock.now());
+        if emails.is_empty() {
+            let moved = dispatch_checkpoint::advance(&self.db, DISPATCHER, from, to, &now).await?;
+            return Ok(moved.then(EmailRun::default));
+        }
+        let until = timestamp_text(
+            self.clock.now() + chrono::Duration::seconds(dispatch_checkpoint::LEASE_SECONDS),
+        );
+        if !dispatch_checkpoint::lease(&self.db, DISPATCHER, from, &now, &until).await? {
+            return Ok(None);
+        }
+        let outcome = self.dispatch_leased(from, to, emails).await;
+        if outcome.is_err() {
+            // Nothing recorded: let the next pass start over at once.
+            let _ = dispatch_checkpoint::release(&self.db, DISPATCHER, from).await;
+        }
+        outcome
+    }
+
+    /// `dispatch` once the pass holds the lease.
+    async fn dispatch_leased(
+        &self,
+        from: caisse_application::ports::LogPosition,
+        to: caisse_application::ports::LogPosition,
+        emails: Vec<NewEmail>,
+    ) -> Result<Option<EmailRun>, AppError> {
+        let sending_ends = tokio::time::Instant::now() + dispatch_checkpoint::SENDING_MAX;
+        let bodies: Vec<Bodies> = emails
+            .iter()
+            .map(|email| Bodies {
+                text: email.text_body.clone(),
+                html: email.html_body.clone(),
+            })
+            .collect();
+        // Past the pass's sending time, the rest waits for `run_due` (None).
+        let sends: Vec<_> = emails
+            .iter()
+            .zip(&bodies)
+            .map(|(email, bodies)| async move {
+                if tokio::time::Instant::now() >= sending_ends {
+                    return None;
+                }
+                Some(
+                    self.send(&email.email_id, &email.recipient, &email.subject, bodies)
+                        .await,
+                )
+            })
+            .collect();
+        let results: Vec<Option<Result<(), String>>> = futures::stream::iter(sends)
+            .buffered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let now = self.clock.now();
+        let at = timestamp_text(now);
+        let mut run = EmailRun::default();
+        let mut rows: Vec<Vec<SqlValue>> = Vec::new();
+        for (email, result) in emails.iter().zip(results) {
+            let state = match result {
+                Some(result) => attempt_state(&email.email_id, 1, result, now, &at, &mut run),
+                None => vec![
+                    "PENDING".into(),
+                    0i64.into(),
+                    email.created_at.clone().into(),
+                    None::<String>.into(),
+                    None::<String>.into(),
+                ],
+            };
+            let mut row: Vec<SqlValue> = vec![
+                email.email_id.clone().into(),
+                email.dedup_key.clone().into(),
+                email.shop_id.clone().into(),
+                email.mode.clone().into(),
+                email.recipient.clone().into(),
+                email.role.clone().into(),
+                email.language.clone().into(),
+                email.event_type.clone().into(),
+                email.subject.clone().into(),
+                email.subject_id.clone().into(),
+                (email.position.tx_id as i64).into(),
+                email.position.global_position.into(),
+                email.created_at.clone().into(),
+            ];
+            row.extend(state);
+            rows.push(row);
+        }
+        let mut tx = self.db.begin().await?;
+        if tx.is_postgres() {
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
+        }
+        let inserted: std::collections::HashSet<String> = insert_rows(
+            &mut tx,
+            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,
+                language, event_type, subject, subject_id, tx_id, global_position, created_at,
+                status, attempts, next_attempt_at, last_error, sent_at)",
+            "ON CONFLICT (dedup_key) DO NOTHING RETURNING email_id",
+            &rows,
+            DISPATCH_ROWS_PER_INSERT,
+            18,
+            |_| String::new(),
+        )
+        .await?
+        .iter()
+        .map(|row| row.text("email_id"))
+        .collect();
+        let body_rows: Vec<Vec<SqlValue>> = emails
+            .into_iter()
+            .filter(|email| inserted.contains(&email.email_id))
+            .map(|email| {
+                vec![
+                    email.email_id.into(),
+                    email.text_body.into(),
+                    email.html_body.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO email_bodies (email_id, text_body, html_body)",
+            "",
+            &body_rows,
+            DISPATCH_ROWS_PER_INSERT,
+            3,
+            |_| String::new(),
+        )
+        .await?;
+        if !dispatch_checkpoint::commit_pass(&mut tx, DISPATCHER, from, to, &at).await? {
+            tracing::warn!("an e-mail dispatch pass outlived its lease; another pass took over");
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(run))
     }
 
     /// The bodies of claimed e-mails (`email_bodies`), by e-mail id.
@@ -387,18 +555,23 @@ impl EmailDeliverer {
             .collect())
     }
 
-    /// The message of an outbox row and its bodies: text and HTML alternatives.
-    fn message(&self, email: &SqlRow, bodies: &Bodies) -> Result<Message, String> {
-        let to: Mailbox = email
-            .text("recipient")
+    /// The message of an e-mail and its bodies: text and HTML alternatives.
+    fn message(
+        &self,
+        email_id: &str,
+        recipient: &str,
+        subject: &str,
+        bodies: &Bodies,
+    ) -> Result<Message, String> {
+        let to: Mailbox = recipient
             .parse()
             .map_err(|error| format!("recipient: {error}"))?;
         let domain = self.from.email.domain().to_string();
         Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(email.text("subject"))
-            .message_id(Some(format!("<{}@{domain}>", email.text("email_id"))))
+            .subject(subject)
+            .message_id(Some(format!("<{email_id}@{domain}>")))
             .multipart(
                 MultiPart::alternative()
                     .singlepart(
@@ -415,9 +588,14 @@ impl EmailDeliverer {
             .map_err(|error| format!("message: {error}"))
     }
 
-    async fn send(&self, email: &SqlRow, bodies: Option<&Bodies>) -> Result<(), String> {
-        let bodies = bodies.ok_or("the e-mail's bodies are missing from email_bodies")?;
-        let message = self.message(email, bodies)?;
+    async fn send(
+        &self,
+        email_id: &str,
+        recipient: &str,
+        subject: &str,
+        bodies: &Bodies,
+    ) -> Result<(), String> {
+        let message = self.message(email_id, recipient, subject, bodies)?;
         match &self.transport {
             Transport::Smtp(transport) => transport
                 .send(message)
@@ -428,7 +606,7 @@ impl EmailDeliverer {
                 tokio::fs::create_dir_all(directory)
                     .await
                     .map_err(|error| format!("{}: {error}", directory.display()))?;
-                let path = directory.join(format!("{}.eml", email.text("email_id")));
+                let path = directory.join(format!("{email_id}.eml"));
                 tokio::fs::write(&path, message.formatted())
                     .await
                     .map_err(|error| format!("{}: {error}", path.display()))
@@ -469,6 +647,53 @@ impl EmailDeliverer {
             }
         };
         Ok(rows.iter().map(EmailRow::from_row).collect())
+    }
+}
+
+/// An e-mail's state after its `attempts`-th attempt, as the columns
+/// `status, attempts, next_attempt_at, last_error, sent_at`; counted in `run`.
+fn attempt_state(
+    email_id: &str,
+    attempts: i64,
+    result: Result<(), String>,
+    now: chrono::DateTime<chrono::Utc>,
+    at: &str,
+    run: &mut EmailRun,
+) -> Vec<SqlValue> {
+    match result {
+        Ok(()) => {
+            run.sent += 1;
+            vec![
+                "SENT".into(),
+                attempts.into(),
+                None::<String>.into(),
+                None::<String>.into(),
+                at.into(),
+            ]
+        }
+        Err(error) => {
+            let error: String = error.chars().take(ERROR_LENGTH_MAX).collect();
+            tracing::warn!(%email_id, attempts, %error, "e-mail not sent");
+            let (status, next) = match RETRY_SCHEDULE.get(attempts as usize - 1) {
+                Some(delay) => {
+                    run.retrying += 1;
+                    let delay = chrono::Duration::from_std(*delay)
+                        .unwrap_or_else(|_| chrono::Duration::hours(24));
+                    ("PENDING", Some(timestamp_text(now + delay)))
+                }
+                None => {
+                    run.failed += 1;
+                    ("FAILED", None)
+                }
+            };
+            vec![
+                status.into(),
+                attempts.into(),
+                next.into(),
+                Some(error).into(),
+                None::<String>.into(),
+            ]
+        }
     }
 }
 

@@ -84,6 +84,33 @@ pub fn values_rows(
         .join(", ")
 }
 
+/// Inserts many rows, `per_insert` per statement (the notification
+/// dispatchers' passes): `head` is `INSERT INTO table (columns)`, each row binds
+/// `columns` parameters of which the first `listed` are written in order and
+/// the rest by `tail`, and `conflict` ends each statement (with a `RETURNING`
+/// clause, the rows it gives are answered, every statement's together).
+pub async fn insert_rows(
+    tx: &mut Tx,
+    head: &str,
+    conflict: &str,
+    rows: &[Vec<SqlValue>],
+    per_insert: usize,
+    listed: usize,
+    tail: impl Fn(&dyn Fn(usize) -> String) -> String,
+) -> Result<Vec<SqlRow>, AppError> {
+    let mut returned = Vec::new();
+    for chunk in rows.chunks(per_insert) {
+        let columns = chunk[0].len();
+        let values = values_rows(chunk.len(), columns, listed, &tail);
+        let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
+        returned.extend(
+            tx.fetch_all(&format!("{head} VALUES {values} {conflict}"), &params)
+                .await?,
+        );
+    }
+    Ok(returned)
+}
+
 /// One statement that gives several rows each their own values: `UPDATE
 /// table SET column = CASE key WHEN $k THEN $v … END, … WHERE key IN (…)`,
 /// the same SQL on both backends. `rows` are (key, one value per column).

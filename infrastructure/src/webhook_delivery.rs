@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::sql::{bind_list, update_rows, values_rows, Db, SqlRow, SqlValue, Tx};
+use crate::dispatch_checkpoint;
+use crate::sql::{bind_list, insert_rows, update_rows, values_rows, Db, SqlRow, SqlValue, Tx};
 use crate::time::{parse_timestamp, timestamp_text};
 use crate::webhook_http::{DeliveryAttempt, WebhookSender};
 use crate::webhook_signature::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -51,14 +52,8 @@ const CLAIM_CHUNK: usize = 64;
 /// a process that dies mid-send delays its deliveries by.
 const CLAIM_LEASE_SECONDS: i64 = 300;
 
-/// How long a dispatch pass keeps the log to itself (`webhook_dispatch`'s
-/// lease): what a process that dies mid-pass delays the next pass by.
-const DISPATCH_LEASE_SECONDS: i64 = 300;
-
-/// After this long into a pass, its deliveries not yet attempted are queued
-/// (left to `run_due`) instead: with one 15 s timeout at most after it, a
-/// pass ends well within its lease whatever the receivers do.
-const DISPATCH_SENDING_MAX: Duration = Duration::from_secs(120);
+/// The webhook dispatcher's row in `notification_dispatch`.
+const DISPATCHER: &str = "webhooks";
 
 /// Rows per INSERT of a dispatch pass (17 parameters each).
 const DISPATCH_ROWS_PER_INSERT: usize = 100;
@@ -439,7 +434,7 @@ impl WebhookDeliverer {
     /// covered, `deliveries` in log order.
     ///
     /// One pass at a time over all processes: the pass first leases the
-    /// `webhook_dispatch` row, at `from`. Answers None, having sent nothing,
+    /// dispatcher's row (`dispatch_checkpoint`), at `from`. Answers None, having sent nothing,
     /// when another pass holds it or has moved the checkpoint. A crash before
     /// the commit sends the pass again from `from`, with the same
     /// `webhook-id`s (at least once); the unique (endpoint, subject,
@@ -451,57 +446,26 @@ impl WebhookDeliverer {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Option<DeliveryRun>, AppError> {
         let now = timestamp_text(self.clock.now());
-        let at_from = [
-            SqlValue::from(from.tx_id as i64),
-            SqlValue::from(from.global_position),
-            SqlValue::from(now.clone()),
-        ];
         if deliveries.is_empty() {
             // Nothing to send: the checkpoint moves, unless a pass holds it.
-            let moved = self
-                .db
-                .execute(
-                    "UPDATE webhook_dispatch SET tx_id = $4, global_position = $5, updated_at = $3
-                      WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2
-                        AND (lease_until IS NULL OR lease_until < $3)",
-                    &[
-                        at_from.as_slice(),
-                        &[(to.tx_id as i64).into(), to.global_position.into()],
-                    ]
-                    .concat(),
-                )
-                .await?;
-            return Ok((moved == 1).then(DeliveryRun::default));
+            let moved = dispatch_checkpoint::advance(&self.db, DISPATCHER, from, to, &now).await?;
+            return Ok(moved.then(DeliveryRun::default));
         }
         DISPATCH_PASSES.fetch_add(1, Ordering::Relaxed);
         let leasing = std::time::Instant::now();
-        let lease_until =
-            timestamp_text(self.clock.now() + chrono::Duration::seconds(DISPATCH_LEASE_SECONDS));
-        let leased = self
-            .db
-            .execute(
-                "UPDATE webhook_dispatch SET lease_until = $4
-                  WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2
-                    AND (lease_until IS NULL OR lease_until < $3)",
-                &[at_from.as_slice(), &[lease_until.into()]].concat(),
-            )
-            .await?;
+        let until = timestamp_text(
+            self.clock.now() + chrono::Duration::seconds(dispatch_checkpoint::LEASE_SECONDS),
+        );
+        let leased = dispatch_checkpoint::lease(&self.db, DISPATCHER, from, &now, &until).await?;
         add_micros(&DISPATCH_WRITE_MICROS, leasing);
-        if leased != 1 {
+        if !leased {
             return Ok(None);
         }
         let outcome = self.dispatch_leased(from, to, deliveries).await;
         if outcome.is_err() {
             // Nothing recorded: let the next pass start over at once rather
             // than after the lease.
-            let _ = self
-                .db
-                .execute(
-                    "UPDATE webhook_dispatch SET lease_until = NULL
-                      WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2",
-                    &[(from.tx_id as i64).into(), from.global_position.into()],
-                )
-                .await;
+            let _ = dispatch_checkpoint::release(&self.db, DISPATCHER, from).await;
         }
         outcome
     }
@@ -527,7 +491,7 @@ impl WebhookDeliverer {
             });
             groups[index].push(delivery);
         }
-        let sending_ends = tokio::time::Instant::now() + DISPATCH_SENDING_MAX;
+        let sending_ends = tokio::time::Instant::now() + dispatch_checkpoint::SENDING_MAX;
         let sending = std::time::Instant::now();
         let dispatched: Vec<Result<Vec<Dispatched>, AppError>> = futures::stream::iter(groups)
             .map(|group| {
@@ -696,30 +660,21 @@ impl WebhookDeliverer {
             tx.execute("SET LOCAL synchronous_commit = off", &[])
                 .await?;
         }
-        let mut inserted = std::collections::HashSet::new();
-        for chunk in rows.chunks(DISPATCH_ROWS_PER_INSERT) {
-            let values = values_rows(chunk.len(), chunk[0].len(), chunk[0].len(), |_| {
-                String::new()
-            });
-            let params: Vec<SqlValue> = chunk.iter().flatten().cloned().collect();
-            for row in tx
-                .fetch_all(
-                    &format!(
-                        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id,
-                            shop_id, mode, event_type, subject_id, tx_id, global_position, payload,
-                            status, attempts, next_attempt_at, last_attempt_at, last_status_code,
-                            last_error, created_at)
-                         VALUES {values}
-                         ON CONFLICT (endpoint_id, subject_id, webhook_id) DO NOTHING
-                         RETURNING delivery_id"
-                    ),
-                    &params,
-                )
-                .await?
-            {
-                inserted.insert(row.text("delivery_id"));
-            }
-        }
+        let inserted: std::collections::HashSet<String> = insert_rows(
+            &mut tx,
+            "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
+                event_type, subject_id, tx_id, global_position, payload, status, attempts,
+                next_attempt_at, last_attempt_at, last_status_code, last_error, created_at)",
+            "ON CONFLICT (endpoint_id, subject_id, webhook_id) DO NOTHING RETURNING delivery_id",
+            &rows,
+            DISPATCH_ROWS_PER_INSERT,
+            17,
+            |_| String::new(),
+        )
+        .await?
+        .iter()
+        .map(|row| row.text("delivery_id"))
+        .collect();
         // No row should be there already (rows and checkpoint commit
         // together); one that were would keep its own attempts.
         insert_attempts(
@@ -730,21 +685,15 @@ impl WebhookDeliverer {
                 .filter_map(|d| d.attempted.as_ref()),
         )
         .await?;
-        let moved = tx
-            .execute(
-                "UPDATE webhook_dispatch SET tx_id = $3, global_position = $4,
-                        lease_until = NULL, updated_at = $5
-                  WHERE name = 'webhooks' AND tx_id = $1 AND global_position = $2",
-                &[
-                    (from.tx_id as i64).into(),
-                    from.global_position.into(),
-                    (to.tx_id as i64).into(),
-                    to.global_position.into(),
-                    timestamp_text(self.clock.now()).into(),
-                ],
-            )
-            .await?;
-        if moved != 1 {
+        let moved = dispatch_checkpoint::commit_pass(
+            &mut tx,
+            DISPATCHER,
+            from,
+            to,
+            &timestamp_text(self.clock.now()),
+        )
+        .await?;
+        if !moved {
             tracing::warn!("a webhook dispatch pass outlived its lease; another pass took over");
             return Ok(None);
         }

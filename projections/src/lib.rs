@@ -7,7 +7,8 @@
 
 pub mod accounts;
 pub mod audit;
-pub mod email_outbox;
+mod dispatch;
+pub mod email_dispatch;
 pub mod email_templates;
 pub mod journal;
 pub mod journal_queries;

@@ -59,34 +59,6 @@ pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Res
     })
 }
 
-/// Inserts rows buffered during a batch (the outboxes'), `per_insert` per
-/// statement: `head` is `INSERT INTO table (columns)`, each row binds
-/// `columns` parameters of which the first `listed` are written in order and
-/// the rest by `tail`, and `conflict` ends each statement (with a `RETURNING`
-/// clause, the rows it gives are answered, every statement's together).
-pub(crate) async fn insert_rows(
-    tx: &mut Tx,
-    head: &str,
-    conflict: &str,
-    rows: &[Vec<caisse_infrastructure::SqlValue>],
-    per_insert: usize,
-    listed: usize,
-    tail: impl Fn(&dyn Fn(usize) -> String) -> String,
-) -> Result<Vec<caisse_infrastructure::SqlRow>, AppError> {
-    let mut returned = Vec::new();
-    for chunk in rows.chunks(per_insert) {
-        let columns = chunk[0].len();
-        let values = caisse_infrastructure::sql::values_rows(chunk.len(), columns, listed, &tail);
-        let params: Vec<caisse_infrastructure::SqlValue> =
-            chunk.iter().flatten().cloned().collect();
-        returned.extend(
-            tx.fetch_all(&format!("{head} VALUES {values} {conflict}"), &params)
-                .await?,
-        );
-    }
-    Ok(returned)
-}
-
 /// All projections of the service, in one place for the server, the CLI and tests.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
@@ -99,8 +71,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::risk::RiskProjection),
         Arc::new(crate::webhooks::WebhooksProjection),
         Arc::new(crate::notifications::NotificationsProjection),
-        // After payments, accounts and notifications: it reads their rows.
-        Arc::new(crate::email_outbox::EmailOutboxProjection::default()),
     ]
 }
 

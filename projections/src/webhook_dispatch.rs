@@ -1,5 +1,5 @@
 //! The webhook dispatcher (ADR 0013): reads the global log after its own
-//! checkpoint (`webhook_dispatch`) and turns each payment and plan event into
+//! checkpoint (`notification_dispatch`, row `webhooks`) and turns each payment and plan event into
 //! one delivery per active endpoint of its shop and mode that subscribes to
 //! its type, with the body it carries; the sender
 //! (`caisse_infrastructure::webhook_delivery`) gives each its first attempt
@@ -9,9 +9,10 @@
 //!
 //! A body is "the payment as this event left it": the dispatcher replays the
 //! payment's events up to this one, never reads the view (which may already
-//! show a later state). It never runs ahead of the `webhooks` projection, so
-//! an endpoint created just before an event is known when the event is
-//! dispatched; an endpoint gets only the events after its creation.
+//! show a later state). It never runs ahead of the views it reads
+//! (`dispatch::pass_events`), so an endpoint created just before an event is
+//! known when the event is dispatched; an endpoint gets only the events after
+//! its creation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,11 +34,10 @@ use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::dispatch::{pass_events, PassEvents};
 use crate::money::{milli_to_string, to_milli};
 use crate::projector::decode;
 
-/// Events read per pass.
-const PASS_EVENTS_MAX: usize = 500;
 /// A pass stops after the event that brings it this many deliveries: with
 /// 16 sent at a time it ends within its lease even when receivers time out.
 const PASS_DELIVERIES_MAX: usize = 256;
@@ -102,15 +102,14 @@ impl WebhookDispatcher {
     /// them. Another process's pass under way makes this one a no-op.
     pub async fn run_pass(&self) -> Result<DispatchPass, AppError> {
         let building = std::time::Instant::now();
-        let from = self.checkpoint().await?;
-        let horizon = self.endpoints_horizon().await?;
-        if horizon <= from {
-            return Ok(DispatchPass::default());
-        }
-        let mut events = self.log.read_after(from, PASS_EVENTS_MAX).await?;
-        let read = events.len();
-        events.retain(|event| event.position <= horizon);
-        let full = read == PASS_EVENTS_MAX && events.len() == read;
+        // The views it reads: the endpoints, and the shops of payments and plans.
+        let PassEvents { from, events, full } = pass_events(
+            &self.db,
+            &self.log,
+            "webhooks",
+            &["webhooks", "payments", "plans"],
+        )
+        .await?;
         let Some(last) = events.last() else {
             return Ok(DispatchPass::default());
         };
@@ -149,35 +148,7 @@ impl WebhookDispatcher {
 
     /// The last event dispatched.
     pub async fn checkpoint(&self) -> Result<LogPosition, AppError> {
-        let row = self
-            .db
-            .fetch_optional(
-                "SELECT tx_id, global_position FROM webhook_dispatch WHERE name = 'webhooks'",
-                &[],
-            )
-            .await?
-            .ok_or_else(|| AppError::internal("webhook_dispatch has no row (migration 0016)"))?;
-        Ok(LogPosition {
-            tx_id: row.int("tx_id") as u64,
-            global_position: row.int("global_position"),
-        })
-    }
-
-    /// How far the `webhooks` projection (the endpoints view) has applied the
-    /// log: the dispatcher goes no further.
-    async fn endpoints_horizon(&self) -> Result<LogPosition, AppError> {
-        Ok(self
-            .db
-            .fetch_optional(
-                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = 'webhooks'",
-                &[],
-            )
-            .await?
-            .map(|row| LogPosition {
-                tx_id: row.int("tx_id") as u64,
-                global_position: row.int("global_position"),
-            })
-            .unwrap_or_default())
+        caisse_infrastructure::dispatch_checkpoint::read(&self.db, "webhooks").await
     }
 
     /// The webhook events among `events` that some endpoint of their shop and
@@ -430,7 +401,9 @@ const STATE_CACHE_MAX: usize = 10_000;
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding it leaves a cache, which is only ever a shortcut.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What an event notifies, read before it is applied.

@@ -507,8 +507,10 @@ async fn directory_mode_writes_eml_files(app: TestApp) {
     assert!(written.contains("To: buyer@example.com"), "{written}");
 
     // The bodies live apart from the sending state (`email_bodies`), one per
-    // e-mail; replaying the log into the outbox queues nothing twice and
-    // leaves no body without its e-mail.
+    // e-mail. A pass dispatched again (its commit lost in a crash: here the
+    // dispatcher's checkpoint moved back to the start of the log) sends again
+    // (at least once) but writes nothing twice and leaves no body without
+    // its e-mail.
     let counts = |app: &TestApp| {
         let db = app.state.db().clone();
         async move {
@@ -527,16 +529,18 @@ async fn directory_mode_writes_eml_files(app: TestApp) {
         }
     };
     assert_eq!(counts(&app).await, (1, 1, 0));
-    let replayed = app
-        .state
-        .projectors
-        .get("email_outbox")
-        .expect("the email_outbox projection")
-        .rebuild()
+    assert_eq!(app.state.deliver_emails().await.unwrap().sent, 0);
+    app.state
+        .db()
+        .execute(
+            "UPDATE notification_dispatch SET tx_id = 0, global_position = 0 WHERE name = 'emails'",
+            &[],
+        )
         .await
         .unwrap();
-    assert!(replayed > 0);
+    assert_eq!(app.state.deliver_emails().await.unwrap().sent, 1);
     assert_eq!(counts(&app).await, (1, 1, 0));
+    assert_eq!(outbox(&app, Some("SENT")).await.len(), 1);
     assert_eq!(app.state.deliver_emails().await.unwrap().sent, 0);
 }
 caisse_tests::both_backends!(

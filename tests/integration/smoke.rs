@@ -180,8 +180,15 @@ async fn metrics_show_the_log_head_and_each_projections_checkpoint(app: TestApp)
         ));
         assert_eq!(checkpoint, head, "{projection}: {body}");
     }
-    // The dispatcher follows the views, in the background or when asked.
-    app.state.deliver_webhooks().await.expect("dispatch");
+    // The dispatchers follow the views, in the background or when asked.
+    app.state
+        .deliver_webhooks()
+        .await
+        .expect("webhooks dispatched");
+    app.state
+        .deliver_emails()
+        .await
+        .expect("e-mails dispatched");
     let body = app
         .client
         .get(format!("{}/metrics", app.address))
@@ -191,10 +198,14 @@ async fn metrics_show_the_log_head_and_each_projections_checkpoint(app: TestApp)
         .text()
         .await
         .unwrap();
-    assert!(
-        body.contains(&format!("caisse_webhook_dispatch_position {head}\n")),
-        "{body}"
-    );
+    for dispatcher in ["webhooks", "emails"] {
+        assert!(
+            body.contains(&format!(
+                "caisse_notification_dispatch_position{{dispatcher=\"{dispatcher}\"}} {head}\n"
+            )),
+            "{body}"
+        );
+    }
     assert!(body.contains("caisse_build_info{version="));
 }
 

@@ -241,7 +241,7 @@ async fn set_checkpoint(app: &TestApp, position: LogPosition) {
     app.state
         .db()
         .execute(
-            "UPDATE webhook_dispatch SET tx_id = $1, global_position = $2, lease_until = NULL
+            "UPDATE notification_dispatch SET tx_id = $1, global_position = $2, lease_until = NULL
               WHERE name = 'webhooks'",
             &[
                 (position.tx_id as i64).into(),

@@ -494,6 +494,10 @@ async fn a_receiver_down_for_three_days_disables_its_endpoint(app: TestApp) {
     );
     assert_eq!(receiver.log().len(), 10);
     // The merchant's addresses are told, whatever types they receive.
+    app.state
+        .deliver_emails()
+        .await
+        .expect("e-mails dispatched");
     let response = app
         .graphql(
             "query($shop: ID!) { emailOutbox(shopId: $shop) { recipient role eventType subject } }",

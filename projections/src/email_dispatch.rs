@@ -1,86 +1,137 @@
-//! The `email_outbox` projection (issue 5, NT-1, NT-2): turns a payment's
-//! authorisation, refusal, refund, cancellation and capture into e-mails —
-//! one per merchant address of the shop that receives the type
+//! The e-mail dispatcher (issue 5, NT-1, NT-2; ADR 0013): reads the global
+//! log after its own checkpoint (`notification_dispatch`, row `emails`) and
+//! turns a payment's authorisation, refusal, refund, cancellation and capture
+//! into e-mails — one per merchant address of the shop that receives the type
 //! (`notification_settings_view`), in the shop's merchant language, and, for
 //! `payment.authorised` (at once or deferred), the buyer's confirmation when
 //! the payment gave a buyer e-mail, in the payment's buyer language (French
-//! when absent). Rendered here, queued in
-//! `email_outbox`, sent by the mailer (`caisse_infrastructure::mailer`).
+//! when absent) — and a webhook endpoint disabled after persistent failure
+//! into an alert to the merchant's addresses. Rendered here; the mailer
+//! (`caisse_infrastructure::mailer`) sends them at once and writes them to
+//! `email_outbox` already attempted, one transaction per pass, outside the
+//! projector's transaction.
 //!
-//! Like the webhook deliveries, the outbox is state, not a view: `tables()` is
-//! empty so a rebuild does not empty it, a replay inserts nothing twice (one
-//! row per event, role and address: `dedup_key`), and the merchant is never
-//! e-mailed about events older than the shop's last configuration.
+//! It reads the views, never ahead of them (`dispatch::pass_events`). What it
+//! reads of a payment never changes after its first event (shop, mode,
+//! currency, order reference, card, buyer), and every e-mail event carries
+//! its own amount, so a view read later tells the same. The settings are the
+//! shop's when the event is dispatched, if configured before the event. A
+//! pass sent again inserts nothing twice (one row per event, role and
+//! address: `dedup_key`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use async_trait::async_trait;
+use std::sync::Arc;
+
 use caisse_application::AppError;
 use caisse_domain::notification::{
     receives, ShopNotifications, DEFAULT_BUYER_LANGUAGE, EMAIL_EVENT_TYPES,
 };
 use caisse_domain::payment::{Payment, PaymentEvent};
 use caisse_domain::webhook::{DisableReason, WebhookEndpoint, WebhookEvent};
-use caisse_infrastructure::event_log::LoggedEvent;
+use caisse_infrastructure::event_log::{EventLogReader, LoggedEvent};
+use caisse_infrastructure::mailer::{EmailDeliverer, EmailRun, NewEmail};
 use caisse_infrastructure::time::timestamp_text;
-use caisse_infrastructure::{SqlValue, Tx};
+use caisse_infrastructure::Db;
 use cqrs_es::Aggregate;
 
+use crate::dispatch::{pass_events, PassEvents};
 use crate::email_templates::{
     buyer_confirmation, merchant_notification, PaymentFacts, RenderedEmail,
 };
 use crate::money::{milli_to_string, to_milli};
 use crate::notifications::NotificationSettingsRow;
-use crate::projector::{decode, insert_rows, Projection};
+use crate::projector::decode;
 use crate::webhook_dispatch::{event_amount, payment_event_type};
 
-/// The columns of a queued e-mail's outbox row, in the INSERT's order.
-const COLUMNS_PER_ROW: usize = 13;
-/// E-mails per INSERT statement.
-const ROWS_PER_INSERT: usize = 50;
+/// A pass stops after the event that brings it this many e-mails.
+const PASS_EMAILS_MAX: usize = 256;
 
-#[derive(Default)]
-pub struct EmailOutboxProjection {
-    batch: std::sync::Mutex<Batch>,
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EmailPass {
+    /// Events of the log the pass covered.
+    pub events: usize,
+    /// Its e-mails' first attempts.
+    pub run: EmailRun,
+    /// It stopped at one of its limits: more may be waiting.
+    pub full: bool,
 }
 
-/// What one projector batch keeps between its events: each shop's settings
-/// it met (read once; dropped when a settings event passes, since the view
-/// has just changed in this transaction), and the e-mails to insert at its
-/// end.
-#[derive(Default)]
-struct Batch {
-    settings: HashMap<String, Option<NotificationSettingsRow>>,
-    emails: Vec<QueuedEmail>,
+pub struct EmailDispatcher {
+    db: Db,
+    log: EventLogReader,
+    deliverer: Arc<EmailDeliverer>,
 }
 
-/// One e-mail to insert: its outbox row (`COLUMNS_PER_ROW` values, the
-/// sending state) and its bodies, stored apart in `email_bodies` so that
-/// claiming and recording an attempt rewrite a small row, not the bodies.
-struct QueuedEmail {
-    email_id: String,
-    row: Vec<SqlValue>,
-    text_body: String,
-    html_body: String,
-}
+/// Each shop's settings as a pass read them.
+type SettingsCache = HashMap<String, Option<NotificationSettingsRow>>;
 
-impl EmailOutboxProjection {
-    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
-        self.batch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl EmailDispatcher {
+    pub fn new(db: Db, deliverer: Arc<EmailDeliverer>) -> Self {
+        EmailDispatcher {
+            log: EventLogReader::new(db.clone()),
+            db,
+            deliverer,
+        }
     }
 
-    /// A shop's settings as the view holds them now, from this batch's cache.
+    /// Dispatches the events committed since the last pass (some of them, up
+    /// to the pass's limits): renders and sends their e-mails and records
+    /// them. Another process's pass under way makes this one a no-op.
+    pub async fn run_pass(&self) -> Result<EmailPass, AppError> {
+        // The views it reads: payments, shops, settings, endpoints.
+        let PassEvents { from, events, full } = pass_events(
+            &self.db,
+            &self.log,
+            "emails",
+            &["payments", "accounts", "notifications", "webhooks"],
+        )
+        .await?;
+        let Some(last) = events.last() else {
+            return Ok(EmailPass::default());
+        };
+        let mut to = last.position;
+        let mut settings = SettingsCache::new();
+        let mut emails = Vec::new();
+        let mut covered = events.len();
+        let mut capped = false;
+        for (index, event) in events.iter().enumerate() {
+            self.apply(event, &mut settings, &mut emails).await?;
+            if emails.len() >= PASS_EMAILS_MAX && index + 1 < events.len() {
+                to = event.position;
+                covered = index + 1;
+                capped = true;
+                break;
+            }
+        }
+        match self.deliverer.dispatch(from, to, emails).await? {
+            Some(run) => Ok(EmailPass {
+                events: covered,
+                run,
+                full: full || capped,
+            }),
+            // Another process's pass holds the log: it goes on, not this one.
+            None => Ok(EmailPass::default()),
+        }
+    }
+
+    /// The last event dispatched.
+    pub async fn checkpoint(&self) -> Result<caisse_application::ports::LogPosition, AppError> {
+        caisse_infrastructure::dispatch_checkpoint::read(&self.db, "emails").await
+    }
+
+    /// A shop's settings as the view holds them now, read once per pass.
     async fn settings(
         &self,
-        tx: &mut Tx,
+        cache: &mut SettingsCache,
         shop_id: &str,
     ) -> Result<Option<NotificationSettingsRow>, AppError> {
-        if let Some(settings) = self.batch().settings.get(shop_id) {
+        if let Some(settings) = cache.get(shop_id) {
             return Ok(settings.clone());
         }
-        let settings = tx
+        let settings = self
+            .db
             .fetch_optional(
                 "SELECT * FROM notification_settings_view WHERE shop_id = $1",
                 &[shop_id.into()],
@@ -88,9 +139,7 @@ impl EmailOutboxProjection {
             .await?
             .as_ref()
             .map(NotificationSettingsRow::from_row);
-        self.batch()
-            .settings
-            .insert(shop_id.to_string(), settings.clone());
+        cache.insert(shop_id.to_string(), settings.clone());
         Ok(settings)
     }
 }
@@ -104,68 +153,55 @@ struct Queued<'a> {
 }
 
 impl Queued<'_> {
-    /// Adds the e-mail to the batch's rows, inserted at its end.
+    /// Adds the e-mail to the pass's.
     fn queue(
         &self,
-        emails: &mut Vec<QueuedEmail>,
+        emails: &mut Vec<NewEmail>,
         role: &str,
         recipient: &str,
         language: &str,
         email: RenderedEmail,
     ) {
-        let dedup_key = format!(
-            "{}/{}/{role}/{}",
-            self.event.aggregate_id,
-            self.event.sequence,
-            recipient.to_ascii_lowercase()
-        );
-        let email_id = format!("eml_{}", uuid::Uuid::now_v7().simple());
-        let row: Vec<SqlValue> = vec![
-            email_id.clone().into(),
-            dedup_key.into(),
-            self.shop_id.into(),
-            self.mode.into(),
-            recipient.into(),
-            role.into(),
-            language.into(),
-            self.event_type.into(),
-            email.subject.into(),
-            self.event.aggregate_id.clone().into(),
-            (self.event.position.tx_id as i64).into(),
-            self.event.position.global_position.into(),
-            self.created_at.into(),
-        ];
-        emails.push(QueuedEmail {
-            email_id,
-            row,
+        emails.push(NewEmail {
+            email_id: format!("eml_{}", uuid::Uuid::now_v7().simple()),
+            dedup_key: format!(
+                "{}/{}/{role}/{}",
+                self.event.aggregate_id,
+                self.event.sequence,
+                recipient.to_ascii_lowercase()
+            ),
+            shop_id: self.shop_id.to_string(),
+            mode: self.mode.to_string(),
+            recipient: recipient.to_string(),
+            role: role.to_string(),
+            language: language.to_string(),
+            event_type: self.event_type.to_string(),
+            subject: email.subject,
+            subject_id: self.event.aggregate_id.clone(),
+            position: self.event.position,
+            created_at: self.created_at.to_string(),
             text_body: email.text,
             html_body: email.html,
         });
     }
 }
 
-#[async_trait]
-impl Projection for EmailOutboxProjection {
-    fn name(&self) -> &'static str {
-        "email_outbox"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn begin_batch(&self) {
-        *self.batch() = Batch::default();
-    }
-
-    async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+impl EmailDispatcher {
+    /// The e-mails of one event, added to `emails`.
+    async fn apply(
+        &self,
+        event: &LoggedEvent,
+        settings_cache: &mut SettingsCache,
+        emails: &mut Vec<NewEmail>,
+    ) -> Result<(), AppError> {
         if event.aggregate_type == ShopNotifications::TYPE {
-            // The settings view changed just before, in this transaction.
-            self.batch().settings.clear();
+            // The settings changed: read them again (the view is at least as
+            // new as this event).
+            settings_cache.clear();
             return Ok(());
         }
         if event.aggregate_type == WebhookEndpoint::TYPE {
-            return self.endpoint_disabled(tx, event).await;
+            return self.endpoint_disabled(event, settings_cache, emails).await;
         }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
@@ -192,7 +228,8 @@ impl Projection for EmailOutboxProjection {
             }
             _ => None,
         };
-        let Some(row) = tx
+        let Some(row) = self
+            .db
             .fetch_optional(
                 "SELECT p.*, s.name AS shop_name FROM payments_view p
                    LEFT JOIN shops_view s ON s.shop_id = p.shop_id
@@ -218,7 +255,7 @@ impl Projection for EmailOutboxProjection {
         let position = event.position.global_position;
         // Settings configured before this event (in commit order).
         let settings = self
-            .settings(tx, &shop_id)
+            .settings(settings_cache, &shop_id)
             .await?
             .filter(|settings| settings.configured < (tx_id, position));
         let merchant_addresses: Vec<String> = settings
@@ -261,78 +298,31 @@ impl Projection for EmailOutboxProjection {
             event_type,
             created_at: &created_at,
         };
-        let mut batch = self.batch();
         if let Some(settings) = settings.as_ref().filter(|_| !merchant_addresses.is_empty()) {
             let language = &settings.language;
             for address in &merchant_addresses {
                 if let Some(email) = merchant_notification(language, event_type, &facts) {
-                    queued.queue(&mut batch.emails, "MERCHANT", address, language, email);
+                    queued.queue(emails, "MERCHANT", address, language, email);
                 }
             }
         }
         if let Some((email, language)) = buyer {
             let rendered = buyer_confirmation(&language, &facts);
-            queued.queue(&mut batch.emails, "BUYER", &email, &language, rendered);
+            queued.queue(emails, "BUYER", &email, &language, rendered);
         }
-        Ok(())
-    }
-
-    /// The batch's e-mails, fifty per statement: their outbox rows, then the
-    /// bodies of those inserted (a replay's e-mails are already there, under
-    /// their first id, and insert nothing).
-    async fn finish_batch(&self, tx: &mut Tx) -> Result<(), AppError> {
-        let emails = std::mem::take(&mut self.batch().emails);
-        let rows: Vec<Vec<SqlValue>> = emails.iter().map(|email| email.row.clone()).collect();
-        let inserted: HashSet<String> = insert_rows(
-            tx,
-            "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,
-                language, event_type, subject, subject_id, tx_id, global_position,
-                status, attempts, next_attempt_at, created_at)",
-            "ON CONFLICT (dedup_key) DO NOTHING RETURNING email_id",
-            &rows,
-            ROWS_PER_INSERT,
-            COLUMNS_PER_ROW - 1,
-            |p| {
-                format!(
-                    "'PENDING', 0, {}, {}",
-                    p(COLUMNS_PER_ROW),
-                    p(COLUMNS_PER_ROW)
-                )
-            },
-        )
-        .await?
-        .iter()
-        .map(|row| row.text("email_id"))
-        .collect();
-        let bodies: Vec<Vec<SqlValue>> = emails
-            .into_iter()
-            .filter(|email| inserted.contains(&email.email_id))
-            .map(|email| {
-                vec![
-                    email.email_id.into(),
-                    email.text_body.into(),
-                    email.html_body.into(),
-                ]
-            })
-            .collect();
-        insert_rows(
-            tx,
-            "INSERT INTO email_bodies (email_id, text_body, html_body)",
-            "",
-            &bodies,
-            ROWS_PER_INSERT,
-            3,
-            |_| String::new(),
-        )
-        .await?;
         Ok(())
     }
 }
 
-impl EmailOutboxProjection {
+impl EmailDispatcher {
     /// The merchant's addresses are told when a webhook endpoint of theirs is
     /// disabled after persistent failure (whatever event types they receive).
-    async fn endpoint_disabled(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError> {
+    async fn endpoint_disabled(
+        &self,
+        event: &LoggedEvent,
+        settings_cache: &mut SettingsCache,
+        emails: &mut Vec<NewEmail>,
+    ) -> Result<(), AppError> {
         if event.event_type != "WebhookEndpointDisabled" {
             return Ok(());
         }
@@ -343,7 +333,8 @@ impl EmailOutboxProjection {
         else {
             return Ok(());
         };
-        let Some(endpoint) = tx
+        let Some(endpoint) = self
+            .db
             .fetch_optional(
                 "SELECT e.shop_id, e.mode, e.url, s.name AS shop_name FROM webhook_endpoints_view e
                LEFT JOIN shops_view s ON s.shop_id = e.shop_id
@@ -355,7 +346,7 @@ impl EmailOutboxProjection {
             return Ok(());
         };
         let shop_id = endpoint.text("shop_id");
-        let Some(settings) = self.settings(tx, &shop_id).await? else {
+        let Some(settings) = self.settings(settings_cache, &shop_id).await? else {
             return Ok(());
         };
         let shop_name = settings
@@ -380,13 +371,7 @@ impl EmailOutboxProjection {
                 &event.aggregate_id,
                 occurred_at,
             );
-            queued.queue(
-                &mut self.batch().emails,
-                "MERCHANT",
-                address,
-                &settings.language,
-                email,
-            );
+            queued.queue(emails, "MERCHANT", address, &settings.language, email);
         }
         Ok(())
     }
