@@ -38,7 +38,7 @@ use caisse_projections::Projectors;
 const WEBHOOK_PASS_MAX: usize = 200;
 /// Most e-mails one pass attempts.
 const EMAIL_PASS_MAX: usize = 200;
-/// How long a sender woken by new outbox rows waits for more before its pass.
+/// How long a sender woken by new events waits for more before its pass.
 const SENDER_COALESCE: Duration = Duration::from_millis(100);
 /// How often the server checkpoints a SQLite WAL (`spawn_wal_checkpointer`):
 /// under load a few hundred pages each time.

@@ -166,7 +166,6 @@ async fn finish(
             .unwrap_or_default();
         let mut cursor = LogPosition::default();
         let mut tx = replay_db.begin().await?;
-        projection.begin_batch();
         'replay: loop {
             let page = log.read_after(cursor, LOG_PAGE_SIZE_MAX).await?;
             if page.is_empty() {
@@ -179,10 +178,7 @@ async fn finish(
                 projection.apply(&mut tx, event).await?;
                 cursor = event.position;
             }
-            // What the page buffered, so memory does not grow with the log.
-            projection.finish_batch(&mut tx).await?;
         }
-        projection.finish_batch(&mut tx).await?;
         tx.commit().await?;
         for table in projection.tables() {
             // Sorted here, on every column: the first ones are not a key of every

@@ -35,17 +35,6 @@ pub trait Projection: Send + Sync {
     /// Applies one event inside the batch transaction. Events of other aggregates
     /// are ignored by returning `Ok(())`.
     async fn apply(&self, tx: &mut Tx, event: &LoggedEvent) -> Result<(), AppError>;
-
-    /// Called before a batch's first event: forget what the previous batch
-    /// cached (another process may have run batches since).
-    fn begin_batch(&self) {}
-
-    /// Called after a batch's last event, in its transaction, before the
-    /// checkpoints move: write what `apply` buffered (the outboxes insert a
-    /// batch's rows in a few statements instead of one per row).
-    async fn finish_batch(&self, _tx: &mut Tx) -> Result<(), AppError> {
-        Ok(())
-    }
 }
 
 /// An event's payload as its aggregate's event type; a payload that does not
@@ -248,9 +237,6 @@ impl Projector {
             tx.execute("SET LOCAL synchronous_commit = off", &[])
                 .await?;
         }
-        for projection in &self.projections {
-            projection.begin_batch();
-        }
         let mut busy = vec![std::time::Duration::ZERO; self.projections.len()];
         for event in &events {
             for (index, projection) in self.projections.iter().enumerate() {
@@ -260,13 +246,6 @@ impl Projector {
                     busy[index] += started.elapsed();
                     applied[index] += 1;
                 }
-            }
-        }
-        for (index, projection) in self.projections.iter().enumerate() {
-            if applied[index] > 0 {
-                let started = std::time::Instant::now();
-                projection.finish_batch(&mut tx).await?;
-                busy[index] += started.elapsed();
             }
         }
         for (total, spent) in self.busy_micros.iter().zip(busy) {
