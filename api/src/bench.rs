@@ -1452,6 +1452,7 @@ async fn notifications_ab(
                 let batches_before = state.projectors.batch_micros();
                 let dispatch_before = caisse_infrastructure::webhook_delivery::dispatch_timings();
                 let build_before = caisse_projections::webhook_dispatch::build_micros();
+                let sent_before = notifications_sent(state).await;
                 let result = drive(job.backend, clients, endpoint, key, shop, &load, None).await;
                 // Warm-up included on both sides of the difference: per command
                 // of the whole phase, approximately.
@@ -1498,6 +1499,16 @@ async fn notifications_ab(
                     .map(|(name, per_command)| format!("{name} {per_command:.0}"))
                     .collect();
                 println!("    projections, µs per command: {}", spent.join(", "));
+                if notifications {
+                    // After the phase's notifications are out: proof they flowed.
+                    drain_outboxes(state).await;
+                    let sent_after = notifications_sent(state).await;
+                    println!(
+                        "    notifications of the phase: {} webhook deliveries, {} e-mails",
+                        sent_after.0 - sent_before.0,
+                        sent_after.1 - sent_before.1,
+                    );
+                }
                 let (passes, writing, sending) =
                     caisse_infrastructure::webhook_delivery::dispatch_timings();
                 let building = caisse_projections::webhook_dispatch::build_micros() - build_before;
@@ -1693,6 +1704,24 @@ async fn smtp_sink() -> anyhow::Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// (webhook deliveries, e-mails) in the outboxes so far; (0, 0) if the count
+/// fails.
+async fn notifications_sent(state: &std::sync::Arc<crate::state::AppState>) -> (i64, i64) {
+    state
+        .database
+        .db
+        .fetch_optional(
+            "SELECT (SELECT COUNT(*) FROM webhook_deliveries) AS webhooks,
+                    (SELECT COUNT(*) FROM email_outbox) AS emails",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| (row.int("webhooks"), row.int("emails")))
+        .unwrap_or((0, 0))
 }
 
 /// Waits (30 s at most) until no event waits for a notification dispatcher

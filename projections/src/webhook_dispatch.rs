@@ -1,7 +1,7 @@
 //! The webhook dispatcher (ADR 0013): reads the global log after its own
-//! checkpoint (`notification_dispatch`, row `webhooks`) and turns each payment and plan event into
-//! one delivery per active endpoint of its shop and mode that subscribes to
-//! its type, with the body it carries; the sender
+//! checkpoint (`notification_dispatch`, row `webhooks`) and turns each
+//! payment and plan event into one delivery per active endpoint of its shop
+//! and mode that subscribes to its type, with the body it carries; the sender
 //! (`caisse_infrastructure::webhook_delivery`) gives each its first attempt
 //! at once and writes it, already attempted, with the checkpoint, in one
 //! transaction per pass. Nothing is written inside the projector's

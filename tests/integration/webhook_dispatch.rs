@@ -40,6 +40,10 @@ async fn bodies_show_the_payment_as_each_event_left_it(app: TestApp) {
     let modified = app
         .create_payment(caisse_tests::payment_input("40.00", "ORD-DISPATCH-MOD"))
         .await;
+    // Dispatched now: its modification below is replayed in a later pass
+    // from the state this one kept, not from the log.
+    await_views(&app).await;
+    deliver(&app).await;
     mutate(
         &app,
         "mutation($id: ID!) { modifyPayment(id: $id, amount: \"15.00\") { id } }",
