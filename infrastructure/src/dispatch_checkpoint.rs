@@ -18,6 +18,41 @@ pub const LEASE_SECONDS: i64 = 300;
 /// ends well within its lease whatever the receivers do.
 pub const SENDING_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// The frame of a dispatch pass from `from` to `to`. With nothing to send
+/// (`empty`), it only moves the checkpoint. Otherwise it leases the log to
+/// the pass until `now` + `LEASE_SECONDS`, runs `send_and_record` (which
+/// ends with `commit_pass`), and gives the lease back at once if that fails.
+/// None: another pass holds the log, and nothing was sent.
+pub async fn run_pass<R, F>(
+    db: &Db,
+    name: &str,
+    (from, to): (LogPosition, LogPosition),
+    now: chrono::DateTime<chrono::Utc>,
+    empty: bool,
+    send_and_record: F,
+) -> Result<Option<R>, AppError>
+where
+    R: Default,
+    F: std::future::Future<Output = Result<Option<R>, AppError>>,
+{
+    let now_text = crate::time::timestamp_text(now);
+    if empty {
+        let moved = advance(db, name, from, to, &now_text).await?;
+        return Ok(moved.then(R::default));
+    }
+    let until = crate::time::timestamp_text(now + chrono::Duration::seconds(LEASE_SECONDS));
+    if !lease(db, name, from, &now_text, &until).await? {
+        return Ok(None);
+    }
+    let outcome = send_and_record.await;
+    if outcome.is_err() {
+        // Nothing recorded: let the next pass start over at once rather
+        // than after the lease.
+        let _ = release(db, name, from).await;
+    }
+    outcome
+}
+
 /// The last event the dispatcher `name` dispatched.
 pub async fn read(db: &Db, name: &str) -> Result<LogPosition, AppError> {
     let row = db

@@ -392,23 +392,15 @@ impl EmailDeliverer {
         to: caisse_application::ports::LogPosition,
         emails: Vec<NewEmail>,
     ) -> Result<Option<EmailRun>, AppError> {
-        let now = timestamp_text(self.clock.now());
-        if emails.is_empty() {
-            let moved = dispatch_checkpoint::advance(&self.db, DISPATCHER, from, to, &now).await?;
-            return Ok(moved.then(EmailRun::default));
-        }
-        let until = timestamp_text(
-            self.clock.now() + chrono::Duration::seconds(dispatch_checkpoint::LEASE_SECONDS),
-        );
-        if !dispatch_checkpoint::lease(&self.db, DISPATCHER, from, &now, &until).await? {
-            return Ok(None);
-        }
-        let outcome = self.dispatch_leased(from, to, emails).await;
-        if outcome.is_err() {
-            // Nothing recorded: let the next pass start over at once.
-            let _ = dispatch_checkpoint::release(&self.db, DISPATCHER, from).await;
-        }
-        outcome
+        dispatch_checkpoint::run_pass(
+            &self.db,
+            DISPATCHER,
+            (from, to),
+            self.clock.now(),
+            emails.is_empty(),
+            self.dispatch_leased(from, to, emails),
+        )
+        .await
     }
 
     /// `dispatch` once the pass holds the lease.

@@ -62,9 +62,9 @@ const DISPATCH_ROWS_PER_INSERT: usize = 100;
 pub const PERSISTENT_FAILURE_DAYS: i64 = 3;
 
 /// Wall time of this process's dispatch passes, in µs, for `caisse bench`:
-/// passes that sent something, their time in write transactions (the lease
-/// and the record: on SQLite, time holding the single writer's lock) and
-/// their time sending.
+/// passes that sent something, their time in the recording transaction (on
+/// SQLite, waiting for the single writer's lock included) and their time
+/// sending.
 static DISPATCH_PASSES: AtomicU64 = AtomicU64::new(0);
 static DISPATCH_WRITE_MICROS: AtomicU64 = AtomicU64::new(0);
 static DISPATCH_SEND_MICROS: AtomicU64 = AtomicU64::new(0);
@@ -434,8 +434,9 @@ impl WebhookDeliverer {
     /// covered, `deliveries` in log order.
     ///
     /// One pass at a time over all processes: the pass first leases the
-    /// dispatcher's row (`dispatch_checkpoint`), at `from`. Answers None, having sent nothing,
-    /// when another pass holds it or has moved the checkpoint. A crash before
+    /// dispatcher's row (`dispatch_checkpoint`), at `from`. Answers None,
+    /// having sent nothing, when another pass holds it or has moved the
+    /// checkpoint. A crash before
     /// the commit sends the pass again from `from`, with the same
     /// `webhook-id`s (at least once); the unique (endpoint, subject,
     /// `webhook-id`) index keeps the rows single.
@@ -445,29 +446,19 @@ impl WebhookDeliverer {
         to: LogPosition,
         deliveries: Vec<NewDelivery>,
     ) -> Result<Option<DeliveryRun>, AppError> {
-        let now = timestamp_text(self.clock.now());
-        if deliveries.is_empty() {
-            // Nothing to send: the checkpoint moves, unless a pass holds it.
-            let moved = dispatch_checkpoint::advance(&self.db, DISPATCHER, from, to, &now).await?;
-            return Ok(moved.then(DeliveryRun::default));
+        let empty = deliveries.is_empty();
+        if !empty {
+            DISPATCH_PASSES.fetch_add(1, Ordering::Relaxed);
         }
-        DISPATCH_PASSES.fetch_add(1, Ordering::Relaxed);
-        let leasing = std::time::Instant::now();
-        let until = timestamp_text(
-            self.clock.now() + chrono::Duration::seconds(dispatch_checkpoint::LEASE_SECONDS),
-        );
-        let leased = dispatch_checkpoint::lease(&self.db, DISPATCHER, from, &now, &until).await?;
-        add_micros(&DISPATCH_WRITE_MICROS, leasing);
-        if !leased {
-            return Ok(None);
-        }
-        let outcome = self.dispatch_leased(from, to, deliveries).await;
-        if outcome.is_err() {
-            // Nothing recorded: let the next pass start over at once rather
-            // than after the lease.
-            let _ = dispatch_checkpoint::release(&self.db, DISPATCHER, from).await;
-        }
-        outcome
+        dispatch_checkpoint::run_pass(
+            &self.db,
+            DISPATCHER,
+            (from, to),
+            self.clock.now(),
+            empty,
+            self.dispatch_leased(from, to, deliveries),
+        )
+        .await
     }
 
     /// `dispatch` once the pass holds the lease.

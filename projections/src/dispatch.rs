@@ -8,7 +8,6 @@ use caisse_application::ports::LogPosition;
 use caisse_application::AppError;
 use caisse_infrastructure::dispatch_checkpoint;
 use caisse_infrastructure::event_log::{EventLogReader, LoggedEvent};
-use caisse_infrastructure::sql::bind_list;
 use caisse_infrastructure::Db;
 
 /// Events read per pass.
@@ -33,7 +32,7 @@ pub(crate) async fn pass_events(
     views: &[&str],
 ) -> Result<PassEvents, AppError> {
     let from = dispatch_checkpoint::read(db, name).await?;
-    let horizon = horizon(db, views).await?;
+    let horizon = crate::projector::horizon(db, views).await?;
     if horizon <= from {
         return Ok(PassEvents {
             from,
@@ -49,29 +48,4 @@ pub(crate) async fn pass_events(
         full: read == PASS_EVENTS_MAX && events.len() == read,
         events,
     })
-}
-
-/// The lowest checkpoint of `views` (the start of the log if one has none).
-async fn horizon(db: &Db, views: &[&str]) -> Result<LogPosition, AppError> {
-    let mut params = Vec::new();
-    let names = bind_list(&mut params, views.iter().map(|view| view.to_string()));
-    let rows = db
-        .fetch_all(
-            &format!(
-                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ({names})"
-            ),
-            &params,
-        )
-        .await?;
-    if rows.len() < views.len() {
-        return Ok(LogPosition::default());
-    }
-    Ok(rows
-        .iter()
-        .map(|row| LogPosition {
-            tx_id: row.int("tx_id") as u64,
-            global_position: row.int("global_position"),
-        })
-        .min()
-        .unwrap_or_default())
 }

@@ -48,6 +48,34 @@ pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &LoggedEvent) -> Res
     })
 }
 
+/// How far every projection of `names` has applied the log: the lowest of
+/// their checkpoints, or the start of the log while one of them has none.
+/// What reads several views at once must not go past it.
+pub async fn horizon(db: &Db, names: &[&str]) -> Result<LogPosition, AppError> {
+    let mut params = Vec::new();
+    let list =
+        caisse_infrastructure::sql::bind_list(&mut params, names.iter().map(|n| n.to_string()));
+    let rows = db
+        .fetch_all(
+            &format!(
+                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ({list})"
+            ),
+            &params,
+        )
+        .await?;
+    if rows.len() < names.len() {
+        return Ok(LogPosition::default());
+    }
+    Ok(rows
+        .iter()
+        .map(|row| LogPosition {
+            tx_id: row.int("tx_id") as u64,
+            global_position: row.int("global_position"),
+        })
+        .min()
+        .unwrap_or_default())
+}
+
 /// All projections of the service, in one place for the server, the CLI and tests.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![

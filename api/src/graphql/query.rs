@@ -459,25 +459,8 @@ pub(crate) async fn scan_owned_events(
 pub(crate) const HORIZON_PROJECTIONS: [&str; 3] = ["payments", "remittances", "plans"];
 
 async fn projected_horizon(state: &AppState) -> Result<LogPosition, caisse_application::AppError> {
-    let rows = state
-        .db()
-        .fetch_all(
-            "SELECT tx_id, global_position FROM projection_checkpoints WHERE name IN ($1, $2, $3)",
-            &HORIZON_PROJECTIONS.map(SqlValue::from),
-        )
-        .await?;
     // Until each view that tells owners apart has a checkpoint, nothing is safe.
-    if rows.len() < HORIZON_PROJECTIONS.len() {
-        return Ok(LogPosition::default());
-    }
-    Ok(rows
-        .iter()
-        .map(|row| LogPosition {
-            tx_id: row.int("tx_id") as u64,
-            global_position: row.int("global_position"),
-        })
-        .min()
-        .unwrap_or_default())
+    caisse_projections::projector::horizon(state.db(), &HORIZON_PROJECTIONS).await
 }
 
 /// Which aggregates of this page belong to the caller's shop and mode.
