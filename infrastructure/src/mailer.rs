@@ -346,11 +346,7 @@ impl EmailDeliverer {
             // records, and those e-mails go again after their lease (at least
             // once, like every notification).
             let at = timestamp_text(self.clock.now());
-            let mut tx = self.db.begin().await?;
-            if tx.is_postgres() {
-                tx.execute("SET LOCAL synchronous_commit = off", &[])
-                    .await?;
-            }
+            let mut tx = self.db.begin_unflushed().await?;
             let mut updates = Vec::new();
             for (email, result) in claimed.iter().zip(results) {
                 let email_id = email.text("email_id");
@@ -469,11 +465,7 @@ impl EmailDeliverer {
             row.extend(state);
             rows.push(row);
         }
-        let mut tx = self.db.begin().await?;
-        if tx.is_postgres() {
-            tx.execute("SET LOCAL synchronous_commit = off", &[])
-                .await?;
-        }
+        let mut tx = self.db.begin_unflushed().await?;
         let inserted: std::collections::HashSet<String> = insert_rows(
             &mut tx,
             "INSERT INTO email_outbox (email_id, dedup_key, shop_id, mode, recipient, role,

@@ -295,6 +295,20 @@ impl Db {
         })
     }
 
+    /// A transaction whose commit does not wait for the WAL flush on
+    /// PostgreSQL (`synchronous_commit = off`): for state the log can rebuild
+    /// (the views) or that is sent again when lost (the notifications'
+    /// results: at least once). On SQLite the connection's own
+    /// `synchronous` setting decides (`Database::notification_db`).
+    pub async fn begin_unflushed(&self) -> Result<Tx, AppError> {
+        let mut tx = self.begin().await?;
+        if tx.is_postgres() {
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub async fn fetch_all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<SqlRow>, AppError> {
         match self {
             Db::Postgres(pool) => {

@@ -380,11 +380,7 @@ impl WebhookDeliverer {
         if attempted.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.db.begin().await?;
-        if tx.is_postgres() {
-            tx.execute("SET LOCAL synchronous_commit = off", &[])
-                .await?;
-        }
+        let mut tx = self.db.begin_unflushed().await?;
         insert_attempts(&mut tx, attempted.iter()).await?;
         let mut outcomes = Vec::new();
         let mut updates = Vec::new();
@@ -646,11 +642,7 @@ impl WebhookDeliverer {
             ]);
         }
         let writing = std::time::Instant::now();
-        let mut tx = self.db.begin().await?;
-        if tx.is_postgres() {
-            tx.execute("SET LOCAL synchronous_commit = off", &[])
-                .await?;
-        }
+        let mut tx = self.db.begin_unflushed().await?;
         let inserted: std::collections::HashSet<String> = insert_rows(
             &mut tx,
             "INSERT INTO webhook_deliveries (delivery_id, webhook_id, endpoint_id, shop_id, mode,
