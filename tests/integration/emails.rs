@@ -548,6 +548,39 @@ caisse_tests::both_backends!(
     super::directory_mode_writes_eml_files
 );
 
+/// Two `caisse serve` on one database dispatch at the same time: one pass
+/// holds the log (the lease of the dispatcher's row), so each e-mail is
+/// written to `mail/` and to the outbox once.
+async fn two_dispatchers_send_each_email_once(app: TestApp) {
+    let second = app.second_server(|_| {}).await;
+    for _ in 0..6 {
+        app.create_payment(payment_input(
+            "5.00",
+            &format!("ORD-TWO-MAIL-{}", next_reference_number()),
+        ))
+        .await;
+    }
+    crate::webhooks::await_views(&app).await;
+    let (first, other) = tokio::join!(app.state.deliver_emails(), second.state.deliver_emails());
+    let (first, other) = (first.unwrap(), other.unwrap());
+    // Whatever the loser's pass left, a last pass sends.
+    let last = app.state.deliver_emails().await.unwrap();
+    assert_eq!(
+        first.sent + other.sent + last.sent,
+        6,
+        "{first:?} {other:?}"
+    );
+    let files = std::fs::read_dir(app.data_dir.path().join("mail"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 6);
+    assert_eq!(outbox(&app, Some("SENT")).await.len(), 6);
+}
+caisse_tests::both_backends!(
+    two_dispatchers_send_each_email_once,
+    super::two_dispatchers_send_each_email_once
+);
+
 async fn merchant_language_and_deferred_authorisation(app: TestApp) {
     // The merchant's e-mails in the shop's language (English here); an unknown
     // one is refused by field and changes nothing.
