@@ -322,57 +322,65 @@ impl AppState {
         self.spawn_notification_senders();
     }
 
-    /// The webhook and e-mail senders, one task each beside the scheduler's
-    /// (a long cut-off never holds notifications back). Each sends what is
-    /// due, again at once while its passes come back full (a backlog drains
-    /// at full speed, not 200 per interval), and otherwise waits until a
-    /// view it reads moves (new events, dispatched about `SENDER_COALESCE`
-    /// later) or `scheduler.interval_ms` passes (retries falling due).
+    /// The notification senders, four tasks beside the scheduler's (a long
+    /// cut-off never holds notifications back): for webhooks and for e-mails,
+    /// a dispatcher (first attempts of new events) and a retry loop (what is
+    /// due again). Apart, so that a receiver that times out in the retries
+    /// never holds back the first attempts of every other shop. Each passes
+    /// again at once while there is more work than one pass (a backlog
+    /// drains at full speed), and otherwise waits: a dispatcher until a view
+    /// it reads moves (new events, dispatched about `SENDER_COALESCE` later)
+    /// or `scheduler.interval_ms` passes; a retry loop for that interval.
     fn spawn_notification_senders(self: &Arc<Self>) {
         // Every projector batch moves every view's checkpoint: the endpoints'
         // and the settings' wake the dispatchers.
-        let webhooks = self.spawn_sender("webhooks", WEBHOOK_PASS_MAX, |state| {
-            Box::pin(async move {
-                let run = state.deliver_webhooks().await?;
-                Ok(run.succeeded + run.retrying + run.failed)
-            })
-        });
-        let emails = self.spawn_sender("notifications", EMAIL_PASS_MAX, |state| {
-            Box::pin(async move {
-                let run = state.deliver_emails().await?;
-                Ok(run.sent + run.retrying + run.failed)
-            })
-        });
-        let mut background = self.background.lock().expect("background tasks");
-        background.push(webhooks);
-        background.push(emails);
+        let tasks = [
+            self.spawn_sender("webhook dispatch", Some("webhooks"), |state| {
+                Box::pin(async move { Ok(state.webhook_dispatcher.run_pass().await?.full) })
+            }),
+            self.spawn_sender("webhook retries", None, |state| {
+                Box::pin(async move {
+                    let run = state.retry_webhooks().await?;
+                    Ok(run.succeeded + run.retrying + run.failed >= WEBHOOK_PASS_MAX)
+                })
+            }),
+            self.spawn_sender("e-mail dispatch", Some("notifications"), |state| {
+                Box::pin(async move { Ok(state.email_dispatcher.run_pass().await?.full) })
+            }),
+            self.spawn_sender("e-mail retries", None, |state| {
+                Box::pin(async move {
+                    let run = state.email_deliverer.run_due(EMAIL_PASS_MAX).await?;
+                    Ok(run.sent + run.retrying + run.failed >= EMAIL_PASS_MAX)
+                })
+            }),
+        ];
+        self.background
+            .lock()
+            .expect("background tasks")
+            .extend(tasks);
     }
 
-    /// One sender's loop: `pass` answers how many it attempted.
+    /// One sender's loop: `pass` answers whether more work is waiting;
+    /// `wake_on` names the projection whose moves wake it.
     fn spawn_sender(
         self: &Arc<Self>,
-        outbox: &'static str,
-        pass_max: usize,
+        sender: &'static str,
+        wake_on: Option<&str>,
         pass: fn(Arc<AppState>) -> SenderPass,
     ) -> tokio::task::JoinHandle<()> {
         let interval = Duration::from_millis(self.config.scheduler.interval_ms);
         let state = self.clone();
-        let mut moved = self.projectors.watch_checkpoint(outbox);
+        let mut moved = wake_on.and_then(|name| self.projectors.watch_checkpoint(name));
         tokio::spawn(async move {
             loop {
-                let full = match pass(state.clone()).await {
-                    Ok(attempted) => {
-                        if attempted > 0 {
-                            tracing::debug!(outbox, attempted, "notifications attempted");
-                        }
-                        attempted >= pass_max
-                    }
+                let more = match pass(state.clone()).await {
+                    Ok(more) => more,
                     Err(error) => {
-                        tracing::error!(outbox, %error, "notifications failed; retrying");
+                        tracing::error!(sender, %error, "notifications failed; retrying");
                         false
                     }
                 };
-                if !full {
+                if !more {
                     wait_for_work(&mut moved, interval).await;
                 }
             }
@@ -380,8 +388,8 @@ impl AppState {
     }
 
     /// Dispatches what the log holds since the last pass (first attempts),
-    /// sends the due retries, and disables the endpoints that failed for the
-    /// whole retry schedule.
+    /// then the due retries (`retry_webhooks`): what the background tasks do,
+    /// in one call (tests, `caisse` commands).
     pub async fn deliver_webhooks(&self) -> Result<DeliveryRun, caisse_application::AppError> {
         let mut run = DeliveryRun::default();
         loop {
@@ -391,7 +399,14 @@ impl AppState {
                 break;
             }
         }
-        run.absorb(self.webhook_deliverer.run_due(WEBHOOK_PASS_MAX).await?);
+        run.absorb(self.retry_webhooks().await?);
+        Ok(run)
+    }
+
+    /// Sends the due webhook retries (and queued deliveries), and disables
+    /// the endpoints that failed for the whole retry schedule.
+    pub async fn retry_webhooks(&self) -> Result<DeliveryRun, caisse_application::AppError> {
+        let run = self.webhook_deliverer.run_due(WEBHOOK_PASS_MAX).await?;
         for endpoint_id in &run.endpoints_failing {
             self.webhooks.disable_failing(*endpoint_id).await?;
         }
@@ -427,9 +442,9 @@ impl AppState {
     }
 }
 
-/// One pass of a notification sender: how many it attempted.
+/// One pass of a notification sender: whether more work is waiting.
 type SenderPass = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<usize, caisse_application::AppError>> + Send>,
+    Box<dyn std::future::Future<Output = Result<bool, caisse_application::AppError>> + Send>,
 >;
 
 /// Until the outbox's projection moves or `interval` passes.

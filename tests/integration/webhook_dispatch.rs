@@ -318,3 +318,51 @@ both_backends!(
     a_webhook_pass_lost_before_its_commit_is_sent_again_with_the_same_ids,
     super::a_pass_lost_before_its_commit_is_sent_again_with_the_same_ids
 );
+
+/// An endpoint being retried gets its new deliveries queued for the retry
+/// loop, not attempted by the dispatcher: a receiver that is down (or times
+/// out) does not hold back the first attempts of the others.
+async fn a_failing_endpoint_is_left_to_the_retry_loop(app: TestApp) {
+    let (down, down_url) = Receiver::start().await;
+    let (up, up_url) = Receiver::start().await;
+    down.set_down(true);
+    data(&create(&app, &down_url, json!(["payment.authorised"])).await);
+    data(&create(&app, &up_url, json!(["payment.authorised"])).await);
+    app.create_payment(caisse_tests::payment_input("3.00", "ORD-DISPATCH-FAIL-1"))
+        .await;
+    await_views(&app).await;
+    let first = app.state.webhook_dispatcher.run_pass().await.unwrap();
+    assert_eq!(
+        (first.run.succeeded, first.run.retrying, first.run.queued),
+        (1, 1, 0),
+        "{first:?}"
+    );
+
+    app.create_payment(caisse_tests::payment_input("4.00", "ORD-DISPATCH-FAIL-2"))
+        .await;
+    await_views(&app).await;
+    let second = app.state.webhook_dispatcher.run_pass().await.unwrap();
+    // The healthy endpoint at once; the failing one's is queued, untried.
+    assert_eq!(
+        (second.run.succeeded, second.run.retrying, second.run.queued),
+        (1, 0, 1),
+        "{second:?}"
+    );
+    assert_eq!((down.log().len(), up.log().len()), (1, 2));
+    // The retry loop tries it (its payment has nothing pending before it);
+    // the first payment's retry is not due yet.
+    let retried = app.state.retry_webhooks().await.unwrap();
+    assert_eq!(retried.retrying, 1, "{retried:?}");
+    assert_eq!(down.log().len(), 2);
+    // Back up: everything goes once its delay has passed.
+    down.set_down(false);
+    app.clock.advance(chrono::Duration::minutes(6));
+    assert_eq!(app.state.retry_webhooks().await.unwrap().succeeded, 2);
+    let ids: std::collections::HashSet<String> =
+        down.log().into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(ids.len(), 2);
+}
+both_backends!(
+    a_failing_webhook_endpoint_is_left_to_the_retry_loop,
+    super::a_failing_endpoint_is_left_to_the_retry_loop
+);
