@@ -42,7 +42,7 @@ use crate::email_templates::{
 use crate::money::{milli_to_string, to_milli};
 use crate::notifications::NotificationSettingsRow;
 use crate::projector::decode;
-use crate::webhook_dispatch::{event_amount, payment_event_type};
+use crate::webhook_dispatch::payment_event_type;
 
 /// A pass stops after the event that brings it this many e-mails.
 const PASS_EMAILS_MAX: usize = 256;
@@ -267,7 +267,8 @@ impl EmailDispatcher {
             return Ok(());
         }
         let currency = row.text("currency");
-        let amount = event_amount(&payment_event)
+        let amount = payment_event
+            .amount()
             .map(|money| to_milli(&money))
             .unwrap_or_else(|| row.int("amount_milli"));
         let amount = milli_to_string(amount, &currency);

@@ -431,7 +431,7 @@ impl Subject for Payment {
         Some(Described {
             event_type: payment_event_type(event)?,
             occurred_at: event.occurred_at(),
-            amount: event_amount(event),
+            amount: event.amount(),
         })
     }
 
@@ -492,31 +492,6 @@ pub fn payment_event_type(event: &PaymentEvent) -> Option<&'static str> {
             return None
         }
     })
-}
-
-/// What the event moved, when it moved an amount.
-pub(crate) fn event_amount(event: &PaymentEvent) -> Option<Money> {
-    match event {
-        PaymentEvent::PaymentAuthorised { details, .. }
-        | PaymentEvent::PaymentRefused { details, .. }
-        | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
-        | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some(details.amount),
-        PaymentEvent::DeferredAuthorisationGranted { amount, .. }
-        | PaymentEvent::DeferredAuthorisationRefused { amount, .. }
-        | PaymentEvent::PaymentModified { amount, .. }
-        | PaymentEvent::PaymentReauthorised { amount, .. }
-        | PaymentEvent::PaymentCancelled { amount, .. }
-        | PaymentEvent::PaymentExpired { amount, .. }
-        | PaymentEvent::PaymentCaptured { amount, .. }
-        | PaymentEvent::PaymentRefunded { amount, .. }
-        | PaymentEvent::RefundRemitted { amount, .. }
-        | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
-        PaymentEvent::PaymentValidated { .. }
-        | PaymentEvent::PaymentAuthenticated { .. }
-        | PaymentEvent::PaymentAuthenticationAbandoned { .. }
-        | PaymentEvent::ShipmentDeclared { .. }
-        | PaymentEvent::DeliveryDeclared { .. } => None,
-    }
 }
 
 /// The webhook type of a plan event, with its instant; None for the plan's

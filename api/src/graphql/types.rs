@@ -670,26 +670,7 @@ impl LogEvent {
 
     /// The amount a payment event carries, if any.
     fn money(&self) -> Option<caisse_domain::Money> {
-        match self.payment_event.as_ref()? {
-            PaymentEvent::PaymentAuthorised { details, .. }
-            | PaymentEvent::PaymentRefused { details, .. }
-            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
-            | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some(details.amount),
-            PaymentEvent::PaymentAuthenticated { .. }
-            | PaymentEvent::PaymentAuthenticationAbandoned { .. } => None,
-            PaymentEvent::DeferredAuthorisationGranted { amount, .. }
-            | PaymentEvent::DeferredAuthorisationRefused { amount, .. } => Some(*amount),
-            PaymentEvent::ShipmentDeclared { .. } | PaymentEvent::DeliveryDeclared { .. } => None,
-            PaymentEvent::PaymentModified { amount, .. }
-            | PaymentEvent::PaymentReauthorised { amount, .. }
-            | PaymentEvent::PaymentCancelled { amount, .. }
-            | PaymentEvent::PaymentExpired { amount, .. }
-            | PaymentEvent::PaymentCaptured { amount, .. }
-            | PaymentEvent::PaymentRefunded { amount, .. }
-            | PaymentEvent::RefundRemitted { amount, .. }
-            | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
-            PaymentEvent::PaymentValidated { .. } => None,
-        }
+        self.payment_event.as_ref()?.amount()
     }
 }
 

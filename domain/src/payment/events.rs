@@ -302,6 +302,33 @@ pub enum PaymentEvent {
 }
 
 impl PaymentEvent {
+    /// What the event moved, when it moved an amount: the amount asked for an
+    /// authorisation or refusal, the new amount of a modification, the amount
+    /// captured, refunded, cancelled, expired or duplicated.
+    pub fn amount(&self) -> Option<Money> {
+        match self {
+            PaymentEvent::PaymentAuthorised { details, .. }
+            | PaymentEvent::PaymentRefused { details, .. }
+            | PaymentEvent::PaymentAwaitingAuthorisation { details, .. }
+            | PaymentEvent::PaymentAuthenticationPending { details, .. } => Some(details.amount),
+            PaymentEvent::DeferredAuthorisationGranted { amount, .. }
+            | PaymentEvent::DeferredAuthorisationRefused { amount, .. }
+            | PaymentEvent::PaymentModified { amount, .. }
+            | PaymentEvent::PaymentReauthorised { amount, .. }
+            | PaymentEvent::PaymentCancelled { amount, .. }
+            | PaymentEvent::PaymentExpired { amount, .. }
+            | PaymentEvent::PaymentCaptured { amount, .. }
+            | PaymentEvent::PaymentRefunded { amount, .. }
+            | PaymentEvent::RefundRemitted { amount, .. }
+            | PaymentEvent::PaymentDuplicated { amount, .. } => Some(*amount),
+            PaymentEvent::PaymentValidated { .. }
+            | PaymentEvent::PaymentAuthenticated { .. }
+            | PaymentEvent::PaymentAuthenticationAbandoned { .. }
+            | PaymentEvent::ShipmentDeclared { .. }
+            | PaymentEvent::DeliveryDeclared { .. } => None,
+        }
+    }
+
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
             PaymentEvent::PaymentAuthorised { details, .. }
